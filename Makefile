@@ -1,0 +1,14 @@
+# Two commands on a fresh machine (each builds .venv first if needed; see README.md):
+#   make demo   # the main job on its embedded default (tiny model, synthetic math, CPU)
+#   make test   # the test suite
+PY := .venv/bin/python
+
+.PHONY: venv test demo bench
+venv:
+	bash .ci/setup_venv.sh
+
+test: venv
+	$(PY) -m pytest --import-mode=importlib -q -p no:cacheprovider tests
+
+bench: venv
+	$(PY) benchmarks/bench_estimators.py

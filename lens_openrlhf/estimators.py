@@ -1,0 +1,606 @@
+"""Group advantage estimators for RLVR: GRPO, LENS and its variants, and seed 003's PSR/NSR/W-REINFORCE.
+
+Pure torch, no OpenRLHF import: tensors in, tensors out. Read it top to bottom:
+
+1. ``masked_mean_log_probs``: per-token log-probs ``[B, T]`` + action mask -> mean per response ``[B]``.
+2. ``classify_groups``: which groups are negative (all r = 0), mixed, or all-correct (all r = 1).
+3. ``lens_terms`` / ``lens_calibrated_rewards``: the calibrated reward r~ of LENS (arXiv 2510.08696, §5.1).
+4. The registry: every estimator is a pure function ``(rewards, ctx, **options) -> advantages``
+   registered with ``@register_adv_est``; its options carry their paper and recommended value. The
+   registry is the one source of truth for names, flags (``lens_openrlhf.train_ppo_ray`` builds its
+   CLI choices and ``--algo.lens.*`` flags from it) and help texts.
+5. ``group_advantages(name, rewards, ...)``: dispatch through the registry, with input validation.
+6. ``group_statistics``: the per-batch numbers training logs (negative-group ratio, mean D, ...).
+
+Shapes: ``rewards`` and ``mean_log_probs`` are ``[n_groups, G]`` (one row per prompt, G samples per
+prompt); every estimator returns ``[n_groups, G]`` float32 advantages (one scalar per response: the
+outcome-reward setting, where each token of a response gets the same advantage).
+
+Numerics: inputs of any floating dtype (bf16/fp16 included) are promoted; LENS's group terms are
+computed in float64 and the output is float32. No output is NaN or Inf: a ``-inf`` mean log-prob is a
+response the policy gives probability 0 (pbar = 0, no penalty); a response with no tokens has no
+probability to speak of and is treated the same way (``masked_mean_log_probs`` returns ``-inf`` for it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "EPS_STD",
+    "NEGATIVE",
+    "MIXED",
+    "ALL_CORRECT",
+    "EstimatorOption",
+    "EstimatorSpec",
+    "ADV_ESTIMATORS",
+    "register_adv_est",
+    "get_adv_estimator",
+    "estimator_names",
+    "masked_mean_log_probs",
+    "classify_groups",
+    "LensTerms",
+    "confidence_weight",
+    "lens_terms",
+    "lens_calibrated_rewards",
+    "group_advantages",
+    "group_statistics",
+]
+
+#: Added to the group std, exactly as OpenRLHF's ``group_norm`` branch does.
+EPS_STD = 1e-9
+
+#: Group kinds returned by :func:`classify_groups`.
+NEGATIVE, MIXED, ALL_CORRECT = 0, 1, 2
+
+#: A mean log-prob above this is not a log-prob (pbar would exceed 1 by more than rounding noise).
+_MAX_MEAN_LOG_PROB = 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Per-response mean log-prob
+# ---------------------------------------------------------------------------------------------------
+def masked_mean_log_probs(log_probs: Tensor, action_mask: Optional[Tensor] = None) -> Tensor:
+    """Mean token log-prob of each response: ``log pbar = (1/|o|) sum_t log pi(o_t | q, o_<t)``.
+
+    Args:
+        log_probs: ``[B, T]`` per-token log-probs of the sampled tokens (any float dtype).
+        action_mask: ``[B, T]`` bool/int, 1 on response tokens; ``None`` means every position counts.
+    Returns:
+        ``[B]`` float32. A response with no tokens gets ``-inf`` (pbar = 0: no confidence, no penalty).
+        Masked-out positions may hold anything, ``-inf`` and NaN included: they are never read.
+    """
+    if log_probs.dim() != 2:
+        raise ValueError(f"log_probs must be [batch, tokens], got shape {tuple(log_probs.shape)}")
+    lp = log_probs.float()
+    if action_mask is None:
+        mask = torch.ones_like(lp, dtype=torch.bool)
+    else:
+        if action_mask.shape != log_probs.shape:
+            raise ValueError(
+                f"action_mask shape {tuple(action_mask.shape)} != log_probs shape {tuple(log_probs.shape)}"
+            )
+        mask = action_mask.bool()
+    picked = torch.where(mask, lp, torch.zeros((), dtype=lp.dtype, device=lp.device))
+    if torch.isnan(picked).any():
+        raise ValueError("log_probs contains NaN on response tokens (action_mask == 1)")
+    count = mask.sum(dim=-1)
+    total = picked.sum(dim=-1)
+    mean = total / count.clamp(min=1).to(lp.dtype)
+    return torch.where(count > 0, mean, torch.full_like(mean, -math.inf))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. Group kinds
+# ---------------------------------------------------------------------------------------------------
+def classify_groups(rewards: Tensor) -> Tensor:
+    """Kind of each group: ``NEGATIVE`` (every r = 0), ``ALL_CORRECT`` (every r = 1), else ``MIXED``.
+
+    Args:
+        rewards: ``[n_groups, G]`` rewards in [0, 1].
+    Returns:
+        ``[n_groups]`` int64 of ``NEGATIVE`` / ``MIXED`` / ``ALL_CORRECT``.
+    """
+    kind = torch.full(rewards.shape[:1], MIXED, dtype=torch.long, device=rewards.device)
+    kind[(rewards == 0).all(dim=-1)] = NEGATIVE
+    kind[(rewards == 1).all(dim=-1)] = ALL_CORRECT
+    return kind
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. LENS calibrated reward (§5.1)
+# ---------------------------------------------------------------------------------------------------
+class LensTerms(NamedTuple):
+    """The intermediate quantities of LENS for one batch (float64).
+
+    pbar:       ``[n, G]`` length-normalised probability pi_old(o|q)^(1/|o|) = exp(mean log-prob).
+    D:          ``[n]``    the difficulty factor used (max(D_imp, 2 max pbar) or 2 max pbar).
+    penalty:    ``[n, G]`` (1/G) * pbar / (D - pbar) in [0, 1/G]; 0 where pbar = 0.
+    calibrated: ``[n, G]`` r~ = r - (1 - r) * penalty.
+    """
+
+    pbar: Tensor
+    D: Tensor
+    penalty: Tensor
+    calibrated: Tensor
+
+
+def confidence_weight(prob: Tensor, D) -> Tensor:
+    """The MLE weight of an incorrect response, pi / (D - pi) (Theorem 1, eq. 9); 0 where pi = 0.
+
+    Args:
+        prob: ``[...]`` probabilities (pbar in practice); D: a tensor broadcastable to ``prob``, with
+            D > prob wherever prob > 0.
+    """
+    D = torch.as_tensor(D, dtype=prob.dtype, device=prob.device)
+    has_mass = prob > 0
+    denom = torch.where(has_mass, D - prob, torch.ones_like(prob))
+    return torch.where(has_mass, prob / denom, torch.zeros_like(prob))
+
+
+def lens_terms(rewards: Tensor, mean_log_probs: Tensor) -> LensTerms:
+    """Compute pbar, D and the calibrated reward of LENS (arXiv 2510.08696, §5.1).
+
+        pbar_i = exp(mean_log_probs_i)
+        D_imp  = ( (1/G) sum_i r_i / pbar_i )^-1              (only when some r_i > 0)
+        D      = max(D_imp, 2 max_j pbar_j)   mixed / all-correct groups
+        D      = 2 max_j pbar_j               negative groups (all r_i = 0)
+        r~_i   = r_i - (1 - r_i) (1/G) pbar_i / (D - pbar_i)
+
+    Since D >= 2 max pbar, D - pbar_i >= pbar_i, so pbar_i / (D - pbar_i) lies in [0, 1] and every
+    incorrect r~ in [-1/G, 0]. A group whose pbar are all 0 gets D = 0 and penalty 0 (no NaN).
+
+    Args:
+        rewards: ``[n, G]`` in [0, 1] (validated by :func:`group_advantages`, not here).
+        mean_log_probs: ``[n, G]`` mean token log-prob per response, <= 0; ``-inf`` allowed.
+    Returns:
+        :class:`LensTerms` of float64 tensors.
+    """
+    r = rewards.to(torch.float64)
+    G = r.shape[-1]
+    pbar = torch.exp(mean_log_probs.to(torch.float64).clamp(max=0.0))
+    max_pbar = pbar.max(dim=-1).values
+    # D_imp: r/pbar with 0/0 := 0 (an incorrect response contributes nothing) and r/0 := inf (a correct
+    # response the policy gave probability 0 drives D_imp to 0, so the 2 max pbar floor decides).
+    ratio = torch.where(r > 0, r / pbar, torch.zeros_like(r))
+    inv_d_imp = ratio.mean(dim=-1)  # (1/G) sum r_i / pbar_i, 0 for negative groups
+    d_imp = torch.where(inv_d_imp > 0, 1.0 / inv_d_imp, torch.zeros_like(inv_d_imp))
+    D = torch.maximum(d_imp, 2.0 * max_pbar)  # negative groups: d_imp = 0 -> D = 2 max pbar
+    penalty = confidence_weight(pbar, D.unsqueeze(-1)) / G
+    calibrated = r - (1.0 - r) * penalty
+    return LensTerms(pbar=pbar, D=D, penalty=penalty, calibrated=calibrated)
+
+
+def lens_calibrated_rewards(rewards: Tensor, mean_log_probs: Tensor) -> Tensor:
+    """r~ of LENS, ``[n_groups, G]`` float32. See :func:`lens_terms` for the formula.
+
+    Args:
+        rewards: ``[n_groups, G]`` rewards in [0, 1].
+        mean_log_probs: ``[n_groups, G]`` each response's mean token log-prob (pbar = its exp).
+    """
+    _validate(rewards, mean_log_probs, None, needs_log_probs=True, group_based=True, bounded_rewards=True)
+    return lens_terms(rewards, mean_log_probs).calibrated.to(torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. The registry
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EstimatorOption:
+    """One tunable option of an estimator (becomes ``--algo.lens.<name>`` on the CLI)."""
+
+    name: str
+    default: float
+    help: str
+    type: type = float
+    #: ``check(value)`` returns an error string, or None when the value is valid.
+    check: Optional[Callable[[Any], Optional[str]]] = None
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """A registered estimator. ``fn(rewards, ctx, **options) -> [n, G]`` advantages."""
+
+    name: str
+    fn: Callable[..., Tensor]
+    help: str
+    #: needs each response's mean token log-prob (pi_old confidence)
+    needs_log_probs: bool = False
+    #: needs each response's length in tokens
+    needs_lengths: bool = False
+    #: uses statistics of the group of G samples of one prompt: needs G >= 2
+    group_based: bool = True
+    #: only defined for rewards in [0, 1]
+    bounded_rewards: bool = False
+    options: Mapping[str, EstimatorOption] = field(default_factory=dict)
+
+    def resolve_options(self, given: Mapping[str, Any]) -> Dict[str, Any]:
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise ValueError(f"estimator '{self.name}' has no option(s) {unknown}; its options: {known}")
+        out = {}
+        for name, opt in self.options.items():
+            value = given.get(name, opt.default)
+            if value is None:
+                value = opt.default
+            value = opt.type(value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"option '{name}' of estimator '{self.name}' must be finite, got {value}")
+            if opt.check is not None:
+                err = opt.check(value)
+                if err:
+                    raise ValueError(f"option '{name}' of estimator '{self.name}': {err}")
+            out[name] = value
+        return out
+
+
+class EstimatorContext(NamedTuple):
+    """What an estimator may read besides rewards (all ``[n, G]``, already validated)."""
+
+    mean_log_probs: Optional[Tensor]
+    response_lengths: Optional[Tensor]
+
+
+ADV_ESTIMATORS: Dict[str, EstimatorSpec] = {}
+
+
+def register_adv_est(
+    name: str,
+    *,
+    help: str,
+    needs_log_probs: bool = False,
+    needs_lengths: bool = False,
+    group_based: bool = True,
+    bounded_rewards: bool = False,
+    options: tuple = (),
+):
+    """Decorator: register ``fn(rewards, ctx, **options) -> advantages`` under ``name``."""
+
+    def deco(fn):
+        if name in ADV_ESTIMATORS:
+            raise ValueError(f"advantage estimator '{name}' is already registered")
+        ADV_ESTIMATORS[name] = EstimatorSpec(
+            name=name,
+            fn=fn,
+            help=help,
+            needs_log_probs=needs_log_probs,
+            needs_lengths=needs_lengths,
+            group_based=group_based,
+            bounded_rewards=bounded_rewards,
+            options={o.name: o for o in options},
+        )
+        return fn
+
+    return deco
+
+
+def estimator_names() -> list:
+    return list(ADV_ESTIMATORS)
+
+
+def get_adv_estimator(name: str) -> EstimatorSpec:
+    try:
+        return ADV_ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown advantage estimator '{name}'; registered: {', '.join(ADV_ESTIMATORS)}"
+        ) from None
+
+
+def _positive(v):
+    return None if v > 0 else f"must be > 0, got {v}"
+
+
+def _non_negative(v):
+    return None if v >= 0 else f"must be >= 0, got {v}"
+
+
+ALPHA = EstimatorOption(
+    "alpha",
+    0.25,
+    "Weight of negative (all-incorrect) groups: J = J_GRPO[mixed] + alpha * J_GRPO[negative] "
+    "(LENS, arXiv 2510.08696, §5.1 'Final objective'). Paper: 0.25 for both models.",
+    check=_non_negative,
+)
+GAMMA = EstimatorOption(
+    "gamma",
+    1.05,
+    "Length-preference base of rho = gamma^|o|: incorrect r~ = -(1/|o|) pbar / (gamma - pbar) (LENS, "
+    "arXiv 2510.08696, Appendix C). Must exceed every pbar (pbar <= 1); the paper gives no value "
+    "('properly tuned'); our default 1.05.",
+    check=_positive,
+)
+LAM = EstimatorOption(
+    "lam",
+    0.1,
+    "Weight of correct samples in W-REINFORCE: A = lam on correct, -1 on incorrect (Zhu et al., "
+    "arXiv 2506.01347, §5). Paper: 0.1.",
+    check=_non_negative,
+)
+
+
+def _grpo_normalise(x: Tensor) -> Tensor:
+    """(x - mean) / (unbiased std + 1e-9) over the group: OpenRLHF's ``group_norm``, same dtype rules."""
+    return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + EPS_STD)
+
+
+def _lens_combine(rewards: Tensor, calibrated: Tensor, alpha: float, *, mixed: bool, negative: bool) -> Tensor:
+    """Advantages from calibrated rewards: mixed groups GRPO-normalised, negative groups de-meaned x alpha.
+
+    ``mixed=False`` gives mixed groups plain GRPO on r; ``negative=False`` gives negative groups zero.
+    All-correct groups: zero.
+    """
+    kind = classify_groups(rewards).unsqueeze(-1)
+    r32 = rewards.to(torch.float32)
+    cal32 = calibrated.to(torch.float32)
+    adv_mixed = _grpo_normalise(cal32) if mixed else _grpo_normalise(r32)
+    if negative:
+        adv_neg = alpha * (calibrated - calibrated.mean(-1, keepdim=True)).to(torch.float32)
+    else:
+        adv_neg = torch.zeros_like(r32)
+    out = torch.where(kind == MIXED, adv_mixed, torch.zeros_like(r32))
+    return torch.where(kind == NEGATIVE, adv_neg, out)
+
+
+@register_adv_est(
+    "grpo",
+    help="GRPO (Shao et al., arXiv 2402.03300): (r - group mean) / (group unbiased std + 1e-9); "
+    "identical to OpenRLHF's 'group_norm'. Negative and all-correct groups get zero advantage.",
+)
+def grpo(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
+    return _grpo_normalise(rewards.to(torch.promote_types(rewards.dtype, torch.float32)))
+
+
+@register_adv_est(
+    "lens",
+    help="LENS (Feng et al., arXiv 2510.08696): confidence-calibrated negative rewards r~; mixed groups "
+    "GRPO-normalised, negative groups de-meaned and weighted by alpha, all-correct groups zero.",
+    needs_log_probs=True,
+    bounded_rewards=True,
+    options=(ALPHA,),
+)
+def lens(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
+    cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
+    return _lens_combine(rewards, cal, alpha, mixed=True, negative=True)
+
+
+@register_adv_est(
+    "lens_mixed_only",
+    help="Ablation 'LENS with only mixed groups' (arXiv 2510.08696, Table 2): calibrated rewards in "
+    "mixed groups, negative groups keep zero advantage.",
+    needs_log_probs=True,
+    bounded_rewards=True,
+)
+def lens_mixed_only(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
+    cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
+    return _lens_combine(rewards, cal, 0.0, mixed=True, negative=False)
+
+
+@register_adv_est(
+    "lens_negative_only",
+    help="Ablation 'LENS with only negative groups' (arXiv 2510.08696, Table 2): mixed groups are plain "
+    "GRPO on r; negative groups de-meaned calibrated rewards times alpha.",
+    needs_log_probs=True,
+    bounded_rewards=True,
+    options=(ALPHA,),
+)
+def lens_negative_only(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
+    cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
+    return _lens_combine(rewards, cal, alpha, mixed=False, negative=True)
+
+
+def length_pref_calibrated_rewards(
+    rewards: Tensor, mean_log_probs: Tensor, response_lengths: Tensor, gamma: float
+) -> Tensor:
+    """Appendix C, rho = gamma^|o|: r~ = r - (1 - r) (1/|o|) pbar / (gamma - pbar). ``[n, G]`` float64.
+
+    Replaces LENS's (1/G) pbar / (D - pbar) term; gamma must exceed every pbar of the batch.
+    """
+    r = rewards.to(torch.float64)
+    pbar = torch.exp(mean_log_probs.to(torch.float64).clamp(max=0.0))
+    if (pbar >= gamma).any():
+        raise ValueError(
+            f"lens_length_pref: gamma={gamma} must exceed every pbar (max pbar in batch "
+            f"{pbar.max().item():.6f}); raise --algo.lens.gamma"
+        )
+    length = response_lengths.to(torch.float64).clamp(min=1.0)
+    penalty = pbar / (gamma - pbar) / length
+    return r - (1.0 - r) * penalty
+
+
+@register_adv_est(
+    "lens_length_pref",
+    help="LENS with a length preference rho = gamma^|o| (arXiv 2510.08696, Appendix C): incorrect "
+    "r~ = -(1/|o|) pbar/(gamma - pbar); then grouped as 'lens' (alpha on negative groups).",
+    needs_log_probs=True,
+    needs_lengths=True,
+    bounded_rewards=True,
+    options=(ALPHA, GAMMA),
+)
+def lens_length_pref(rewards: Tensor, ctx: EstimatorContext, alpha: float, gamma: float) -> Tensor:
+    cal = length_pref_calibrated_rewards(rewards, ctx.mean_log_probs, ctx.response_lengths, gamma)
+    return _lens_combine(rewards, cal, alpha, mixed=True, negative=True)
+
+
+@register_adv_est(
+    "psr",
+    help="Positive Sample Reinforcement (Zhu et al., arXiv 2506.01347): A = r (only correct samples "
+    "are reinforced; incorrect ones get 0). No group statistics.",
+    group_based=False,
+    bounded_rewards=True,
+)
+def psr(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
+    return rewards.to(torch.float32).clone()
+
+
+@register_adv_est(
+    "nsr",
+    help="Negative Sample Reinforcement (Zhu et al., arXiv 2506.01347): A = -(1 - r) (only incorrect "
+    "samples are pushed down, by -1; correct ones get 0). No group statistics.",
+    group_based=False,
+    bounded_rewards=True,
+)
+def nsr(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
+    return -(1.0 - rewards.to(torch.float32))
+
+
+@register_adv_est(
+    "w_reinforce",
+    help="Weighted REINFORCE (Zhu et al., arXiv 2506.01347): A = lam * r - (1 - r), i.e. lam on "
+    "correct and -1 on incorrect samples. Paper: lam = 0.1.",
+    group_based=False,
+    bounded_rewards=True,
+    options=(LAM,),
+)
+def w_reinforce(rewards: Tensor, ctx: EstimatorContext, lam: float) -> Tensor:
+    r = rewards.to(torch.float32)
+    return lam * r - (1.0 - r)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. Dispatch
+# ---------------------------------------------------------------------------------------------------
+def _validate(
+    rewards: Tensor,
+    mean_log_probs: Optional[Tensor],
+    response_lengths: Optional[Tensor],
+    *,
+    needs_log_probs: bool,
+    group_based: bool,
+    bounded_rewards: bool,
+    needs_lengths: bool = False,
+    name: str = "lens",
+) -> None:
+    if not isinstance(rewards, Tensor) or rewards.dim() != 2:
+        shape = tuple(rewards.shape) if isinstance(rewards, Tensor) else type(rewards).__name__
+        raise ValueError(f"rewards must be a [n_groups, G] tensor, got {shape}")
+    if not rewards.is_floating_point():
+        raise ValueError(f"rewards must be a floating tensor, got {rewards.dtype}")
+    n, G = rewards.shape
+    if group_based and G < 2:
+        raise ValueError(
+            f"estimator '{name}' compares the G samples of a prompt and needs G >= 2 "
+            f"(got G = {G}); raise n_samples_per_prompt (--rollout.n_samples_per_prompt; paper: 16)"
+        )
+    if torch.isnan(rewards).any():
+        raise ValueError("rewards contains NaN")
+    if torch.isinf(rewards).any():
+        raise ValueError("rewards contains Inf")
+    if bounded_rewards and n * G > 0 and (rewards.min() < 0 or rewards.max() > 1):
+        raise ValueError(
+            f"estimator '{name}' needs rewards in [0, 1] (got min {rewards.min().item():g}, max "
+            f"{rewards.max().item():g}); a verifiable reward is 1 for correct, 0 for incorrect"
+        )
+    if needs_log_probs:
+        if mean_log_probs is None:
+            raise ValueError(
+                f"estimator '{name}' needs mean_log_probs (each response's mean token log-prob under pi_old)"
+            )
+        if mean_log_probs.shape != rewards.shape:
+            raise ValueError(
+                f"mean_log_probs shape {tuple(mean_log_probs.shape)} != rewards shape {tuple(rewards.shape)}"
+            )
+        if torch.isnan(mean_log_probs).any():
+            raise ValueError("mean_log_probs contains NaN")
+        if (mean_log_probs > _MAX_MEAN_LOG_PROB).any():
+            raise ValueError(
+                f"mean_log_probs must be <= 0 (log-probabilities), got max {mean_log_probs.max().item():g}"
+            )
+    if needs_lengths:
+        if response_lengths is None:
+            raise ValueError(f"estimator '{name}' needs response_lengths (tokens per response)")
+        if response_lengths.shape != rewards.shape:
+            raise ValueError(
+                f"response_lengths shape {tuple(response_lengths.shape)} != rewards shape {tuple(rewards.shape)}"
+            )
+        if torch.isnan(response_lengths.to(torch.float64)).any() or (response_lengths < 0).any():
+            raise ValueError("response_lengths must be non-negative numbers")
+
+
+def group_advantages(
+    name: str,
+    rewards: Tensor,
+    mean_log_probs: Optional[Tensor] = None,
+    *,
+    response_lengths: Optional[Tensor] = None,
+    **options: Any,
+) -> Tensor:
+    """Advantages of estimator ``name`` for a batch of groups.
+
+    Args:
+        name: a registered estimator (see :func:`estimator_names`).
+        rewards: ``[n_groups, G]``; in [0, 1] for LENS and seed-003 estimators.
+        mean_log_probs: ``[n_groups, G]`` mean token log-prob per response (LENS family).
+        response_lengths: ``[n_groups, G]`` tokens per response (``lens_length_pref``).
+        **options: the estimator's options (e.g. ``alpha=0.25``); defaults from the registry.
+    Returns:
+        ``[n_groups, G]`` float32 advantages, finite.
+    """
+    spec = get_adv_estimator(name)
+    opts = spec.resolve_options(options)
+    _validate(
+        rewards,
+        mean_log_probs,
+        response_lengths,
+        needs_log_probs=spec.needs_log_probs,
+        group_based=spec.group_based,
+        bounded_rewards=spec.bounded_rewards,
+        needs_lengths=spec.needs_lengths,
+        name=name,
+    )
+    ctx = EstimatorContext(mean_log_probs=mean_log_probs, response_lengths=response_lengths)
+    adv = spec.fn(rewards, ctx, **opts).to(torch.float32)
+    if not torch.isfinite(adv).all():  # a bug, not a user error: never hand NaN/Inf to the trainer
+        raise FloatingPointError(f"estimator '{name}' produced non-finite advantages")
+    return adv
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. Statistics for logging
+# ---------------------------------------------------------------------------------------------------
+def group_statistics(
+    rewards: Tensor,
+    advantages: Optional[Tensor] = None,
+    mean_log_probs: Optional[Tensor] = None,
+) -> Dict[str, float]:
+    """Per-batch numbers worth logging each step.
+
+    Args:
+        rewards: ``[n, G]``; advantages: ``[n, G]`` (optional); mean_log_probs: ``[n, G]`` (optional).
+    Returns:
+        dict of floats:
+          ``negative_group_ratio``, ``mixed_group_ratio``, ``all_correct_group_ratio`` (sum to 1);
+          ``nonzero_adv_frac`` (fraction of samples with |A| > 1e-8; with advantages);
+          with mean_log_probs: ``mean_D`` (mean over groups), ``mean_pbar`` (all samples),
+          ``mean_pbar_incorrect`` and ``mean_calibrated_reward_incorrect`` (over samples with r = 0;
+          NaN-free: 0.0 when there are none), ``mean_D_negative``/``mean_D_mixed`` (0.0 when empty).
+    """
+    kind = classify_groups(rewards)
+    n = max(int(kind.numel()), 1)
+    stats = {
+        "negative_group_ratio": float((kind == NEGATIVE).sum()) / n,
+        "mixed_group_ratio": float((kind == MIXED).sum()) / n,
+        "all_correct_group_ratio": float((kind == ALL_CORRECT).sum()) / n,
+    }
+    if advantages is not None:
+        stats["nonzero_adv_frac"] = float((advantages.abs() > 1e-8).float().mean()) if advantages.numel() else 0.0
+    if mean_log_probs is not None:
+        t = lens_terms(rewards, mean_log_probs)
+        incorrect = rewards == 0
+
+        def _mean(x: Tensor, m: Tensor) -> float:
+            return float(x[m].mean()) if bool(m.any()) else 0.0
+
+        stats["mean_D"] = float(t.D.mean()) if t.D.numel() else 0.0
+        stats["mean_D_negative"] = _mean(t.D, kind == NEGATIVE)
+        stats["mean_D_mixed"] = _mean(t.D, kind == MIXED)
+        stats["mean_pbar"] = float(t.pbar.mean()) if t.pbar.numel() else 0.0
+        stats["mean_pbar_incorrect"] = _mean(t.pbar, incorrect)
+        stats["mean_calibrated_reward_incorrect"] = _mean(t.calibrated, incorrect)
+    return stats

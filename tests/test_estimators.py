@@ -1,0 +1,392 @@
+"""Exact tests of lens_openrlhf.estimators: hand-worked numbers, the paper's theorems, properties.
+
+Every expected number below was derived on paper from ../shared/LENS.md (fractions in the comments);
+none was produced by running the code under test.
+"""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lens_openrlhf import estimators as E
+from lens_openrlhf.estimators import (
+    ADV_ESTIMATORS,
+    confidence_weight,
+    group_advantages,
+    group_statistics,
+    lens_calibrated_rewards,
+    lens_terms,
+    masked_mean_log_probs,
+)
+
+F64 = torch.float64
+
+
+def t(rows, dtype=torch.float32):
+    return torch.tensor(rows, dtype=dtype)
+
+
+def logs(rows):
+    return torch.tensor(rows, dtype=F64).log()
+
+
+# ------------------------------------------------------------------------------------------------
+# Hand-worked numbers
+# ------------------------------------------------------------------------------------------------
+def test_calibrated_reward_one_correct_floor_decides():
+    # r = [1,0,0,0], pbar = [.5,.4,.2,.1]; D_imp = ((1/4)(1/.5))^-1 = 2; 2 max pbar = 1 -> D = 2.
+    # penalty_i = (1/4) pbar/(2 - pbar): .4/1.6 = 1/4 -> 1/16; .2/1.8 = 1/9 -> 1/36; .1/1.9 = 1/19 -> 1/76
+    r = t([[1, 0, 0, 0]])
+    terms = lens_terms(r, logs([[0.5, 0.4, 0.2, 0.1]]))
+    assert terms.D.item() == pytest.approx(2.0, rel=1e-12)
+    expected = [1.0, -1 / 16, -1 / 36, -1 / 76]
+    assert terms.calibrated[0].tolist() == pytest.approx(expected, rel=1e-12)
+    out = lens_calibrated_rewards(r, logs([[0.5, 0.4, 0.2, 0.1]]))
+    assert out.dtype == torch.float32
+    assert out[0].tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_calibrated_reward_importance_sampling_D_wins():
+    # r = [1,0,0,0], pbar = [.3,.5,.25,.1]; D_imp = ((1/4)(1/.3))^-1 = 1.2 > 2 max pbar = 1.0 -> D = 1.2
+    # .5/.7 = 5/7 -> 5/28; .25/.95 = 5/19 -> 5/76; .1/1.1 = 1/11 -> 1/44
+    terms = lens_terms(t([[1, 0, 0, 0]]), logs([[0.3, 0.5, 0.25, 0.1]]))
+    assert terms.D.item() == pytest.approx(1.2, rel=1e-12)
+    assert terms.calibrated[0].tolist() == pytest.approx([1.0, -5 / 28, -5 / 76, -1 / 44], rel=1e-12)
+
+
+def test_calibrated_reward_two_correct():
+    # r = [1,1,0,0], pbar = [.2,.4,.1,.3]; (1/4)(1/.2 + 1/.4) = (5 + 2.5)/4 = 15/8 -> D_imp = 8/15;
+    # 2 max pbar = .8 > 8/15 -> D = .8.  .1/.7 = 1/7 -> 1/28; .3/.5 = 3/5 -> 3/20
+    terms = lens_terms(t([[1, 1, 0, 0]]), logs([[0.2, 0.4, 0.1, 0.3]]))
+    assert terms.D.item() == pytest.approx(0.8, rel=1e-12)
+    assert terms.calibrated[0].tolist() == pytest.approx([1.0, 1.0, -1 / 28, -3 / 20], rel=1e-12)
+
+
+def test_lens_negative_group_hand_worked():
+    # Negative group, pbar = [.8,.4,.2,.1]; D = 2 * .8 = 1.6.
+    # r~ = -(1/4)[.8/.8, .4/1.2, .2/1.4, .1/1.5] = -[1/4, 1/12, 1/28, 1/60]; sum = -162/420 = -27/70,
+    # mean = -27/280. A = .25 (r~ - mean) = [-43/1120, 11/3360, 17/1120, 67/3360].
+    adv = group_advantages("lens", t([[0, 0, 0, 0]]), logs([[0.8, 0.4, 0.2, 0.1]]).float())
+    assert adv[0].tolist() == pytest.approx([-43 / 1120, 11 / 3360, 17 / 1120, 67 / 3360], rel=1e-5)
+    # alpha is linear
+    adv1 = group_advantages("lens", t([[0, 0, 0, 0]]), logs([[0.8, 0.4, 0.2, 0.1]]).float(), alpha=1.0)
+    assert adv1[0].tolist() == pytest.approx([-43 / 280, 11 / 840, 17 / 280, 67 / 840], rel=1e-5)
+
+
+def test_lens_mixed_group_hand_worked():
+    # r~ = [1, -1/16, -1/36, -1/76] (first test). Sum = 1 - (171 + 76 + 36)/2736 = 1 - 283/2736 = 2453/2736;
+    # mean m = 2453/10944. Unbiased std s = sqrt(sum (x - m)^2 / 3). A = (x - m)/(s + 1e-9).
+    x = [1.0, -1 / 16, -1 / 36, -1 / 76]
+    m = 2453 / 10944
+    s = math.sqrt(sum((v - m) ** 2 for v in x) / 3)
+    adv = group_advantages("lens", t([[1, 0, 0, 0]]), logs([[0.5, 0.4, 0.2, 0.1]]).float())
+    assert adv[0].tolist() == pytest.approx([(v - m) / s for v in x], rel=1e-5)
+
+
+def test_grpo_hand_worked():
+    # r = [1,0,0,0]: mean 1/4, unbiased var = (9/16 + 3/16)/3 = 1/4, std 1/2 -> [3/2, -1/2, -1/2, -1/2]
+    adv = group_advantages("grpo", t([[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]))
+    assert adv[0].tolist() == pytest.approx([1.5, -0.5, -0.5, -0.5], rel=1e-6)
+    assert adv[1:].abs().max().item() == 0.0
+
+
+def test_all_correct_group_is_zero_for_lens_family():
+    r = t([[1, 1, 1, 1]])
+    mlp = logs([[0.9, 0.5, 0.2, 0.7]]).float()
+    for name in ("lens", "lens_mixed_only", "lens_negative_only"):
+        assert group_advantages(name, r, mlp).abs().max().item() == 0.0
+
+
+def test_ablations_hand_worked():
+    r = t([[1, 0, 0, 0], [0, 0, 0, 0]])
+    mlp = logs([[0.5, 0.4, 0.2, 0.1], [0.8, 0.4, 0.2, 0.1]]).float()
+    mixed_only = group_advantages("lens_mixed_only", r, mlp)
+    neg_only = group_advantages("lens_negative_only", r, mlp)
+    full = group_advantages("lens", r, mlp)
+    # mixed-only: negative group zero; mixed group as full LENS
+    assert mixed_only[1].abs().max().item() == 0.0
+    assert torch.equal(mixed_only[0], full[0])
+    # negative-only: mixed group plain GRPO on r = [3/2, -1/2, -1/2, -1/2]; negative group as full LENS
+    assert neg_only[0].tolist() == pytest.approx([1.5, -0.5, -0.5, -0.5], rel=1e-6)
+    assert torch.equal(neg_only[1], full[1])
+
+
+def test_length_pref_hand_worked():
+    # gamma = 1, negative group, pbar = [1/2, 1/4], |o| = [2, 4]:
+    # r~ = -(1/2)(.5/.5) = -1/2 ; -(1/4)(.25/.75) = -1/12 ; mean = -7/24 ; A = .25 (r~ - mean) = [-5/96, 5/96]
+    adv = group_advantages(
+        "lens_length_pref", t([[0, 0]]), logs([[0.5, 0.25]]).float(), response_lengths=t([[2, 4]]), gamma=1.0
+    )
+    assert adv[0].tolist() == pytest.approx([-5 / 96, 5 / 96], rel=1e-5)
+
+
+def test_length_pref_gamma_must_exceed_pbar():
+    with pytest.raises(ValueError, match="gamma"):
+        group_advantages(
+            "lens_length_pref", t([[0, 1]]), logs([[0.9, 0.5]]).float(), response_lengths=t([[3, 3]]), gamma=0.8
+        )
+
+
+def test_seed003_estimators_hand_worked():
+    r = t([[1, 0, 0.5]])
+    assert group_advantages("psr", r)[0].tolist() == pytest.approx([1, 0, 0.5])
+    assert group_advantages("nsr", r)[0].tolist() == pytest.approx([0, -1, -0.5])
+    # W-REINFORCE: lam * r - (1 - r), lam = 0.1 -> [0.1, -1, 0.05 - 0.5]
+    assert group_advantages("w_reinforce", r)[0].tolist() == pytest.approx([0.1, -1, -0.45])
+    assert group_advantages("w_reinforce", r, lam=0.5)[0].tolist() == pytest.approx([0.5, -1, -0.25])
+    # they need no group: G = 1 is fine
+    assert group_advantages("nsr", t([[0], [1]])).tolist() == [[-1.0], [0.0]]
+
+
+def test_fractional_rewards_follow_the_framework():
+    # r = [.5, 0], pbar = [.5, .25]; D_imp = ((1/2)(.5/.5))^-1 = 2; 2 max pbar = 1 -> D = 2
+    # r~_1 = .5 - .5 * (1/2) * .5/1.5 = .5 - 1/12 = 5/12 ; r~_2 = -(1/2) * .25/1.75 = -1/14
+    terms = lens_terms(t([[0.5, 0.0]]), logs([[0.5, 0.25]]))
+    assert terms.D.item() == pytest.approx(2.0)
+    assert terms.calibrated[0].tolist() == pytest.approx([5 / 12, -1 / 14], rel=1e-12)
+    assert E.classify_groups(t([[0.5, 0.0], [0, 0], [1, 1], [0.5, 0.5]])).tolist() == [
+        E.MIXED,
+        E.NEGATIVE,
+        E.ALL_CORRECT,
+        E.MIXED,
+    ]
+
+
+def test_masked_mean_log_probs():
+    lp = torch.tensor([[-1.0, -3.0, float("-inf")], [-2.0, float("nan"), 0.0], [-5.0, -5.0, -5.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]])
+    out = masked_mean_log_probs(lp.to(torch.bfloat16), mask)
+    assert out.dtype == torch.float32
+    assert out[:2].tolist() == [-2.0, -2.0]
+    assert out[2].item() == float("-inf")  # empty response: pbar = 0
+    with pytest.raises(ValueError, match="NaN"):
+        masked_mean_log_probs(lp, torch.ones_like(mask))
+
+
+# ------------------------------------------------------------------------------------------------
+# Numerics and errors
+# ------------------------------------------------------------------------------------------------
+def test_never_nan_on_extreme_inputs():
+    r = t([[0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    ninf = float("-inf")
+    mlp = torch.tensor(
+        [
+            [ninf, ninf, ninf, ninf],  # nothing has probability: D = 0
+            [ninf, -1e-9, -0.1, ninf],  # correct response with pbar = 0: D_imp = 0
+            [-200.0, -1e-12, 0.0, -300.0],  # pbar 1 on an incorrect response, denormals
+            [0.0, 0.0, 0.0, 0.0],  # all pbar = 1: D = max(D_imp = 4, 2) = 4, penalty (1/4)(1/3)
+            [-1e-7, -1e-7, -1e-7, -1e-7],  # pbar close to each other and to 1
+        ]
+    )
+    for name, spec in ADV_ESTIMATORS.items():
+        kwargs = {"response_lengths": t([[1, 2, 0, 7]] * 5)} if spec.needs_lengths else {}
+        if name == "lens_length_pref":
+            kwargs["gamma"] = 1.5
+        for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            adv = group_advantages(name, r.to(dtype), mlp.to(dtype), **kwargs)
+            assert adv.dtype == torch.float32 and adv.shape == r.shape
+            assert torch.isfinite(adv).all(), (name, dtype, adv)
+    terms = lens_terms(r, mlp)
+    assert terms.D[0].item() == 0.0 and terms.calibrated[0].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert terms.calibrated[3].tolist() == pytest.approx([-1 / 12, -1 / 12, 1.0, -1 / 12])
+
+
+def test_errors_are_clear():
+    r, mlp = t([[1, 0]]), t([[-1.0, -2.0]])
+    with pytest.raises(ValueError, match="registered: grpo, lens"):
+        group_advantages("lensx", r, mlp)
+    with pytest.raises(ValueError, match="G >= 2"):
+        group_advantages("lens", t([[1], [0]]), t([[-1.0], [-2.0]]))
+    with pytest.raises(ValueError, match="G >= 2"):
+        group_advantages("grpo", t([[1], [0]]))
+    with pytest.raises(ValueError, match="mean_log_probs contains NaN"):
+        group_advantages("lens", r, t([[float("nan"), -1.0]]))
+    with pytest.raises(ValueError, match="rewards contains NaN"):
+        group_advantages("lens", t([[float("nan"), 0]]), mlp)
+    with pytest.raises(ValueError, match="needs mean_log_probs"):
+        group_advantages("lens", r)
+    with pytest.raises(ValueError, match=r"rewards in \[0, 1\]"):
+        group_advantages("lens", t([[2.0, 0.0]]), mlp)
+    with pytest.raises(ValueError, match="<= 0"):
+        group_advantages("lens", r, t([[0.5, -1.0]]))
+    with pytest.raises(ValueError, match="has no option"):
+        group_advantages("lens", r, mlp, beta=1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        group_advantages("lens", r, mlp, alpha=-1.0)
+    with pytest.raises(ValueError, match="shape"):
+        group_advantages("lens", r, t([[-1.0, -2.0, -3.0]]))
+    with pytest.raises(ValueError, match="response_lengths"):
+        group_advantages("lens_length_pref", r, mlp)
+
+
+def test_registry_is_the_single_source_of_names_and_options():
+    assert set(E.estimator_names()) >= {
+        "grpo", "lens", "lens_mixed_only", "lens_negative_only", "lens_length_pref", "w_reinforce", "nsr", "psr",
+    }
+    assert ADV_ESTIMATORS["lens"].options["alpha"].default == 0.25
+    assert ADV_ESTIMATORS["w_reinforce"].options["lam"].default == 0.1
+    for spec in ADV_ESTIMATORS.values():
+        assert "arXiv" in spec.help, spec.name
+        for opt in spec.options.values():
+            assert "arXiv" in opt.help and ("Paper:" in opt.help or "paper" in opt.help), opt.name
+    with pytest.raises(ValueError, match="already registered"):
+        E.register_adv_est("lens", help="x")(lambda r, ctx: r)
+
+
+def test_importing_estimators_pulls_in_nothing_heavy():
+    code = (
+        "import sys, lens_openrlhf, lens_openrlhf.estimators\n"
+        "heavy = [m for m in ('openrlhf', 'vllm', 'ray', 'deepspeed', 'flash_attn', 'transformers') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------------
+# Theorems 1 and 2, exactly, on a tabular softmax policy
+# ------------------------------------------------------------------------------------------------
+def test_theorem1_mle_gradient_equals_calibrated_policy_gradient():
+    g = torch.Generator().manual_seed(0)
+    K, n = 6, 40
+    theta = torch.randn(K, generator=g, dtype=F64, requires_grad=True)
+    answers = torch.randint(0, K, (n,), generator=g)
+    r = torch.rand(n, generator=g, dtype=F64)  # rewards in [0, 1], the framework's general case
+    r[:10] = (r[:10] > 0.5).to(F64)
+    D = torch.tensor(1.3, dtype=F64)  # any D > max pi
+
+    log_pi = torch.log_softmax(theta, -1)[answers]
+    pi = log_pi.exp()
+    loss = -((r * log_pi) + (1 - r) * torch.log1p(-pi / D)).mean()
+    (grad_mle,) = torch.autograd.grad(loss, theta)
+
+    # Theorem 1 RHS, with the coefficient computed by the code under test
+    coef = (r - (1 - r) * confidence_weight(pi.detach(), D)).detach()
+    surrogate = -(coef * torch.log_softmax(theta, -1)[answers]).mean()
+    (grad_pg,) = torch.autograd.grad(surrogate, theta)
+    assert torch.allclose(grad_mle, grad_pg, rtol=1e-12, atol=1e-14)
+    assert grad_mle.abs().max() > 1e-3  # not a vacuous 0 == 0
+
+
+def test_theorem2_population_gradient_equals_gradient_of_J_mle():
+    g = torch.Generator().manual_seed(1)
+    K = 7
+    theta = torch.randn(K, generator=g, dtype=F64, requires_grad=True)
+    r_star = torch.tensor([1, 0, 0, 1, 0, 0, 0], dtype=F64)
+    D = torch.tensor(1.0 / 0.8, dtype=F64)  # D > max pi keeps z = pi / D < 1
+
+    def w(z):
+        return -torch.log1p(-z) / z - 1.0
+
+    pi = torch.softmax(theta, -1)
+    assert pi.max() < D
+    J_mle = (pi * r_star).sum() - (pi * w(pi / D) * (1 - r_star)).sum()
+    (grad_J,) = torch.autograd.grad(J_mle, theta)
+
+    # population MLE loss with the data distribution mu = pi_theta held fixed (on-policy)
+    pi = torch.softmax(theta, -1)
+    mu = pi.detach()
+    L = -(mu * (r_star * torch.log(pi) + (1 - r_star) * torch.log1p(-pi / D))).sum()
+    (grad_L,) = torch.autograd.grad(L, theta)
+    assert torch.allclose(grad_J, -grad_L, rtol=1e-10, atol=1e-13)
+
+    # and both equal the expected calibrated policy gradient E_mu[(r - (1-r) pi/(D-pi)) grad log pi]
+    log_pi = torch.log_softmax(theta, -1)
+    coef = (r_star - (1 - r_star) * confidence_weight(log_pi.exp().detach(), D)).detach()
+    (grad_pg,) = torch.autograd.grad((mu * coef * log_pi).sum(), theta)
+    assert torch.allclose(grad_J, grad_pg, rtol=1e-10, atol=1e-13)
+    assert grad_J.abs().max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------
+# Properties
+# ------------------------------------------------------------------------------------------------
+@st.composite
+def batches(draw, binary=True):
+    n = draw(st.integers(1, 6))
+    G = draw(st.integers(2, 16))
+    if binary:
+        r = draw(st.lists(st.lists(st.sampled_from([0.0, 1.0]), min_size=G, max_size=G), min_size=n, max_size=n))
+    else:
+        val = st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0))
+        r = draw(st.lists(st.lists(val, min_size=G, max_size=G), min_size=n, max_size=n))
+    lp_val = st.one_of(st.floats(-30.0, 0.0), st.just(float("-inf")), st.just(0.0))
+    mlp = draw(st.lists(st.lists(lp_val, min_size=G, max_size=G), min_size=n, max_size=n))
+    return torch.tensor(r, dtype=torch.float32), torch.tensor(mlp, dtype=torch.float32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches(binary=False))
+def test_property_calibrated_reward_range(batch):
+    r, mlp = batch
+    G = r.shape[1]
+    cal = lens_terms(r, mlp).calibrated
+    assert torch.isfinite(cal).all()
+    assert torch.all(cal[r == 1] == 1.0)
+    inc = cal[r == 0]
+    assert torch.all(inc <= 0) and torch.all(inc >= -1.0 / G - 1e-12)
+    assert torch.all(cal <= r.to(F64))  # calibration only ever lowers a reward
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches(binary=True), st.floats(0.0, 2.0))
+def test_property_lens_advantages(batch, alpha):
+    r, mlp = batch
+    adv = group_advantages("lens", r, mlp, alpha=alpha)
+    assert torch.isfinite(adv).all()
+    kind = E.classify_groups(r)
+    for i in range(r.shape[0]):
+        if kind[i] == E.MIXED:  # GRPO's sign invariance survives the calibration
+            assert torch.all(adv[i][r[i] == 1] > 0) and torch.all(adv[i][r[i] == 0] < 0)
+        elif kind[i] == E.NEGATIVE:
+            assert abs(adv[i].sum().item()) <= 1e-6 * max(1.0, alpha)
+        else:
+            assert torch.all(adv[i] == 0)
+    # alpha scales negative groups linearly and touches nothing else
+    adv1 = group_advantages("lens", r, mlp, alpha=1.0)
+    neg = kind == E.NEGATIVE
+    assert torch.allclose(adv[neg], alpha * adv1[neg], atol=1e-7)
+    assert torch.equal(adv[~neg], adv1[~neg])
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches(binary=False), st.randoms(use_true_random=False))
+def test_property_permutation_equivariance(batch, rnd):
+    r, mlp = batch
+    G = r.shape[1]
+    perm = list(range(G))
+    rnd.shuffle(perm)
+    perm = torch.tensor(perm)
+    lengths = torch.arange(1, G + 1, dtype=torch.float32).expand_as(r)
+    for name, spec in ADV_ESTIMATORS.items():
+        kw = {"response_lengths": lengths} if spec.needs_lengths else {}
+        if name == "lens_length_pref":
+            kw["gamma"] = 1.5
+        a = group_advantages(name, r, mlp, **kw)
+        kw_p = {"response_lengths": lengths[:, perm]} if spec.needs_lengths else {}
+        if name == "lens_length_pref":
+            kw_p["gamma"] = 1.5
+        b = group_advantages(name, r[:, perm], mlp[:, perm], **kw_p)
+        assert torch.allclose(a[:, perm], b, rtol=1e-5, atol=1e-6), name
+
+
+def test_group_statistics():
+    r = t([[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]])
+    mlp = logs([[0.5, 0.4, 0.2, 0.1], [0.8, 0.4, 0.2, 0.1], [0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]).float()
+    adv_lens = group_advantages("lens", r, mlp)
+    s = group_statistics(r, adv_lens, mlp)
+    assert s["negative_group_ratio"] == 0.5 and s["mixed_group_ratio"] == 0.25 and s["all_correct_group_ratio"] == 0.25
+    # D per group: 2, 1.6, max(D_imp = .5, 1) = 1, 1 -> mean 5.6 / 4 = 1.4
+    assert s["mean_D"] == pytest.approx(1.4, rel=1e-6)
+    # incorrect pbar: .4 .2 .1 | .8 .4 .2 .1 | .5 .5 .5 .5 -> sum 4.2 over 11
+    assert s["mean_pbar_incorrect"] == pytest.approx(4.2 / 11, rel=1e-6)
+    # group 4 (all pbar equal) de-means to exactly zero; groups 1, 2 have non-zero everywhere
+    assert s["nonzero_adv_frac"] == pytest.approx(8 / 16)
+    s_grpo = group_statistics(r, group_advantages("grpo", r))
+    assert s_grpo["nonzero_adv_frac"] == pytest.approx(4 / 16)
+    assert "mean_D" not in s_grpo

@@ -1,0 +1,11 @@
+"""``python -m lens_openrlhf.train_ppo_ray``: OpenRLHF 0.11.2's train_ppo_ray with the LENS estimators.
+
+Every OpenRLHF flag works as in ``python -m openrlhf.cli.train_ppo_ray``; added: the registry's
+estimators as ``--algo.advantage.estimator`` choices, ``--algo.lens.*`` options, the flat flags of
+OpenRLHF <= 0.10, and ``--lens.cpu_mode``. See ``--help`` and README.md.
+"""
+
+from lens_openrlhf.openrlhf_adapter import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""The OpenRLHF adapter: CLI on OpenRLHF's own parser, validation, and LENS inside the REAL experience maker.
+
+Everything here runs OpenRLHF 0.11.2's own code: its parser (built by its own __main__ block), its
+`RemoteExperienceMaker.compute_advantages_and_returns`, `Experience`, `compute_reward`, and a real Ray
+actor hosting the real `RemoteExperienceMaker` class (as PPOTrainer's actor process hosts it).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lens_openrlhf import openrlhf_adapter as A
+from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
+
+BASE = [
+    "--actor.model_name_or_path", "/tmp/none",
+    "--reward.remote_url", "/tmp/reward.py",
+    "--vllm.num_engines", "1",
+    "--rollout.n_samples_per_prompt", "4",
+]
+
+
+@pytest.fixture(scope="module")
+def parser():
+    return A.build_parser()
+
+
+def parse(parser, argv):
+    return A.parse_args(list(argv), parser=parser)
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+def test_help_lists_lens_options():
+    out = subprocess.run(
+        [sys.executable, "-m", "lens_openrlhf.train_ppo_ray", "--help"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    for flag in ("--algo.lens.alpha", "--algo.lens.logprob_source", "--algo.lens.gamma", "--algo.lens.lam", "--lens.cpu_mode"):
+        assert flag in out.stdout
+    assert "arXiv 2510.08696" in out.stdout and "Paper: 0.25" in out.stdout
+    for name in ("lens", "lens_mixed_only", "lens_negative_only", "grpo", "w_reinforce", "group_norm"):
+        assert name in out.stdout
+
+
+def test_parser_is_openrlhfs_own(parser):
+    # a flag only OpenRLHF defines, with OpenRLHF's default, proves we extend its parser, not a copy
+    flat, args = parse(parser, BASE + ["--advantage_estimator", "lens"])
+    assert args.actor.adam.lr == 1e-6 and args.rollout.batch_size == 1024 and args.ds.zero_stage == 2
+    assert args.algo.advantage.estimator == "lens"
+    assert args.algo.lens.alpha is None  # not given: the registry default applies at run time
+
+
+def _values_for(action):
+    if action.nargs == 0:
+        return []
+    if action.choices:
+        choices = [c for c in action.choices if c != action.default]
+        return [str(choices[0])]
+    n = action.nargs if isinstance(action.nargs, int) else 1
+    if action.type is int:
+        return ["3"] * n
+    if action.type is float:
+        return ["0.5"] * n
+    return ["/tmp/x"] * n
+
+
+def test_every_flat_flag_parses_to_its_dotted_name(parser):
+    actions = {s: a for a in parser._actions for s in a.option_strings}
+    for flat, target in A.FLAT_FLAGS.items():
+        dotted = target if isinstance(target, str) else target[0]
+        assert dotted in actions, f"{flat} -> {dotted}: not a flag of OpenRLHF {A.OPENRLHF_VERSION}"
+        action = actions[dotted]
+        values = [] if isinstance(target, tuple) else _values_for(action)
+        ns_flat = parser.parse_args(A.translate_flat_flags([flat, *values]))
+        ns_dotted = parser.parse_args([dotted, *(target[1:] if isinstance(target, tuple) else values)])
+        assert vars(ns_flat) == vars(ns_dotted), flat
+        if not (isinstance(target, tuple) and target[1] == action.default):  # --bf16: bf16 is 0.11.2's default
+            assert getattr(ns_flat, action.dest) != action.default, f"{flat} did not change {action.dest}"
+    # --flag=value form
+    ns = parser.parse_args(A.translate_flat_flags(["--n_samples_per_prompt=16", "--advantage_estimator=lens"]))
+    assert getattr(ns, "rollout.n_samples_per_prompt") == 16 and getattr(ns, "algo.advantage.estimator") == "lens"
+
+
+def test_flat_flag_without_equivalent_says_what_to_use(capsys):
+    with pytest.raises(SystemExit) as e:
+        A.translate_flat_flags(["--prompt_max_len", "1024"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--prompt_max_len has no equivalent" in err and "--data.max_len" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--advantage_estimator", "lens", "--n_samples_per_prompt", "1"], "--rollout.n_samples_per_prompt >= 2"),
+        (["--advantage_estimator", "grpo", "--n_samples_per_prompt", "1"], "--rollout.n_samples_per_prompt >= 2"),
+        (["--advantage_estimator", "lens", "--algo.dynamic_filtering_enable"], "--algo.dynamic_filtering_range"),
+        (["--advantage_estimator", "group_norm", "--algo.lens.alpha", "0.5"], "does not use them"),
+        (["--advantage_estimator", "grpo", "--algo.lens.alpha", "0.5"], "not used by --algo.advantage.estimator grpo"),
+        (["--advantage_estimator", "lens", "--algo.lens.lam", "0.5"], "--algo.lens.lam not used"),
+        (["--advantage_estimator", "lens", "--algo.lens.alpha", "-1"], "alpha"),
+        (["--advantage_estimator", "lens", "--vllm.num_engines", "0"], "--algo.lens.logprob_source actor"),
+        (["--advantage_estimator", "lens", "--reward.overlong_buffer_len", "64"], "--reward.overlong_buffer_len"),
+    ],
+)
+def test_bad_combinations_exit_with_a_message(parser, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        parse(parser, BASE + argv)
+    assert e.value.code != 0
+    assert message in capsys.readouterr().err
+
+
+def test_good_combinations_validate(parser):
+    for argv in (
+        ["--advantage_estimator", "lens", "--algo.lens.alpha", "0.5"],
+        ["--advantage_estimator", "lens", "--algo.dynamic_filtering_enable", "--algo.dynamic_filtering_range", "-0.01", "0.99"],
+        ["--advantage_estimator", "lens", "--vllm.num_engines", "0", "--algo.lens.logprob_source", "actor"],
+        ["--advantage_estimator", "w_reinforce", "--algo.lens.lam", "0.2"],
+        ["--advantage_estimator", "group_norm"],
+    ):
+        parse(parser, BASE + argv)
+
+
+def test_gpu_requirement_is_a_clear_message(parser, capsys):
+    _, with_kl = parse(parser, BASE + ["--advantage_estimator", "lens", "--actor.num_gpus_per_node", "2"])
+    assert A.gpus_needed(with_kl) == {"actor": 2, "reference": 8, "vllm": 1}  # OpenRLHF's default KL needs a ref
+    _, args = parse(parser, BASE + ["--advantage_estimator", "lens", "--actor.num_gpus_per_node", "2", "--init_kl_coef", "0"])
+    assert A.gpus_needed(args) == {"actor": 2, "vllm": 1}
+    with pytest.raises(SystemExit) as e:
+        A.require_gpus(args, 0)
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "needs 3 GPUs" in err and "--lens.cpu_mode" in err
+    A.require_gpus(args, 3)  # enough: no exit
+
+
+# ------------------------------------------------------------------------------------------------
+# LENS in OpenRLHF's real compute_advantages_and_returns
+# ------------------------------------------------------------------------------------------------
+def make_experiences(rewards, G, T=7, micro=3, seed=0):
+    """Real Experience objects, shuffled into micro-batches; vLLM and actor log-probs differ slightly."""
+    from openrlhf.trainer.ppo_utils.experience import Experience
+
+    g = torch.Generator().manual_seed(seed)
+    flat = rewards.flatten()
+    B = flat.numel()
+    order = torch.randperm(B, generator=g).tolist()
+    exps = []
+    for s in range(0, B, micro):
+        ids = order[s : s + micro]
+        n = len(ids)
+        lengths = torch.randint(1, T + 1, (n,), generator=g)
+        mask = torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)
+        actor_lp = -torch.rand(n, T, generator=g) * 2
+        rollout_lp = actor_lp + 0.01 * torch.randn(n, T, generator=g)
+        rollout_lp[~mask] = float("-inf")  # padding is never read
+        exps.append(
+            Experience(
+                index=ids,
+                rewards=flat[ids].clone(),
+                action_mask=mask,
+                kl=torch.zeros(n, T),
+                action_log_probs=actor_lp,
+                rollout_log_probs=rollout_lp,
+                response_length=lengths.float(),
+                info={},
+            )
+        )
+    return exps
+
+
+def expected_mean_lp(exps, G, attr):
+    B = sum(len(e.index) for e in exps)
+    out = torch.empty(B)
+    for e in exps:
+        out[torch.tensor(e.index)] = masked_mean_log_probs(getattr(e, attr), e.action_mask)
+    return out.view(-1, G)
+
+
+def real_maker(args):
+    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+
+    return RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
+
+
+def batch_rewards(G=4, n=6, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    r = (torch.rand(n, G, generator=g) < 0.35).float()
+    r[0], r[1], r[2] = 0.0, 1.0, torch.tensor([1.0] + [0.0] * (G - 1))
+    return r
+
+
+@pytest.mark.parametrize("source, attr", [("vllm", "rollout_log_probs"), ("actor", "action_log_probs")])
+def test_lens_through_real_experience_maker(parser, source, attr):
+    A.install_patches(rollout_logprobs=False)
+    G = 4
+    _, args = parse(parser, BASE + ["--advantage_estimator", "lens", "--algo.lens.logprob_source", source, "--algo.lens.alpha", "0.5"])
+    rewards = batch_rewards(G)
+    exps = make_experiences(rewards, G)
+    mean_lp = expected_mean_lp(exps, G, attr)
+    out = real_maker(args).compute_advantages_and_returns(exps)
+    want = group_advantages("lens", rewards, mean_lp, alpha=0.5).flatten()
+    other = group_advantages("lens", rewards, expected_mean_lp(exps, G, "action_log_probs" if source == "vllm" else "rollout_log_probs"), alpha=0.5).flatten()
+    assert not torch.allclose(want, other)  # the two sources really give different numbers here
+    negative_nonzero = False
+    for e in out:
+        for row, i in enumerate(e.index):
+            m = e.action_mask[row]
+            torch.testing.assert_close(e.advantages[row][m], want[i].expand(int(m.sum())), rtol=1e-6, atol=1e-7)
+            assert torch.all(e.advantages[row][~m] == 0)
+            negative_nonzero |= i < G and bool(e.advantages[row][m].abs().max() > 0)
+        for key in ("lens/negative_group_ratio", "lens/mixed_group_ratio", "lens/all_correct_group_ratio",
+                    "lens/mean_D", "lens/mean_pbar_incorrect", "lens/mean_calibrated_reward_incorrect",
+                    "lens/nonzero_adv_frac"):
+            assert e.info[key].shape == (len(e.index),)
+        assert e.kl is None and e.returns is not None
+    assert negative_nonzero  # group 0 is all-incorrect and still carries gradient
+    info = out[0].info
+    assert info["lens/negative_group_ratio"][0].item() == pytest.approx(float((rewards.sum(-1) == 0).float().mean()))
+    assert info["lens/all_correct_group_ratio"][0].item() == pytest.approx(float((rewards.mean(-1) == 1).float().mean()))
+
+
+def test_openrlhf_estimators_still_run_openrlhfs_code(parser):
+    A.install_patches(rollout_logprobs=False)
+    G = 4
+    _, args = parse(parser, BASE + ["--advantage_estimator", "group_norm"])
+    rewards = batch_rewards(G)
+    out = real_maker(args).compute_advantages_and_returns(make_experiences(rewards, G))
+    want = group_advantages("grpo", rewards).flatten()
+    for e in out:
+        assert not any(k.startswith("lens/") for k in e.info)  # OpenRLHF's path, not ours
+        for row, i in enumerate(e.index):
+            assert torch.equal(e.advantages[row][e.action_mask[row]], want[i].expand(int(e.action_mask[row].sum())))
+
+
+def test_missing_vllm_log_probs_is_a_clear_error(parser):
+    A.install_patches(rollout_logprobs=False)
+    _, args = parse(parser, BASE + ["--advantage_estimator", "lens"])
+    exps = make_experiences(batch_rewards(4), 4)
+    for e in exps:
+        e.rollout_log_probs = None
+    with pytest.raises(RuntimeError, match="no vLLM log-probs"):
+        real_maker(args).compute_advantages_and_returns(exps)
+
+
+def test_rollout_logprob_patches(parser):
+    A.install_patches(rollout_logprobs=True)
+    from openrlhf.trainer.ppo_utils import samples_generator
+
+    sp = samples_generator.SamplingParams(temperature=1.0, max_tokens=8, logprobs=None)
+    assert sp.logprobs == 1
+    assert A.patches_installed() == {"compute_advantages_and_returns": True, "rollout_logprobs": True}
+    # the engines are created in processed mode: the log-probs of the sampling distribution
+    seen = {}
+    A._ORIGINALS["create_vllm_engines"], saved = (lambda *a, **k: seen.update(args=a, kwargs=k)), A._ORIGINALS["create_vllm_engines"]
+    try:
+        import openrlhf.trainer.ray as ray_pkg
+
+        ray_pkg.create_vllm_engines(1, 1, "m", 0, False, False, True, 64, None, 0.5, False, None)
+        assert seen["args"][11] == "processed_logprobs"
+    finally:
+        A._ORIGINALS["create_vllm_engines"] = saved
+
+
+# ------------------------------------------------------------------------------------------------
+# The patch where it runs: a real Ray actor hosting the real RemoteExperienceMaker
+# ------------------------------------------------------------------------------------------------
+class TrainerLikeActor:
+    """Hosts the real RemoteExperienceMaker the way PPOTrainer does: it builds it in its own process from
+    the class imported there (PPOTrainer is `@ray.remote` and its module imports RemoteExperienceMaker).
+    Note: `ray.remote(RemoteExperienceMaker)` would NOT do: Ray pickles the class dict by value, which
+    would carry a driver-side patch along and prove nothing."""
+
+    def __init__(self, args):
+        from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+
+        self.maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
+
+    def run(self, exps):
+        return self.maker.compute_advantages_and_returns(exps), os.getpid()
+
+
+def _run_in_ray_actor(runtime_env, args, exps):
+    import ray
+    from ray import cloudpickle
+
+    # this test module is not importable in a worker (pytest importlib mode): ship the class by value
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(address="local", num_cpus=1, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    try:
+        actor = ray.remote(num_cpus=0)(TrainerLikeActor).remote(args)
+        try:
+            return ray.get(actor.run.remote(exps))
+        except Exception as e:  # noqa: BLE001
+            return e, None
+    finally:
+        ray.shutdown()
+
+
+def test_patch_takes_effect_inside_a_ray_actor(parser):
+    import ray
+
+    assert not ray.is_initialized()
+    G = 4
+    _, args = parse(parser, BASE + ["--advantage_estimator", "lens", "--algo.lens.logprob_source", "actor"])
+    rewards = batch_rewards(G)
+    exps = make_experiences(rewards, G)
+    want = group_advantages("lens", rewards, expected_mean_lp(exps, G, "action_log_probs")).flatten()
+
+    A.install_patches(rollout_logprobs=False)  # patched here, in the driver: that must not be what counts
+    shim = "lens_openrlhf.cpu_shims.ensure_flash_attn_importable"  # flash-attn cannot exist on CPU
+    # without our worker hook, OpenRLHF's own method runs in the actor and rejects 'lens'
+    without, _ = _run_in_ray_actor({"worker_process_setup_hook": shim}, args, exps)
+    assert isinstance(without, Exception) and "Unkown advantage_estimator lens" in str(without)
+
+    # with the runtime_env the adapter builds, the actor process runs LENS
+    env = A.runtime_env(args, extra_hooks=[shim])
+    assert env["worker_process_setup_hook"] == "lens_openrlhf.openrlhf_adapter.ray_worker_setup"
+    out, pid = _run_in_ray_actor(env, args, exps)
+    assert not isinstance(out, Exception), out
+    assert pid != os.getpid()
+    for e in out:
+        for row, i in enumerate(e.index):
+            m = e.action_mask[row]
+            torch.testing.assert_close(e.advantages[row][m], want[i].expand(int(m.sum())), rtol=1e-6, atol=1e-7)
+        assert "lens/negative_group_ratio" in e.info

@@ -28,6 +28,7 @@ import importlib.metadata
 import importlib.util
 import itertools
 import os
+import re
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -442,6 +443,57 @@ def compute_advantages_and_returns(self, experiences):
     return experiences
 
 
+_LEVEL_RE = re.compile(r"level[_ -]?([1-5])\b", re.IGNORECASE)
+
+
+def unbiased_eval_logs(eval_dataloader, samples_list, n_samples_per_prompt: int) -> Dict[str, float]:
+    """Unbiased pass@k (k = 1, 2, 4, 8, 16, k <= n) overall, per MATH level and for Levels 4-5.
+
+    OpenRLHF 0.11.2's eval reports only the max reward over n samples (pass@n) and the mean (pass@1)
+    per datasource. A sample counts as correct when its reward is > 0.5. The level of a prompt comes
+    from its datasource (``python -m lens_openrlhf.data`` writes ``"datasource": "math_level4"``);
+    prompts without one are 'unknown' (overall only). Keys: ``unbiased_pass@k``,
+    ``unbiased_levels_4_5_pass@k``, ``unbiased_level_<L>_pass@k`` (logged as ``eval/<key>``).
+    """
+    from .evaluate import ProblemResult, build_report
+
+    prompt_level = {}
+    for datasources, prompts, _labels, _images in eval_dataloader:
+        for prompt, ds in zip(prompts, datasources):
+            m = _LEVEL_RE.search(str(ds))
+            prompt_level[prompt] = int(m.group(1)) if m else None
+    prompts = [p for s in samples_list for p in s.prompts]
+    rewards = torch.cat([torch.as_tensor(s.rewards).reshape(-1).float() for s in samples_list])
+    n = n_samples_per_prompt
+    if rewards.numel() != len(prompts) or len(prompts) % n:
+        raise RuntimeError(f"eval: {len(prompts)} prompts, {rewards.numel()} rewards, n_samples_per_prompt {n}")
+    correct = (rewards > 0.5).view(-1, n)
+    results = []
+    for i in range(correct.shape[0]):
+        group = prompts[i * n : (i + 1) * n]
+        if any(p != group[0] for p in group):
+            raise RuntimeError("eval: the samples of one prompt are not contiguous; cannot compute pass@k")
+        results.append(ProblemResult(id=str(i), n=n, c=int(correct[i].sum()), level=prompt_level.get(group[0])))
+    report = build_report(results)
+    logs: Dict[str, float] = {}
+    for k in report["ks"]:
+        logs[f"unbiased_pass@{k}"] = report["overall"][f"pass@{k}"]
+        if report["levels_4_5"] is not None:
+            logs[f"unbiased_levels_4_5_pass@{k}"] = report["levels_4_5"][f"pass@{k}"]
+        for level, summary in report["by_level"].items():
+            if level != "unknown":
+                logs[f"unbiased_level_{level}_pass@{k}"] = summary[f"pass@{k}"]
+    return logs
+
+
+def compute_eval_metrics(eval_dataloader, samples_list, n_samples_per_prompt):
+    """OpenRLHF's ``compute_eval_metrics`` plus :func:`unbiased_eval_logs`."""
+    logs = _ORIGINALS["compute_eval_metrics"](eval_dataloader, samples_list, n_samples_per_prompt)
+    if samples_list:
+        logs.update(unbiased_eval_logs(eval_dataloader, samples_list, n_samples_per_prompt))
+    return logs
+
+
 def _sampling_params_with_logprobs(*args, **kwargs):
     """``vllm.SamplingParams`` that always asks for the sampled token's log-prob (``logprobs=1``)."""
     if kwargs.get("logprobs") is None:
@@ -471,6 +523,12 @@ def install_patches(rollout_logprobs: Optional[bool] = None) -> None:
     if "compute_advantages_and_returns" not in _ORIGINALS:
         _ORIGINALS["compute_advantages_and_returns"] = maker.compute_advantages_and_returns
         maker.compute_advantages_and_returns = compute_advantages_and_returns
+    from openrlhf.trainer import ppo_trainer, ppo_trainer_async
+
+    if "compute_eval_metrics" not in _ORIGINALS:  # both trainers call it by its module-level name
+        _ORIGINALS["compute_eval_metrics"] = ppo_trainer.compute_eval_metrics
+        ppo_trainer.compute_eval_metrics = compute_eval_metrics
+        ppo_trainer_async.compute_eval_metrics = compute_eval_metrics
     if rollout_logprobs is None:
         rollout_logprobs = os.environ.get(ENV_ROLLOUT_LOGPROBS) == "1"
     if rollout_logprobs:
@@ -488,9 +546,12 @@ def install_patches(rollout_logprobs: Optional[bool] = None) -> None:
 
 def patches_installed() -> Dict[str, bool]:
     """Which patches are live in this process (for tests and debugging)."""
+    from openrlhf.trainer import ppo_trainer, ppo_trainer_async
     from openrlhf.trainer.ppo_utils import experience_maker, samples_generator
 
     return {
+        "compute_eval_metrics": ppo_trainer.compute_eval_metrics is compute_eval_metrics
+        and ppo_trainer_async.compute_eval_metrics is compute_eval_metrics,
         "compute_advantages_and_returns": experience_maker.RemoteExperienceMaker.compute_advantages_and_returns
         is compute_advantages_and_returns,
         "rollout_logprobs": samples_generator.SamplingParams is _sampling_params_with_logprobs,
@@ -582,7 +643,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.lens.cpu_mode:
         from . import cpu_mode
 
-        cpu_mode.prepare_driver(args)
+        cpu_mode.prepare_driver(args, flat)  # may set CPU values in flat too (OpenRLHF re-reads flat)
         extra_env, extra_hooks = cpu_mode.worker_env(), [cpu_mode.WORKER_HOOK]
     if not ray.is_initialized():
         init_kwargs = {"runtime_env": runtime_env(args, extra_env, extra_hooks)}
@@ -591,6 +652,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         ray.init(**init_kwargs)
     if not args.lens.cpu_mode:
         require_gpus(args, ray.cluster_resources().get("GPU", 0))
+    else:
+        cpu_mode.check_ray_resources(args)  # a `ray job submit` cluster needs fake GPUs
     install_patches(rollout_logprobs=needs_rollout_logprobs(args))
 
     # OpenRLHF's own __main__ block: its parser is rebuilt, its parse_args returns our namespace, then

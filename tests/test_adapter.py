@@ -256,7 +256,9 @@ def test_rollout_logprob_patches(parser):
 
     sp = samples_generator.SamplingParams(temperature=1.0, max_tokens=8, logprobs=None)
     assert sp.logprobs == 1
-    assert A.patches_installed() == {"compute_advantages_and_returns": True, "rollout_logprobs": True}
+    assert A.patches_installed() == {
+        "compute_eval_metrics": True, "compute_advantages_and_returns": True, "rollout_logprobs": True,
+    }
     # the engines are created in processed mode: the log-probs of the sampling distribution
     seen = {}
     A._ORIGINALS["create_vllm_engines"], saved = (lambda *a, **k: seen.update(args=a, kwargs=k)), A._ORIGINALS["create_vllm_engines"]
@@ -331,3 +333,38 @@ def test_patch_takes_effect_inside_a_ray_actor(parser):
             m = e.action_mask[row]
             torch.testing.assert_close(e.advantages[row][m], want[i].expand(int(m.sum())), rtol=1e-6, atol=1e-7)
         assert "lens/negative_group_ratio" in e.info
+
+
+# ------------------------------------------------------------------------------------------------
+# Training-time evaluation: unbiased pass@k and Levels 4-5 next to OpenRLHF's own eval metrics
+# ------------------------------------------------------------------------------------------------
+def test_training_eval_logs_unbiased_pass_at_k_per_level():
+    from math import comb
+
+    from openrlhf.trainer import ppo_trainer
+    from openrlhf.trainer.ppo_utils.experience import Experience
+
+    A.install_patches(rollout_logprobs=False)
+    n = 4
+    # prompt -> (datasource written by lens_openrlhf.data, number correct out of n)
+    table = {"p1": ("math_level1", 4), "p2": ("math_level4", 1), "p3": ("math_level5", 0), "p4": ("math_level5", 2), "p5": ("default", 3)}
+    loader = [(["math_level1", "math_level4"], ["p1", "p2"], ["a", "b"], [None, None]),
+              (["math_level5", "math_level5", "default"], ["p3", "p4", "p5"], ["c", "d", "e"], [None] * 3)]
+    samples = []
+    for prompt, (_, c) in table.items():
+        for j in range(n):
+            samples.append(Experience(prompts=[prompt], rewards=torch.tensor([1.0 if j < c else 0.0]),
+                                      response_length=torch.tensor([5]), truncated=torch.tensor([False])))
+    logs = ppo_trainer.compute_eval_metrics(loader, samples, n)  # the patched module-level function
+    assert "eval_math_level5_pass4" in logs  # OpenRLHF's own metrics are still there
+
+    def pk(c, k):  # 1 - C(n-c, k)/C(n, k), written out
+        return 1 - comb(n - c, k) / comb(n, k)
+
+    cs = [c for _, c in table.values()]
+    for k in (1, 2, 4):
+        assert logs[f"unbiased_pass@{k}"] == pytest.approx(sum(pk(c, k) for c in cs) / 5)
+        assert logs[f"unbiased_levels_4_5_pass@{k}"] == pytest.approx((pk(1, k) + pk(0, k) + pk(2, k)) / 3)
+        assert logs[f"unbiased_level_5_pass@{k}"] == pytest.approx((pk(0, k) + pk(2, k)) / 2)
+    assert "unbiased_pass@8" not in logs  # k <= n only
+    assert logs["unbiased_pass@2"] == pytest.approx((1 + 0.5 + 0 + 5 / 6 + 1) / 5)  # by hand

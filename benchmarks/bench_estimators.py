@@ -8,8 +8,10 @@ Measured in one run, median of repeats (these machines are shared and noisy, so 
   grpo       group_advantages('grpo', rewards)                           [128, 16]
   lens       masked_mean_log_probs([2048, 4096] log-probs, mask) + group_advantages('lens', ...)
   lens_stats lens + group_statistics (what training logs)
-  openrlhf   OpenRLHF 0.11.2 RemoteExperienceMaker.compute_advantages_and_returns, estimator
-             group_norm, on real Experience objects (CPU only; it is a CPU path in OpenRLHF too)
+  exp_maker_group_norm / exp_maker_lens
+             OpenRLHF 0.11.2 RemoteExperienceMaker.compute_advantages_and_returns on real Experience
+             objects, group_norm (OpenRLHF's branch) vs lens (our patched method, vLLM log-probs in);
+             CPU only: OpenRLHF runs this step on CPU tensors in the trainer actor
 Target: the whole LENS computation under 1% of the log-prob forward pass that produced its inputs
 (same batch, same device). That forward is ESTIMATED as 2 * n_params * tokens FLOPs at the matmul
 throughput measured here on this device (an optimistic throughput, so a conservative ratio).
@@ -63,34 +65,45 @@ def make_inputs(n_prompts, G, T, device, dtype, seed=0):
     return rewards.to(device), log_probs.to(device=device, dtype=dtype), mask.to(device), lengths
 
 
-def openrlhf_group_norm_seconds(rewards, mask, repeats, micro=16):
-    """OpenRLHF's real group_norm path (CPU). Returns None if OpenRLHF cannot be imported."""
+def experience_maker_seconds(estimators, rewards, log_probs, mask, repeats, micro=16):
+    """OpenRLHF's real RemoteExperienceMaker.compute_advantages_and_returns (CPU, where OpenRLHF runs it):
+    ``group_norm`` is OpenRLHF's own branch; ``lens`` goes through lens_openrlhf's patched method (mean
+    log-prob from ``rollout_log_probs``, advantages, statistics, then OpenRLHF's per-token code).
+    The estimators are timed in alternation (repeat by repeat), medians returned as {name: seconds};
+    None if OpenRLHF cannot be imported."""
     try:
         from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
 
         ensure_flash_attn_importable()
         from types import SimpleNamespace
 
+        from lens_openrlhf import openrlhf_adapter
         from openrlhf.trainer.ppo_utils.experience import Experience
         from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
     except Exception as e:  # noqa: BLE001 - report and carry on with the rest of the benchmark
-        print(f"[openrlhf path skipped: {type(e).__name__}: {e}]")
+        print(f"[experience-maker path skipped: {type(e).__name__}: {e}]")
         return None
+    openrlhf_adapter.install_patches(rollout_logprobs=False)
     n, G = rewards.shape
-    args = SimpleNamespace(
+    T = mask.shape[1]
+    def make_args(estimator):
+        return SimpleNamespace(
         algo=SimpleNamespace(
-            advantage=SimpleNamespace(estimator="group_norm", gamma=1.0, lambd=1.0, no_std_norm=False),
+            advantage=SimpleNamespace(estimator=estimator, gamma=1.0, lambd=1.0, no_std_norm=False),
             kl=SimpleNamespace(use_loss=False),
+            lens=SimpleNamespace(alpha=None, gamma=None, lam=None, logprob_source="vllm"),
         ),
-        rollout=SimpleNamespace(n_samples_per_prompt=G, max_new_tokens=mask.shape[1]),
+        rollout=SimpleNamespace(n_samples_per_prompt=G, max_new_tokens=T),
         reward=SimpleNamespace(clip_range=(-10, 10), overlong_buffer_len=None, stop_properly_penalty_coef=None),
-        data=SimpleNamespace(max_len=mask.shape[1]),
-    )
-    maker = RemoteExperienceMaker(
-        None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None
-    )
+        data=SimpleNamespace(max_len=T),
+        )
+
+    makers = {
+        e: RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=make_args(e)), None)
+        for e in estimators
+    }
     flat = rewards.flatten().cpu()
-    mask = mask.cpu()
+    mask, log_probs = mask.cpu(), log_probs.cpu()
 
     def build():
         return [
@@ -98,19 +111,21 @@ def openrlhf_group_norm_seconds(rewards, mask, repeats, micro=16):
                 index=list(range(s, min(s + micro, n * G))),
                 rewards=flat[s : s + micro].clone(),
                 action_mask=mask[s : s + micro],
+                rollout_log_probs=log_probs[s : s + micro],
                 kl=torch.zeros(mask[s : s + micro].shape),
                 info={},
             )
             for s in range(0, n * G, micro)
         ]
 
-    times = []
+    times = {e: [] for e in estimators}
     for _ in range(repeats):
-        exps = build()
-        t0 = time.perf_counter()
-        maker.compute_advantages_and_returns(exps)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for e, maker in makers.items():
+            exps = build()
+            t0 = time.perf_counter()
+            maker.compute_advantages_and_returns(exps)
+            times[e].append(time.perf_counter() - t0)
+    return {e: statistics.median(t) for e, t in times.items()}
 
 
 def main():
@@ -149,9 +164,9 @@ def main():
         ("lens_stats", bench(lens_stats, device, a.repeats)),
     ]
     if device.type == "cpu" and not a.skip_openrlhf:
-        t = openrlhf_group_norm_seconds(rewards, mask, max(3, a.repeats // 3))
-        if t is not None:
-            rows.append(("openrlhf_group_norm", t))
+        t = experience_maker_seconds(("group_norm", "lens"), rewards, log_probs, mask, max(3, a.repeats // 2))
+        for est, sec in (t or {}).items():
+            rows.append((f"exp_maker_{est}", sec))
 
     flops = matmul_flops(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     n_tok = a.prompts * a.G * (a.tokens + a.prompt_tokens)
@@ -169,8 +184,13 @@ def main():
         f"{a.params / 1e9:.2f}B model over {n_tok:,} tokens: {fwd:.1f} s"
     )
     print(f"LENS (mean log-prob + advantages + stats) / estimated forward = {lens_t / fwd:.2e}  (target < 1e-2)")
-    if "openrlhf_group_norm" in dict(rows):
-        print(f"LENS / OpenRLHF group_norm path = {lens_t / dict(rows)['openrlhf_group_norm']:.3f}")
+    d = dict(rows)
+    if "exp_maker_group_norm" in d and "exp_maker_lens" in d:
+        print(
+            f"through OpenRLHF's experience maker: lens / group_norm = {d['exp_maker_lens'] / d['exp_maker_group_norm']:.3f} "
+            f"(LENS adds {1e3 * (d['exp_maker_lens'] - d['exp_maker_group_norm']):.1f} ms to a "
+            f"{1e3 * d['exp_maker_group_norm']:.0f} ms step part)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,342 @@
+"""The dataset builder on small files written here in the real public schemas (jsonl and parquet).
+
+Schemas: Hendrycks MATH (problem, solution, level "Level N", type), MATH-500 style (answer, subject,
+integer level, unique_id), DAPO-Math-17k (prompt = chat messages wrapping the problem, reward_model
+{ground_truth}, extra_info {index}), NuminaMath-1.5 (problem, solution, answer, problem_type,
+question_type, source, problem_is_valid, solution_is_valid, synthetic).
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lens_openrlhf import data as D
+
+REPO = Path(__file__).resolve().parents[1]
+
+DAPO_WRAP = (
+    "Solve the following math problem step by step. The last line of your response should be of the form "
+    "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n{p}\n\n"
+    'Remember to put your answer on its own line after "Answer:".'
+)
+
+TEST_ROWS = [
+    {"problem": "What is $3 \\cdot 4$?", "solution": "It is $\\boxed{12}$.", "level": "Level 1", "type": "Prealgebra"},
+    {"problem": "Solve $x^2 = 9$ for $x>0$.", "solution": "So $x = \\boxed{3}$.", "level": "Level 2", "type": "Algebra"},
+    {"problem": "Find $\\dfrac{1}{3}+\\dfrac{1}{6}$.", "solution": "$\\boxed{\\frac{1}{2}}$", "level": "Level 3", "type": "Prealgebra"},
+    {"problem": "How many primes are below 20?", "solution": "There are $\\boxed{8}$.", "level": "Level 4", "type": "Number Theory"},
+    {"problem": "Compute $\\binom{6}{2}$.", "solution": "$\\boxed{15}$", "level": "Level 5", "type": "Counting & Probability"},
+    {"problem": "An unlabelled-level problem: $2^5$?", "solution": "$\\boxed{32}$", "level": "Level ?", "type": "Algebra"},
+    {"problem": "A test problem whose solution lost its box.", "solution": "The answer is 4.", "level": "Level 5", "type": "Geometry"},
+]
+
+TRAIN_ROWS = [
+    {"problem": "What is $1+1$?", "solution": "Clearly $\\boxed{2}$.", "level": "Level 1", "type": "Algebra"},
+    {"problem": "Compute $\\frac{1}{2}+\\frac{1}{4}$.", "solution": "$\\boxed{\\frac{3}{4}}$", "level": "Level 2", "type": "Prealgebra"},
+    {"problem": "No box in this solution.", "solution": "The answer is 5.", "level": "Level 3", "type": "Algebra"},
+    {"problem": "Garbled answer.", "solution": "$\\boxed{)(}$", "level": "Level 3", "type": "Algebra"},
+    {"problem": "Level unknown: $7 \\times 6$?", "solution": "$\\boxed{42}$", "level": "Level ?", "type": "Prealgebra"},
+    # a test problem with different spacing, case and \left/\right-free fraction macros: decontaminated
+    {"problem": "find  $\\frac{1}{3} + \\tfrac{1}{6}$.", "solution": "$\\boxed{\\frac12}$", "level": "Level 3", "type": "Prealgebra"},
+    {"problem": "What is  $1 + 1$ ?", "solution": "$\\boxed{2}$", "level": "Level 1", "type": "Algebra"},  # duplicate of row 0
+    {"problem": "", "solution": "$\\boxed{1}$", "level": "Level 1", "type": "Algebra"},  # missing problem
+]
+
+
+def dapo_rows():
+    rows = []
+    for k in range(30):
+        p = f"What is {k} + 7?"
+        for copy in range(2):  # the hub file repeats problems
+            rows.append((p, str(k + 7), f"uuid-{k}-{copy}"))
+    rows.append(("How many primes are below 20?", "8", "uuid-test"))  # a MATH test problem
+    rows.append(("What is $1+1$?", "2", "uuid-math-train"))  # a MATH train problem
+    rows.append(("A DAPO problem with no ground truth.", "", "uuid-empty"))
+    return [
+        {
+            "data_source": "math_dapo",
+            "prompt": [{"content": DAPO_WRAP.format(p=p), "role": "user"}],
+            "ability": "MATH",
+            "reward_model": {"ground_truth": gt, "style": "rule-lighteval/MATH_v2"},
+            "extra_info": {"index": idx},
+        }
+        for p, gt, idx in rows
+    ]
+
+
+NUMINA_ROWS = [
+    {"problem": "Numina: what is 2+2?", "solution": "... \\boxed{4}", "answer": "4", "problem_type": "Algebra",
+     "question_type": "math-word-problem", "source": "cn_k12", "problem_is_valid": "Yes", "solution_is_valid": "Yes", "synthetic": False},
+    {"problem": "Numina: prove that 1 < 2.", "solution": "...", "answer": "proof", "problem_type": "Inequalities",
+     "question_type": "proof", "source": "olympiads", "problem_is_valid": "Yes", "solution_is_valid": "Yes", "synthetic": False},
+    {"problem": "Numina: lost answer.", "solution": "...", "answer": "notfound", "problem_type": "Algebra",
+     "question_type": "math-word-problem", "source": "olympiads", "problem_is_valid": "Yes", "solution_is_valid": "Yes", "synthetic": False},
+    {"problem": "Numina: invalid problem.", "solution": "...", "answer": "3", "problem_type": "Algebra",
+     "question_type": "math-word-problem", "source": "olympiads", "problem_is_valid": "No", "solution_is_valid": "Yes", "synthetic": False},
+    {"problem": "Numina: x such that 2x = 10.", "solution": "...", "answer": "x=5", "problem_type": "Algebra",
+     "question_type": "math-word-problem", "source": "amc_aime", "problem_is_valid": "Yes", "solution_is_valid": "Yes", "synthetic": True},
+    {"problem": "Compute $\\binom{6}{2}$.", "solution": "...", "answer": "15", "problem_type": "Combinatorics",
+     "question_type": "math-word-problem", "source": "math", "problem_is_valid": "Yes", "solution_is_valid": "Yes", "synthetic": False},
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_parquet(path, rows):
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.fixture()
+def files(tmp_path):
+    return {
+        "math_train": write_jsonl(tmp_path / "math_train.jsonl", TRAIN_ROWS),
+        "math_test": write_parquet(tmp_path / "math_test.parquet", TEST_ROWS),
+        "dapo": write_parquet(tmp_path / "dapo-math-17k.parquet", dapo_rows()),
+        "numina": write_jsonl(tmp_path / "numina.jsonl", NUMINA_ROWS),
+        "dir": tmp_path,
+    }
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def run_main(*argv):
+    assert D.main([str(a) for a in argv]) == 0
+
+
+def train_args(files, out, mix="math-dapo", fmt="qwen-base", *extra):
+    return [
+        "train", "--mix", mix, "--format", fmt, "--out", out, "--workers", "1",
+        "--math-train", files["math_train"], "--math-test", files["math_test"],
+        "--dapo", files["dapo"], "--numina", files["numina"], *extra,
+    ]
+
+
+# ------------------------------------------------------------------------------------------ units
+
+
+def test_normalize_problem_and_level():
+    assert D.normalize_problem("Find $\\dfrac{1}{3}+\\dfrac{1}{6}$.") == D.normalize_problem(
+        "find  $\\frac{1}{3} + \\tfrac{1}{6}$ ."
+    )
+    assert D.normalize_problem("$\\left( x \\right)$") == D.normalize_problem("(x)")
+    assert D.normalize_problem("What is 1+1?") != D.normalize_problem("What is 1+2?")
+    assert [D.parse_level(v) for v in ("Level 4", "level 5", 3, "2", "Level ?", None, 7, True)] == [4, 5, 3, 2, None, None, None, None]
+
+
+def test_prompt_formats():
+    plain = D.format_prompt("What is 1+1?", "qwen-base")
+    assert isinstance(plain, str) and plain.startswith("Question: What is 1+1?") and "\\boxed{}" in plain
+    chat = D.format_prompt("What is 1+1?", "llama-instruct")
+    assert chat == [{"role": "user", "content": "What is 1+1?\n\n" + D.BOXED_INSTRUCTION}]
+    with pytest.raises(ValueError, match="--format"):
+        D.format_prompt("x", "chatml")
+
+
+# ------------------------------------------------------------------------------------------ train mixes
+
+
+def test_math_dapo_mix(files, tmp_path):
+    out = tmp_path / "out" / "train.jsonl"
+    run_main(*train_args(files, out, "math-dapo", "qwen-base", "--dapo-size", "10", "--seed", "3"))
+    rows = read_jsonl(out)
+    report = json.loads(Path(str(out) + ".report.json").read_text())
+
+    by_source = {}
+    for r in rows:
+        assert set(r) == {"prompt", "label", "problem", "level", "subject", "source", "id", "datasource"}
+        assert r["prompt"] == D.QWEN_BASE_TEMPLATE.replace("{problem}", r["problem"])
+        by_source.setdefault(r["source"], []).append(r)
+    # MATH train: rows 0, 1, 4 survive (2 no answer, 3 garbled gold, 5 in test, 6 duplicate, 7 no problem)
+    assert sorted(r["problem"] for r in by_source["math_train"]) == sorted(
+        TRAIN_ROWS[i]["problem"] for i in (0, 1, 4)
+    )
+    math_labels = {r["problem"]: r["label"] for r in by_source["math_train"]}
+    assert math_labels["Compute $\\frac{1}{2}+\\frac{1}{4}$."] == "\\frac{3}{4}"
+    assert {r["problem"]: r["level"] for r in by_source["math_train"]}["Level unknown: $7 \\times 6$?"] is None
+    # DAPO: exactly 10 sampled, unwrapped, labels right, none from the test set or MATH train
+    dapo = by_source["dapo"]
+    assert len(dapo) == 10 and len({r["problem"] for r in dapo}) == 10
+    for r in dapo:
+        assert not r["problem"].startswith("Solve the following") and "Remember to put" not in r["problem"]
+        k = int(r["problem"].split()[2])
+        assert r["label"] == str(k + 7)
+    test_keys = {D.normalize_problem(t["problem"]) for t in TEST_ROWS}
+    assert not any(D.normalize_problem(r["problem"]) in test_keys for r in rows)
+
+    m = report["sources"]["math_train"]
+    assert m["rows_read"] == len(TRAIN_ROWS) and m["kept"] == 3
+    assert m["dropped"]["no_answer"]["ids"] == ["math_train/math_train.jsonl#2"]
+    assert m["dropped"]["unparseable_gold"]["ids"] == ["math_train/math_train.jsonl#3"]
+    assert m["dropped"]["in_test_set"]["ids"] == ["math_train/math_train.jsonl#5"]
+    assert m["dropped"]["duplicate"]["ids"] == ["math_train/math_train.jsonl#6"]
+    assert m["dropped"]["missing_problem"]["ids"] == ["math_train/math_train.jsonl#7"]
+    assert m["flagged"]["unknown_level"]["ids"] == ["math_train/math_train.jsonl#4"]
+    d = report["sources"]["dapo"]
+    assert d["rows_read"] == 63
+    assert d["dropped"]["duplicate"]["count"] == 31  # 30 hub repeats + the MATH train problem
+    assert d["dropped"]["in_test_set"]["ids"] == ["dapo/uuid-test"]
+    assert d["dropped"]["no_answer"]["count"] == 1 and d["dropped"]["no_answer"]["ids"] == ["dapo/uuid-empty"]
+    assert d["dropped"]["not_sampled"]["count"] == 20 and d["kept"] == 10
+    assert report["rows_written"] == len(rows) == 13
+    assert report["by_source"] == {"math_train": 3, "dapo": 10}
+
+
+def test_seeded_sampling_is_reproducible(files, tmp_path):
+    def dapo_ids(seed, name):
+        out = tmp_path / name
+        run_main(*train_args(files, out, "math-dapo", "qwen-base", "--dapo-size", "10", "--seed", str(seed)))
+        return [r["id"] for r in read_jsonl(out) if r["source"] == "dapo"]
+
+    a, b, c = dapo_ids(1, "a.jsonl"), dapo_ids(1, "b.jsonl"), dapo_ids(2, "c.jsonl")
+    assert a == b
+    assert set(a) != set(c)
+
+
+def test_dapo_size_larger_than_available_is_flagged(files, tmp_path):
+    out = tmp_path / "t.jsonl"
+    run_main(*train_args(files, out, "math-dapo", "qwen-base", "--dapo-size", "100"))
+    report = json.loads(Path(str(out) + ".report.json").read_text())
+    assert report["by_source"]["dapo"] == 30
+    assert report["sources"]["dapo"]["flagged"]["short_of_size"]["count"] == 1
+
+
+def test_math_numina_mix_in_chat_format_through_openrlhf(files, tmp_path):
+    out = tmp_path / "numina.jsonl"
+    run_main(*train_args(files, out, "math-numina", "llama-instruct"))
+    rows = read_jsonl(out)
+    numina = {r["problem"]: r for r in rows if r["source"] == "numina"}
+    assert set(numina) == {"Numina: what is 2+2?", "Numina: x such that 2x = 10."}
+    assert numina["Numina: x such that 2x = 10."]["label"] == "x=5"
+    report = json.loads(Path(str(out) + ".report.json").read_text())["sources"]["numina"]
+    assert report["dropped"]["proof"]["ids"] == ["numina/numina.jsonl#1"]
+    assert report["dropped"]["no_answer"]["ids"] == ["numina/numina.jsonl#2"]
+    assert report["dropped"]["invalid_flag"]["ids"] == ["numina/numina.jsonl#3"]
+    assert report["dropped"]["in_test_set"]["ids"] == ["numina/numina.jsonl#5"]
+
+    # OpenRLHF's own preprocessing (--data.apply_chat_template) accepts the message-list prompt
+    spec = importlib.util.spec_from_file_location(
+        "openrlhf_prompts_dataset",
+        Path(importlib.util.find_spec("openrlhf").origin).parent / "datasets" / "prompts_dataset.py",
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    seen = []
+
+    def apply_chat_template(chat, tokenize, add_generation_prompt):
+        seen.append(chat)
+        return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in chat) + "<assistant>"
+
+    row = rows[0]
+    prompt, label = mod.preprocess_data(row, None, "prompt", "label", apply_chat_template)
+    assert seen[0] == row["prompt"] and label == row["label"]
+    assert prompt == f"<user>{row['problem']}\n\n{D.BOXED_INSTRUCTION}</user><assistant>"
+    # and the qwen-base string passes through unchanged without a chat template
+    plain = {"prompt": D.format_prompt(row["problem"], "qwen-base"), "label": row["label"]}
+    assert mod.preprocess_data(plain, None, "prompt", "label", None) == (plain["prompt"], row["label"])
+
+
+# ------------------------------------------------------------------------------------------ test set
+
+
+def test_test_set_keeps_levels_and_subjects(files, tmp_path):
+    out = tmp_path / "test.jsonl"
+    run_main("test", "--format", "llama-instruct", "--math-test", files["math_test"], "--out", out, "--workers", "1")
+    rows = read_jsonl(out)
+    assert [r["level"] for r in rows] == [1, 2, 3, 4, 5, None]
+    assert [r["subject"] for r in rows] == [t["type"] for t in TEST_ROWS[:6]]
+    assert [r["label"] for r in rows] == ["12", "3", "\\frac{1}{2}", "8", "15", "32"]
+    assert all(r["source"] == "math_test" and isinstance(r["prompt"], list) for r in rows)
+    # the level travels in OpenRLHF's `datasource`, where the training-time eval reads it
+    assert [r["datasource"] for r in rows] == [f"math_test_level{i}" for i in range(1, 6)] + ["math_test"]
+    from lens_openrlhf.openrlhf_adapter import _LEVEL_RE
+
+    assert [int(_LEVEL_RE.search(r["datasource"]).group(1)) for r in rows[:5]] == [1, 2, 3, 4, 5]
+    report = json.loads(Path(str(out) + ".report.json").read_text())
+    assert report["by_level"] == {"1": 1, "2": 1, "3": 1, "4": 1, "5": 1, "unknown": 1}
+    assert report["sources"]["math_test"]["dropped"]["no_answer"]["ids"] == ["math_test/math_test.parquet#6"]
+    assert report["sources"]["math_test"]["flagged"]["unknown_level"]["ids"] == ["math_test/math_test.parquet#5"]
+
+
+def test_math500_style_file_with_answer_column(tmp_path):
+    rows = [
+        {"problem": "P1", "solution": "... \\boxed{wrong}", "answer": "\\frac{3}{5}", "subject": "Algebra", "level": 2, "unique_id": "test/algebra/1.json"},
+        {"problem": "P2", "solution": "... \\boxed{7}", "answer": "", "subject": "Geometry", "level": 5, "unique_id": "test/geometry/2.json"},
+    ]
+    src = write_jsonl(tmp_path / "math500.jsonl", rows)
+    out = tmp_path / "t.jsonl"
+    run_main("test", "--format", "qwen-base", "--math-test", src, "--out", out, "--workers", "1")
+    got = read_jsonl(out)
+    assert [(r["id"], r["label"], r["level"], r["subject"]) for r in got] == [
+        ("math_test/test/algebra/1.json", "\\frac{3}{5}", 2, "Algebra"),
+        ("math_test/test/geometry/2.json", "7", 5, "Geometry"),  # empty answer: falls back to the solution's box
+    ]
+
+
+def test_hub_code_path_with_a_local_dataset_folder(tmp_path, monkeypatch):
+    """hf:<repo> goes through datasets.load_dataset; a local folder exercises that call offline."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")  # keep ~/.cache clean
+    folder = tmp_path / "hub_like"
+    folder.mkdir()
+    write_parquet(folder / "test.parquet", TEST_ROWS[:3])
+    out = tmp_path / "t.jsonl"
+    run_main("test", "--format", "qwen-base", "--math-test", f"hf:{folder}@test", "--out", out, "--workers", "1")
+    assert [r["label"] for r in read_jsonl(out)] == ["12", "3", "\\frac{1}{2}"]
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def test_missing_column_names_file_and_column(files, tmp_path, capsys):
+    bad = write_parquet(tmp_path / "bad_dapo.parquet", [{"prompt": "x", "other": 1}])
+    out = tmp_path / "o.jsonl"
+    args = train_args(files, out)
+    args[args.index("--dapo") + 1] = bad
+    assert D.main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert "--dapo" in err and "bad_dapo.parquet" in err and "'reward_model'" in err and "DAPO-Math-17k" in err
+    assert not out.exists()
+
+
+def test_bad_source_specs(tmp_path, capsys):
+    out = tmp_path / "o.jsonl"
+    assert D.main(["test", "--format", "qwen-base", "--math-test", str(tmp_path / "nope.jsonl"), "--out", str(out)]) == 2
+    assert "--math-test" in capsys.readouterr().err
+    (tmp_path / "broken.jsonl").write_text('{"problem": "a"}\nnot json\n')
+    assert D.main(["test", "--format", "qwen-base", "--math-test", str(tmp_path / "broken.jsonl"), "--out", str(out)]) == 2
+    assert "broken.jsonl:2" in capsys.readouterr().err
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    assert D.main(["test", "--format", "qwen-base", "--math-test", "hf:no-such-org/no-such-dataset", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--math-test" in err and "local .jsonl/.parquet path" in err
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_subprocess(files, tmp_path):
+    out = tmp_path / "cli" / "train.jsonl"
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lens_openrlhf.data", *map(str, train_args(files, out, "math-dapo", "llama-instruct", "--dapo-size", "5")), "--workers", "2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 8 rows" in proc.stdout and "in_test_set" in proc.stdout and "report:" in proc.stdout
+    rows = read_jsonl(out)
+    assert len(rows) == 8 and all(isinstance(r["prompt"], list) for r in rows)
+    assert Path(str(out) + ".report.json").exists()

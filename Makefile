@@ -3,12 +3,18 @@
 #   make test   # the test suite
 PY := .venv/bin/python
 
-.PHONY: venv test demo bench
+.PHONY: venv test demo demo-submit bench
 venv:
 	bash .ci/setup_venv.sh
 
 test: venv
 	$(PY) -m pytest --import-mode=importlib -q -p no:cacheprovider tests
+
+demo: venv
+	$(PY) -m lens_openrlhf.demo
+
+demo-submit: venv
+	$(PY) -m lens_openrlhf.demo --submit
 
 bench: venv
 	$(PY) benchmarks/bench_estimators.py

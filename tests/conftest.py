@@ -18,3 +18,49 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 from lens_openrlhf.cpu_shims import ensure_flash_attn_importable  # noqa: E402
 
 ensure_flash_attn_importable()
+
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture
+def make_experiences():
+    """Factory of REAL OpenRLHF `Experience` objects for a flat list of rewards (prompt-major order),
+    shuffled into micro-batches of `micro` the way OpenRLHF splits a rollout (`index` = original position).
+
+    Each has an action mask of random length, zero KL, the actor's log-probs (`action_log_probs`) and vLLM's
+    (`rollout_log_probs` = actor + small noise, `-inf` on padding, which must never be read).
+    """
+
+    def make(rewards, micro=3, T=7, seed=0):
+        from openrlhf.trainer.ppo_utils.experience import Experience
+
+        g = torch.Generator().manual_seed(seed)
+        flat = torch.as_tensor(rewards, dtype=torch.float32).reshape(-1)
+        B = flat.numel()
+        order = torch.randperm(B, generator=g).tolist()
+        exps = []
+        for s in range(0, B, micro):
+            ids = order[s : s + micro]
+            n = len(ids)
+            lengths = torch.randint(1, T + 1, (n,), generator=g)
+            mask = torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)
+            actor_lp = -torch.rand(n, T, generator=g) * 2
+            rollout_lp = actor_lp + 0.01 * torch.randn(n, T, generator=g)
+            rollout_lp[~mask] = float("-inf")
+            exps.append(
+                Experience(
+                    index=ids,
+                    rewards=flat[ids].clone(),
+                    action_mask=mask,
+                    kl=torch.zeros(n, T),
+                    action_log_probs=actor_lp,
+                    rollout_log_probs=rollout_lp,
+                    response_length=lengths.float(),
+                    info={},
+                )
+            )
+        return exps
+
+    return make

@@ -144,38 +144,6 @@ def test_gpu_requirement_is_a_clear_message(parser, capsys):
 # ------------------------------------------------------------------------------------------------
 # LENS in OpenRLHF's real compute_advantages_and_returns
 # ------------------------------------------------------------------------------------------------
-def make_experiences(rewards, G, T=7, micro=3, seed=0):
-    """Real Experience objects, shuffled into micro-batches; vLLM and actor log-probs differ slightly."""
-    from openrlhf.trainer.ppo_utils.experience import Experience
-
-    g = torch.Generator().manual_seed(seed)
-    flat = rewards.flatten()
-    B = flat.numel()
-    order = torch.randperm(B, generator=g).tolist()
-    exps = []
-    for s in range(0, B, micro):
-        ids = order[s : s + micro]
-        n = len(ids)
-        lengths = torch.randint(1, T + 1, (n,), generator=g)
-        mask = torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)
-        actor_lp = -torch.rand(n, T, generator=g) * 2
-        rollout_lp = actor_lp + 0.01 * torch.randn(n, T, generator=g)
-        rollout_lp[~mask] = float("-inf")  # padding is never read
-        exps.append(
-            Experience(
-                index=ids,
-                rewards=flat[ids].clone(),
-                action_mask=mask,
-                kl=torch.zeros(n, T),
-                action_log_probs=actor_lp,
-                rollout_log_probs=rollout_lp,
-                response_length=lengths.float(),
-                info={},
-            )
-        )
-    return exps
-
-
 def expected_mean_lp(exps, G, attr):
     B = sum(len(e.index) for e in exps)
     out = torch.empty(B)
@@ -198,12 +166,12 @@ def batch_rewards(G=4, n=6, seed=3):
 
 
 @pytest.mark.parametrize("source, attr", [("vllm", "rollout_log_probs"), ("actor", "action_log_probs")])
-def test_lens_through_real_experience_maker(parser, source, attr):
+def test_lens_through_real_experience_maker(parser, source, attr, make_experiences):
     A.install_patches(rollout_logprobs=False)
     G = 4
     _, args = parse(parser, BASE + ["--advantage_estimator", "lens", "--algo.lens.logprob_source", source, "--algo.lens.alpha", "0.5"])
     rewards = batch_rewards(G)
-    exps = make_experiences(rewards, G)
+    exps = make_experiences(rewards)
     mean_lp = expected_mean_lp(exps, G, attr)
     out = real_maker(args).compute_advantages_and_returns(exps)
     want = group_advantages("lens", rewards, mean_lp, alpha=0.5).flatten()
@@ -227,12 +195,12 @@ def test_lens_through_real_experience_maker(parser, source, attr):
     assert info["lens/all_correct_group_ratio"][0].item() == pytest.approx(float((rewards.mean(-1) == 1).float().mean()))
 
 
-def test_openrlhf_estimators_still_run_openrlhfs_code(parser):
+def test_openrlhf_estimators_still_run_openrlhfs_code(parser, make_experiences):
     A.install_patches(rollout_logprobs=False)
     G = 4
     _, args = parse(parser, BASE + ["--advantage_estimator", "group_norm"])
     rewards = batch_rewards(G)
-    out = real_maker(args).compute_advantages_and_returns(make_experiences(rewards, G))
+    out = real_maker(args).compute_advantages_and_returns(make_experiences(rewards))
     want = group_advantages("grpo", rewards).flatten()
     for e in out:
         assert not any(k.startswith("lens/") for k in e.info)  # OpenRLHF's path, not ours
@@ -240,10 +208,10 @@ def test_openrlhf_estimators_still_run_openrlhfs_code(parser):
             assert torch.equal(e.advantages[row][e.action_mask[row]], want[i].expand(int(e.action_mask[row].sum())))
 
 
-def test_missing_vllm_log_probs_is_a_clear_error(parser):
+def test_missing_vllm_log_probs_is_a_clear_error(parser, make_experiences):
     A.install_patches(rollout_logprobs=False)
     _, args = parse(parser, BASE + ["--advantage_estimator", "lens"])
-    exps = make_experiences(batch_rewards(4), 4)
+    exps = make_experiences(batch_rewards(4))
     for e in exps:
         e.rollout_log_probs = None
     with pytest.raises(RuntimeError, match="no vLLM log-probs"):
@@ -306,14 +274,14 @@ def _run_in_ray_actor(runtime_env, args, exps):
         ray.shutdown()
 
 
-def test_patch_takes_effect_inside_a_ray_actor(parser):
+def test_patch_takes_effect_inside_a_ray_actor(parser, make_experiences):
     import ray
 
     assert not ray.is_initialized()
     G = 4
     _, args = parse(parser, BASE + ["--advantage_estimator", "lens", "--algo.lens.logprob_source", "actor"])
     rewards = batch_rewards(G)
-    exps = make_experiences(rewards, G)
+    exps = make_experiences(rewards)
     want = group_advantages("lens", rewards, expected_mean_lp(exps, G, "action_log_probs")).flatten()
 
     A.install_patches(rollout_logprobs=False)  # patched here, in the driver: that must not be what counts

@@ -177,34 +177,7 @@ def test_vllm_matches_saved_policy_independently(run):
 # ------------------------------------------------------------------------------------------------
 # GRPO vs LENS on the same rollout, through OpenRLHF's real experience maker
 # ------------------------------------------------------------------------------------------------
-def _experiences(rewards, n_per_exp=3, T=8, seed=0):
-    from openrlhf.trainer.ppo_utils.experience import Experience
-
-    g = torch.Generator().manual_seed(seed)
-    B = len(rewards)
-    order = torch.randperm(B, generator=g).tolist()
-    lengths = torch.randint(3, T + 1, (B,), generator=g)
-    log_probs = -3 * torch.rand(B, T, generator=g)
-    exps = []
-    for s in range(0, B, n_per_exp):
-        ids = order[s : s + n_per_exp]
-        mask = torch.arange(T).unsqueeze(0) < lengths[ids].unsqueeze(1)
-        exps.append(
-            Experience(
-                index=ids,
-                rewards=torch.tensor([rewards[i] for i in ids], dtype=torch.float32),
-                action_mask=mask,
-                kl=torch.zeros(len(ids), T),
-                response_length=lengths[ids].float(),
-                action_log_probs=log_probs[ids],
-                rollout_log_probs=log_probs[ids] + 0.01 * torch.randn(len(ids), T, generator=g),
-                info={},
-            )
-        )
-    return exps
-
-
-def _advantages_by_sample(estimator, rewards):
+def _advantages_by_sample(estimator, rewards, make_experiences):
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
     from lens_openrlhf import openrlhf_adapter as A
@@ -215,7 +188,7 @@ def _advantages_by_sample(estimator, rewards):
          "--remote_rm_url", "/tmp/r.py", "--vllm_num_engines", "1"]
     )
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
-    exps = maker.compute_advantages_and_returns(_experiences(rewards))
+    exps = maker.compute_advantages_and_returns(make_experiences(rewards, T=8))
     adv = torch.zeros(len(rewards))
     for e in exps:
         for row, i in enumerate(e.index):
@@ -226,10 +199,10 @@ def _advantages_by_sample(estimator, rewards):
     return adv.reshape(-1, G)
 
 
-def test_grpo_zero_lens_nonzero_on_negative_groups():
+def test_grpo_zero_lens_nonzero_on_negative_groups(make_experiences):
     rewards = [0.0] * G + [1.0, 0.0, 0.0, 1.0] + [0.0] * G + [1.0] * G  # negative, mixed, negative, all-correct
-    grpo = _advantages_by_sample("group_norm", rewards)  # OpenRLHF's own GRPO
-    lens = _advantages_by_sample("lens", rewards)
+    grpo = _advantages_by_sample("group_norm", rewards, make_experiences)  # OpenRLHF's own GRPO
+    lens = _advantages_by_sample("lens", rewards, make_experiences)
     for g in (0, 2):  # negative groups
         assert torch.all(grpo[g] == 0), grpo[g]
         assert torch.all(lens[g] != 0), lens[g]

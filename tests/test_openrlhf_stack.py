@@ -69,32 +69,6 @@ def _args(estimator, n_samples):
     )
 
 
-def make_experiences(rewards_flat, n_per_exp, T=6, seed=0):
-    """Real Experience objects, shuffled into micro-batches the way OpenRLHF splits a rollout."""
-    from openrlhf.trainer.ppo_utils.experience import Experience
-
-    g = torch.Generator().manual_seed(seed)
-    B = len(rewards_flat)
-    order = torch.randperm(B, generator=g).tolist()
-    exps = []
-    for s in range(0, B, n_per_exp):
-        ids = order[s : s + n_per_exp]
-        lengths = torch.randint(1, T + 1, (len(ids),), generator=g)
-        mask = torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)
-        exps.append(
-            Experience(
-                index=ids,
-                rewards=torch.tensor([rewards_flat[i] for i in ids], dtype=torch.float32),
-                action_mask=mask,
-                kl=torch.zeros(len(ids), T),
-                response_length=lengths.float(),
-                action_log_probs=-torch.rand(len(ids), T, generator=g),
-                info={},
-            )
-        )
-    return exps
-
-
 def run_real_compute_advantages(exps, estimator, n_samples):
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
@@ -104,14 +78,14 @@ def run_real_compute_advantages(exps, estimator, n_samples):
 
 
 @pytest.mark.parametrize("G", [2, 4, 16])
-def test_grpo_equals_openrlhf_group_norm(G):
+def test_grpo_equals_openrlhf_group_norm(G, make_experiences):
     g = torch.Generator().manual_seed(G)
     n_prompts = 8
     rewards = (torch.rand(n_prompts, G, generator=g) < 0.4).float()
     rewards[0] = 0.0  # a negative group
     rewards[1] = 1.0  # an all-correct group
     rewards[2, :] = torch.rand(G, generator=g)  # fractional rewards
-    exps = run_real_compute_advantages(make_experiences(rewards.flatten().tolist(), 3), "group_norm", G)
+    exps = run_real_compute_advantages(make_experiences(rewards, micro=3), "group_norm", G)
     ours = group_advantages("grpo", rewards).flatten()
     for exp in exps:
         # outcome reward: the same advantage on every response token, zero on padding

@@ -423,10 +423,12 @@ def compute_advantages_and_returns(self, experiences):
     advantages = group_advantages(name, rewards, mean_lp, response_lengths=lengths, **options)
     stats = group_statistics(rewards, advantages, mean_lp)
 
-    group_std = rewards.std(-1, keepdim=True).expand(-1, G).reshape(-1)[indices].split(exp_len)
     per_sample = advantages.reshape(-1)[indices].split(exp_len)
-    for experience, adv, std in zip(experiences, per_sample, group_std):
-        experience.info["group_reward_std"] = std
+    if G > 1:  # as OpenRLHF logs it (the std of one sample is undefined: psr/nsr/w_reinforce allow G = 1)
+        group_std = rewards.std(-1, keepdim=True).expand(-1, G).reshape(-1)[indices].split(exp_len)
+        for experience, std in zip(experiences, group_std):
+            experience.info["group_reward_std"] = std
+    for experience, adv in zip(experiences, per_sample):
         for key, value in stats.items():  # batch statistics, one value per sample so OpenRLHF's mean is exact
             experience.info[f"lens/{key}"] = torch.full((len(adv),), float(value))
         reward = compute_reward(

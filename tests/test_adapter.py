@@ -336,3 +336,18 @@ def test_training_eval_logs_unbiased_pass_at_k_per_level():
         assert logs[f"unbiased_level_5_pass@{k}"] == pytest.approx((pk(0, k) + pk(2, k)) / 2)
     assert "unbiased_pass@8" not in logs  # k <= n only
     assert logs["unbiased_pass@2"] == pytest.approx((1 + 0.5 + 0 + 5 / 6 + 1) / 5)  # by hand
+
+
+def test_non_group_estimator_with_one_sample_per_prompt(parser, make_experiences):
+    """w_reinforce needs no group: G = 1 runs, and no NaN reaches the logs (std of one sample)."""
+    A.install_patches(rollout_logprobs=False)
+    _, args = parse(parser, BASE + ["--advantage_estimator", "w_reinforce", "--n_samples_per_prompt", "1"])
+    rewards = torch.tensor([[1.0], [0.0], [0.0], [1.0], [0.0]])
+    out = real_maker(args).compute_advantages_and_returns(make_experiences(rewards))
+    want = group_advantages("w_reinforce", rewards).flatten()  # 0.1 on correct, -1 on incorrect
+    for e in out:
+        for row, i in enumerate(e.index):
+            m = e.action_mask[row]
+            assert torch.all(e.advantages[row][m] == want[i])
+        assert all(torch.isfinite(v).all() for v in e.info.values())
+        assert "group_reward_std" not in e.info

@@ -86,18 +86,15 @@ def experience_maker_seconds(estimators, rewards, log_probs, mask, repeats, micr
     openrlhf_adapter.install_patches(rollout_logprobs=False)
     n, G = rewards.shape
     T = mask.shape[1]
-    def make_args(estimator):
-        return SimpleNamespace(
-        algo=SimpleNamespace(
-            advantage=SimpleNamespace(estimator=estimator, gamma=1.0, lambd=1.0, no_std_norm=False),
-            kl=SimpleNamespace(use_loss=False),
-            lens=SimpleNamespace(alpha=None, gamma=None, lam=None, logprob_source="vllm"),
-        ),
-        rollout=SimpleNamespace(n_samples_per_prompt=G, max_new_tokens=T),
-        reward=SimpleNamespace(clip_range=(-10, 10), overlong_buffer_len=None, stop_properly_penalty_coef=None),
-        data=SimpleNamespace(max_len=T),
-        )
+    def make_args(estimator):  # OpenRLHF's own parser and defaults, as the job gets them
+        return openrlhf_adapter.parse_args(
+            ["--advantage_estimator", estimator, "--n_samples_per_prompt", str(G), "--pretrain", "x",
+             "--remote_rm_url", "r.py", "--vllm_num_engines", "1", "--init_kl_coef", "0",
+             "--generate_max_len", str(T), "--data.max_len", str(T)],
+            parser=parser,
+        )[1]
 
+    parser = openrlhf_adapter.build_parser()
     makers = {
         e: RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=make_args(e)), None)
         for e in estimators

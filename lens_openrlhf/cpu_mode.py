@@ -72,6 +72,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from .openrlhf_adapter import _exit_with
+
 #: Ray ``worker_process_setup_hook`` target (run before the LENS patches in every Ray worker).
 WORKER_HOOK = "lens_openrlhf.cpu_mode.worker_setup"
 #: Set in every process of a CPU-mode job.
@@ -186,11 +188,6 @@ def required_gpus(args) -> int:
     return n
 
 
-def _exit(message: str):
-    print(f"lens_openrlhf.train_ppo_ray: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def prepare_driver(args, flat=None) -> None:
     """Validate/default the flags for CPU mode, set the environment and install the patches in the driver.
 
@@ -199,7 +196,7 @@ def prepare_driver(args, flat=None) -> None:
     """
     errors, notes = check_and_default_args(args, flat)
     if errors:
-        _exit("\n  " + "\n  ".join(errors))
+        _exit_with("\n  " + "\n  ".join(errors))
     for note in notes:
         print(f"[{PREFIX}] {note}", flush=True)
     os.environ.update(worker_env())
@@ -247,7 +244,7 @@ def check_ray_resources(args) -> None:
     need = required_gpus(args)
     have = ray.cluster_resources().get("GPU", 0)
     if have < need:
-        _exit(
+        _exit_with(
             f"--lens.cpu_mode needs {need} logical GPUs in Ray (one per model rank and vLLM engine) but the "
             f"cluster has {have:g}. Start it with `ray start --head --num-gpus {need}` (fake GPUs are fine), "
             "or run without RAY_ADDRESS to let CPU mode start a private Ray."

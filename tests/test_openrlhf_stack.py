@@ -57,22 +57,17 @@ def test_flash_attn_shim_roundtrip():
     assert torch.equal(index_first_axis(x.detach().reshape(15, 4), idx), tokens.detach())
 
 
-def _args(estimator, n_samples):
-    return SimpleNamespace(
-        algo=SimpleNamespace(
-            advantage=SimpleNamespace(estimator=estimator, gamma=1.0, lambd=1.0, no_std_norm=False),
-            kl=SimpleNamespace(use_loss=False),
-        ),
-        rollout=SimpleNamespace(n_samples_per_prompt=n_samples, max_new_tokens=64),
-        reward=SimpleNamespace(clip_range=(-10, 10), overlong_buffer_len=None, stop_properly_penalty_coef=None),
-        data=SimpleNamespace(max_len=128),
-    )
-
-
 def run_real_compute_advantages(exps, estimator, n_samples):
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
-    strategy = SimpleNamespace(args=_args(estimator, n_samples))
+    from lens_openrlhf import openrlhf_adapter
+
+    # OpenRLHF's own parser and defaults (reward clip range, gamma, KL off), as a job gets them
+    _, args = openrlhf_adapter.parse_args(
+        ["--advantage_estimator", estimator, "--n_samples_per_prompt", str(n_samples), "--pretrain", "x",
+         "--remote_rm_url", "r.py", "--vllm_num_engines", "1", "--init_kl_coef", "0"]
+    )
+    strategy = SimpleNamespace(args=args)
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), strategy, None)
     return maker.compute_advantages_and_returns(exps)
 

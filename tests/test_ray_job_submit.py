@@ -8,7 +8,6 @@ the GPUs it needs (not a traceback, and not Ray waiting forever for a placement 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,8 @@ import textwrap
 import time
 
 import pytest
+
+from lens_openrlhf.demo import _free_port as free_port
 
 HEAD = textwrap.dedent(
     """
@@ -33,15 +34,9 @@ HEAD = textwrap.dedent(
 )
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_head():
-    port = _free_port()
+    port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="lensray", dir="/tmp")  # short: Ray's socket paths have a length limit
     proc = subprocess.Popen(
         [sys.executable, "-c", HEAD, str(port), temp_dir],

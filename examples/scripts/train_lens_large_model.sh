@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# LENS on a large model with long contexts: the scaling OpenRLHF offers, nothing home-made.
-#   - DeepSpeed ZeRO-3 shards parameters, gradients and optimizer state across the actor's GPUs;
-#   - vLLM tensor parallelism splits each rollout engine across VLLM_TP GPUs;
-#   - ring attention (sequence parallel, needs flash-attn and --ds.packing_samples) splits long
-#     sequences across RING GPUs.
-# Not colocated: actor GPUs and vLLM GPUs are separate pools (vLLM engines x TP + actor GPUs).
-# Start a Ray cluster with NODES x 8 GPUs first (see train_lens_multinode.sh).
+# LENS on a large model with long contexts: the Megatron-style axes OpenRLHF 0.11.2 offers, nothing home-made.
+#   - DeepSpeed AutoTP (training tensor parallelism, --ds.tensor_parallel_size): Megatron-style column/row
+#     sharding of every Linear layer across TP GPUs (deepspeed.tp_model_init); works with ZeRO 0-2;
+#   - DeepSpeed ZeRO-2 shards gradients and optimizer state across the data-parallel ranks; the optimizer
+#     states live in CPU memory (--ds.adam_offload);
+#   - ring attention (sequence/context parallel, needs flash-attn and --ds.packing_samples) splits each
+#     long sequence across RING GPUs;
+#   - vLLM tensor parallelism splits each rollout engine across VLLM_TP GPUs.
+# Not colocated: actor GPUs and vLLM GPUs are separate pools. The GPU arithmetic (defaults):
+#   actor:  ACTOR_NODES x GPUS_PER_NODE = 2 x 8 = 16 GPUs = dp 2 x ring 2 x tp 4
+#   vLLM:   VLLM_ENGINES x VLLM_TP      = 4 x 4 = 16 GPUs
+#   total:  32 GPUs = NODES x GPUS_PER_NODE = 4 x 8 (start the Ray cluster as in train_lens_multinode.sh)
+# Memory per actor GPU for Qwen2.5-32B (python -m benchmarks.cluster.planner --script this file):
+# bf16 weights / tp, gradients / (tp x ZeRO shards), optimizer in CPU memory, activations / ring.
 set -euo pipefail
 
 # ---- what you change --------------------------------------------------------------------------
 NODES=${NODES:-4}                  # 2 nodes for the actor, 2 for vLLM
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-MODEL=${MODEL:-Qwen/Qwen2.5-32B}
+MODEL=${MODEL:-Qwen/Qwen2.5-32B}   # 40 query / 8 KV heads: TP 4 divides both
 ESTIMATOR=${ESTIMATOR:-lens}
 LR=${LR:-5e-7}                     # not in the paper (it trains 3B and 8B); tune
 FORMAT=qwen-base
 ACTOR_NODES=${ACTOR_NODES:-2}
+TP=${TP:-4}                        # training tensor parallel (AutoTP), within a node
+RING=${RING:-2}                    # ring attention (sequence parallel)
 VLLM_ENGINES=${VLLM_ENGINES:-4}
 VLLM_TP=${VLLM_TP:-4}
-RING=${RING:-2}
 RUN_NAME=${RUN_NAME:-lens_large}
 # -------------------------------------------------------------------------------------------------
 
@@ -26,7 +34,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 LARGE=(
   --actor.num_nodes "${ACTOR_NODES}" --actor.num_gpus_per_node "${GPUS_PER_NODE}"
   --vllm.num_engines "${VLLM_ENGINES}" --vllm.tensor_parallel_size "${VLLM_TP}" --vllm.gpu_memory_utilization 0.85
-  --ds.zero_stage 3 --ds.adam_offload
+  --ds.zero_stage 2 --ds.adam_offload --ds.tensor_parallel_size "${TP}"
   --ds.packing_samples --ds.attn_implementation flash_attention_2 --ds.ring_attn_size "${RING}"
   --train.micro_batch_size 1 --rollout.micro_batch_size 4
   --train.dynamic_batch_enable --train.max_tokens_per_gpu 16384

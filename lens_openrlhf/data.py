@@ -486,9 +486,15 @@ _GOLD_OK: Dict[str, bool] = {}
 def check_golds(golds: Sequence[str], workers: int) -> List[bool]:
     """Whether Math-Verify parses each gold answer, run where Math-Verify's timeouts work: in this
     process when it is the main thread and ``workers <= 1``, else in ``workers`` processes. Cached."""
+    import importlib.util
     import threading
 
     todo = sorted({g for g in golds if g not in _GOLD_OK})
+    if todo and importlib.util.find_spec("math_verify") is None:  # else every row would be an "unparseable gold"
+        raise DataError(
+            "the gold-answer check needs Math-Verify, which is not installed: pip install math-verify==0.9.0, "
+            "or pass --no-gold-check to skip it"
+        )
     if todo:
         if workers <= 1 and threading.current_thread() is threading.main_thread():
             results = [_gold_ok(g) for g in todo]

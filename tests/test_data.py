@@ -325,6 +325,18 @@ def test_bad_source_specs(tmp_path, capsys):
     assert "--math-test" in err and "local .jsonl/.parquet path" in err
 
 
+def test_missing_verifier_is_an_error_not_bad_rows(files, tmp_path, capsys, monkeypatch):
+    # without Math-Verify every gold answer would look "unparseable" and every row would be dropped
+    monkeypatch.setitem(sys.modules, "math_verify", None)  # import math_verify now fails, as if not installed
+    monkeypatch.setattr(D, "_GOLD_OK", {})
+    out = tmp_path / "o.jsonl"
+    assert D.main(["test", "--format", "qwen-base", "--math-test", str(files["math_test"]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "needs Math-Verify, which is not installed" in err and "--no-gold-check" in err
+    assert not out.exists()
+    assert D.main(["test", "--format", "qwen-base", "--math-test", str(files["math_test"]), "--out", str(out), "--no-gold-check"]) == 0
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 

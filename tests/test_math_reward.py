@@ -89,6 +89,41 @@ def test_config_from_env_and_errors():
         RewardConfig.from_env({"LENS_MATH_WORKERS": "0"})
     with pytest.raises(ValueError, match="LENS_MATH_MP_CONTEXT"):
         RewardConfig.from_env({"LENS_MATH_MP_CONTEXT": "fork"})
+    for bad in ("nan", "inf", "-1"):  # inf used to raise an OverflowError from math.ceil
+        with pytest.raises(ValueError, match="LENS_MATH_TIMEOUT_S.*finite number > 0"):
+            RewardConfig.from_env({"LENS_MATH_TIMEOUT_S": bad})
+
+
+@pytest.mark.parametrize(
+    "env, cause",
+    [
+        ({"LENS_MATH_WORKERS": "0"}, "LENS_MATH_WORKERS"),
+        ({"LENS_MATH_WORKERS": "-1"}, "LENS_MATH_WORKERS"),
+        ({"LENS_MATH_WORKERS": "abc"}, "LENS_MATH_WORKERS"),
+        ({"LENS_MATH_WORKERS": "1.5"}, "LENS_MATH_WORKERS"),
+        ({"LENS_MATH_MP_CONTEXT": "fork"}, "LENS_MATH_MP_CONTEXT"),
+        ({"LENS_MATH_TIMEOUT_S": "nan"}, "LENS_MATH_TIMEOUT_S"),
+        ({"LENS_MATH_TIMEOUT_S": "inf"}, "LENS_MATH_TIMEOUT_S"),
+    ],
+)
+def test_verifier_that_cannot_run_raises_instead_of_scoring_zero(monkeypatch, env, cause):
+    # every answer below is correct: scoring 0 would be a silent lie that LENS trains on
+    mr.shutdown_pool()
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(mr.VerifierUnavailable, match=f"cannot run.*{cause}"):
+        reward_func(["Q \\boxed{2}", "Q \\boxed{3}"], ["Q", "Q"], ["2", "3"])
+    mr.shutdown_pool()
+
+
+def test_verifier_without_math_verify_raises(tmp_path, monkeypatch):
+    # a worker that cannot import Math-Verify: spawned workers take the parent's sys.path, where a broken
+    # math_verify now comes first (the parent has imported the real one already, or never needs it)
+    (tmp_path / "math_verify.py").write_text("raise ImportError('math_verify is not installed here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with VerifierPool(workers=1, mp_context="spawn", startup_timeout_s=60) as broken:
+        with pytest.raises(mr.VerifierUnavailable, match="math_verify is not installed here"):
+            reward_func(["Q \\boxed{2}"], ["Q"], ["2"], pool=broken)
 
 
 # --------------------------------------------------------------------------------------- scoring

@@ -327,6 +327,12 @@ class WorkerStartError(RuntimeError):
     """A verifier process could not start (e.g. it cannot import Math-Verify or this package)."""
 
 
+class VerifierUnavailable(RuntimeError):
+    """The verifier cannot run at all (a bad ``LENS_MATH_*`` setting, workers that cannot start, Math-Verify
+    missing). ``reward_func`` raises it instead of scoring every answer 0: under LENS an all-zero batch is
+    all-negative groups that still train the model."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The result for one answer: ``score`` 1.0/0.0, its ``reason``, and worker seconds spent."""
@@ -348,8 +354,12 @@ class RewardConfig:
 
     def resolved(self) -> "RewardConfig":
         """A copy with the defaults filled in and every value checked."""
-        if not self.timeout_s > 0:
-            raise ValueError(f"LENS_MATH_TIMEOUT_S / timeout_s must be > 0, got {self.timeout_s!r}")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ValueError(f"LENS_MATH_TIMEOUT_S / timeout_s must be a finite number > 0, got {self.timeout_s!r}")
+        if not (math.isfinite(self.startup_timeout_s) and self.startup_timeout_s > 0):
+            raise ValueError(
+                f"LENS_MATH_STARTUP_TIMEOUT_S / startup_timeout_s must be a finite number > 0, got {self.startup_timeout_s!r}"
+            )
         # Math-Verify's timeouts are wall-clock: generous, so that a legitimate answer on a loaded machine is
         # not cut short; the outer deadline still bounds the total.
         inner = self.inner_timeout_s if self.inner_timeout_s is not None else max(1, math.ceil(self.timeout_s) - 1)
@@ -646,7 +656,9 @@ def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None
         holds per-sample float tensors ``reward/<reason>`` (0/1, one reason per sample),
         ``reward/prompt_not_prefix`` (0/1) and ``reward/verify_seconds``.
 
-    Never raises for an answer: a scoring failure is logged at ERROR and scores 0 (``worker_error``).
+    One answer's failure scores 0 with its reason counted (``timeout``, ``worker_error``, ...). When the
+    verifier cannot run at all, raises :class:`VerifierUnavailable` naming the cause: scoring every answer
+    0 would still train the model under LENS.
     """
     import torch
 
@@ -663,9 +675,11 @@ def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None
         not_prefix.append(0.0 if found else 1.0)
     try:
         verdicts = score_responses(responses, labels, pool=pool)
-    except Exception:
-        logger.exception("lens math reward: scoring failed; these %d answers score 0 (worker_error)", len(queries))
-        verdicts = [Verdict(0.0, "worker_error")] * len(queries)
+    except Exception as e:  # per-answer failures are verdicts; what reaches here is the verifier itself
+        raise VerifierUnavailable(
+            f"lens math reward: the Math-Verify verifier cannot run ({type(e).__name__}: {e}). Stopping instead "
+            "of scoring every answer 0, which under LENS would still train the model"
+        ) from e
 
     rewards = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
     extra_logs = {
@@ -695,3 +709,4 @@ if __name__ != _CANONICAL_NAME:
     get_pool = _canonical.get_pool  # noqa: F811
     shutdown_pool = _canonical.shutdown_pool  # noqa: F811
     VerifierPool = _canonical.VerifierPool  # noqa: F811
+    VerifierUnavailable = _canonical.VerifierUnavailable  # noqa: F811

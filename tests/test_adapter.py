@@ -112,6 +112,7 @@ def test_flat_flag_without_equivalent_says_what_to_use(capsys):
         (["--advantage_estimator", "lens_negative_only", "--rollout.top_p", "0.95"], "--algo.lens.allow_truncated_logprobs"),
         (["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "1.0"], "gamma' of estimator 'lens_length_pref': must be > 1"),
         (["--advantage_estimator", "grpo", "--algo.lens.allow_truncated_logprobs"], "--algo.lens.allow_truncated_logprobs not used"),
+        (["--advantage_estimator", "lens", "--algo.advantage.gamma", "0.99"], "Remove --algo.advantage.gamma"),
         (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.zero_stage", "3"], "works with ZeRO stage 0, 1 or 2"),
         (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "3"], "not a multiple of --ds.tensor_parallel_size x --ds.ring_attn_size"),
         (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--train.batch_size", "6", "--train.micro_batch_size", "1"], "data-parallel size = 1 x 4"),
@@ -149,6 +150,77 @@ def test_truncated_pbar_is_refused_before_ray():
     assert "--rollout.top_p 0.9 with --algo.lens.logprob_source vllm" in out.stderr
     assert "--algo.lens.logprob_source actor" in out.stderr and "--rollout.top_p 1.0" in out.stderr
     assert "Ray" not in out.stdout + out.stderr  # nothing was started
+    # the message and a pointer to --help, not OpenRLHF's 15 KB usage text before it
+    assert "usage:" not in out.stderr and len(out.stderr) < 1500 and "see python -m lens_openrlhf.train_ppo_ray --help" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def job_files(tmp_path_factory):
+    from lens_openrlhf.tiny import build_tiny_model
+
+    tmp = tmp_path_factory.mktemp("job")
+    model = build_tiny_model(tmp / "model", seed=0)
+    data = tmp / "train.jsonl"
+    data.write_text('{"prompt": "What is 1 + 1?", "label": "2"}\n')
+    no_func = tmp / "no_func.py"
+    no_func.write_text("def reward(queries, prompts, labels):\n    return None\n")
+    return SimpleNamespace(model=str(model), data=str(data), no_func=str(no_func), tmp=tmp)
+
+
+def _main_exits(argv, capsys):
+    import ray
+
+    with pytest.raises(SystemExit) as e:
+        A.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and not ray.is_initialized()  # refused before Ray was started
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("lens_openrlhf.train_ppo_ray: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no_model", "--actor.model_name_or_path (--pretrain) is required"),
+        ("missing_model_dir", "/nonexistent/model: no such model folder"),
+        ("hub_id_offline", "Qwen/Qwen2.5-3B: not a local folder, not in the local hub cache, and HF_HUB_OFFLINE is set"),
+        ("bad_hub_id", "neither a local folder nor a hub id"),
+        ("missing_prompt_data", "--data.prompt_dataset data/nope.jsonl: no such file"),
+        ("missing_reward_file", "--reward.remote_url /nonexistent/reward.py: no such file"),
+        ("reward_without_func", "defines no reward_func(queries, prompts, labels)"),
+    ],
+)
+def test_bad_files_are_one_line_before_ray(job_files, capsys, monkeypatch, case, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    flags = {
+        "--pretrain": job_files.model, "--prompt_data": job_files.data,
+        "--remote_rm_url": str(A.__file__).replace("openrlhf_adapter.py", "rewards/math_reward.py"),
+    }
+    if case == "no_model":
+        del flags["--pretrain"]
+    elif case == "missing_model_dir":
+        flags["--pretrain"] = "/nonexistent/model"
+    elif case == "hub_id_offline":
+        flags["--pretrain"] = "Qwen/Qwen2.5-3B"
+    elif case == "bad_hub_id":
+        flags["--pretrain"] = "not a//hub id"
+    elif case == "missing_prompt_data":
+        flags["--prompt_data"] = "data/nope.jsonl"
+    elif case == "missing_reward_file":
+        flags["--remote_rm_url"] = "/nonexistent/reward.py"
+    elif case == "reward_without_func":
+        flags["--remote_rm_url"] = job_files.no_func
+    argv = ["--advantage_estimator", "lens", "--vllm_num_engines", "1", "--n_samples_per_prompt", "4"]
+    for k, v in flags.items():
+        argv += [k, v]
+    assert message in _main_exits(argv, capsys)
+
+
+def test_good_files_pass_the_checks(job_files, parser):
+    _, args = parse(parser, ["--pretrain", job_files.model, "--prompt_data", job_files.data, "--remote_rm_url",
+                             str(A.__file__).replace("openrlhf_adapter.py", "rewards/math_reward.py"), "--vllm_num_engines", "1"])
+    assert A.check_inputs(args) == []
 
 
 def test_gpu_requirement_is_a_clear_message(parser, capsys):
@@ -249,6 +321,7 @@ def test_rollout_logprob_patches(parser):
     assert sp.logprobs == 1
     assert A.patches_installed() == {
         "compute_eval_metrics": True, "compute_advantages_and_returns": True, "rollout_logprobs": True,
+        "reward_errors_raised": True,
     }
     # the engines are created in processed mode: the log-probs of the sampling distribution
     seen = {}
@@ -374,3 +447,78 @@ def test_non_group_estimator_with_one_sample_per_prompt(parser, make_experiences
             assert torch.all(e.advantages[row][m] == want[i])
         assert all(torch.isfinite(v).all() for v in e.info.values())
         assert "group_reward_std" not in e.info
+
+
+# ------------------------------------------------------------------------------------------------
+# A reward function that raises stops the run with its own error, where OpenRLHF calls it
+# ------------------------------------------------------------------------------------------------
+GOOD_REWARD = '''
+import torch
+def reward_func(queries, prompts, labels):
+    r = torch.tensor([1.0 if "\\\\boxed{" + l + "}" in q else 0.0 for q, l in zip(queries, labels)])
+    return {"rewards": r, "scores": r, "extra_logs": {}}
+'''
+
+
+class ExecutorHost:
+    """Builds OpenRLHF's SingleTurnAgentExecutor in its own Ray actor process, as RolloutRayActor does, and
+    runs its real ``execute`` (reward via ``asyncio.to_thread``). Only the generation is replayed: the
+    engine returns a fixed completion, since the reward path is what is under test."""
+
+    def __init__(self, reward_files, model_dir):
+        from openrlhf.utils.agent import SingleTurnAgentExecutor
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.executors = {k: SingleTurnAgentExecutor(remote_rm_url=v) for k, v in reward_files.items()}
+
+    async def run(self, key, completion):
+        ids = self.tok(text=completion, add_special_tokens=False)["input_ids"]
+
+        class ReplayEngine:
+            async def generate(self, prompt_token_ids, params, multi_modal_data=None):
+                out = SimpleNamespace(token_ids=ids, finish_reason="stop", logprobs=None)
+                return SimpleNamespace(outputs=[out])
+
+        params = SimpleNamespace(max_tokens=16, logprobs=None)
+        try:
+            out = await self.executors[key].execute("Q:", "2", params, 64, self.tok, ReplayEngine())
+        except Exception as e:  # noqa: BLE001
+            return "raised", f"{type(e).__name__}: {e}"
+        r = out["reward"]
+        return "ok", None if r is None else float(torch.as_tensor(r).reshape(-1)[0])
+
+
+def test_reward_error_stops_the_run_inside_a_ray_actor(tmp_path, parser):
+    import ray
+    from ray import cloudpickle
+
+    from lens_openrlhf.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "model", seed=0)
+    good = tmp_path / "good_reward.py"
+    good.write_text(GOOD_REWARD)
+    math_py = str(A.__file__).replace("openrlhf_adapter.py", "rewards/math_reward.py")
+    files = {"math": math_py, "good": str(good)}
+    broken = {"LENS_MATH_WORKERS": "0"}  # the verifier pool cannot start: the case that used to score every answer 0
+    shim = "lens_openrlhf.cpu_shims.ensure_flash_attn_importable"
+    _, args = parse(parser, BASE + ["--advantage_estimator", "lens"])
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    def run(runtime_env):
+        ray.init(address="local", num_cpus=1, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        try:
+            host = ray.remote(num_cpus=0)(ExecutorHost).remote(files, str(model_dir))
+            return ray.get([host.run.remote("math", " \\boxed{2}"), host.run.remote("good", " \\boxed{2}")], timeout=300)
+        finally:
+            ray.shutdown()
+
+    # OpenRLHF alone: the exception is logged at INFO and the reward silently stays None
+    plain = run({"worker_process_setup_hook": shim, "env_vars": dict(broken)})  # (Ray adds its hook variable to it)
+    assert plain == [("ok", None), ("ok", 1.0)]
+    # with the adapter's worker hook: the run stops with the reward's own error; a healthy reward is untouched
+    hooked = run(A.runtime_env(args, extra_env=dict(broken), extra_hooks=[shim]))
+    status, message = hooked[0]
+    assert status == "raised" and message.startswith("RewardFunctionError: the reward function in ")
+    assert "VerifierUnavailable" in message and "LENS_MATH_WORKERS" in message and "cannot run" in message
+    assert hooked[1] == ("ok", 1.0)

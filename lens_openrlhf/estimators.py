@@ -234,6 +234,10 @@ class EstimatorSpec:
     group_based: bool = True
     #: only defined for rewards in [0, 1]
     bounded_rewards: bool = False
+    #: all-incorrect groups get non-zero advantages (what a dynamic filter must not drop)
+    negative_groups_learn: bool = False
+    #: LENS's own terms (D, calibrated reward) are meaningful for it and are logged
+    lens_statistics: bool = False
     options: Mapping[str, EstimatorOption] = field(default_factory=dict)
 
     def resolve_options(self, given: Mapping[str, Any]) -> Dict[str, Any]:
@@ -275,9 +279,16 @@ def register_adv_est(
     needs_lengths: bool = False,
     group_based: bool = True,
     bounded_rewards: bool = False,
+    negative_groups_learn: bool = False,
+    lens_statistics: bool = False,
     options: tuple = (),
 ):
-    """Decorator: register ``fn(rewards, ctx, **options) -> advantages`` under ``name``."""
+    """Decorator: register ``fn(rewards, ctx, **options) -> advantages`` under ``name``.
+
+    Registering is all it takes to add an estimator: the CLI choices, ``--algo.lens.*`` options, the
+    validation (G >= 2, rewards in [0, 1], log-prob source, dynamic filtering) and the logged statistics
+    are read from the spec.
+    """
 
     def deco(fn):
         if name in ADV_ESTIMATORS:
@@ -290,6 +301,8 @@ def register_adv_est(
             needs_lengths=needs_lengths,
             group_based=group_based,
             bounded_rewards=bounded_rewards,
+            negative_groups_learn=negative_groups_learn,
+            lens_statistics=lens_statistics,
             options={o.name: o for o in options},
         )
         return fn
@@ -385,6 +398,8 @@ def grpo(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     needs_log_probs=True,
     bounded_rewards=True,
     options=(ALPHA,),
+    negative_groups_learn=True,
+    lens_statistics=True,
 )
 def lens(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
     cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
@@ -397,6 +412,7 @@ def lens(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
     "mixed groups, negative groups keep zero advantage.",
     needs_log_probs=True,
     bounded_rewards=True,
+    lens_statistics=True,
 )
 def lens_mixed_only(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
@@ -410,6 +426,8 @@ def lens_mixed_only(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     needs_log_probs=True,
     bounded_rewards=True,
     options=(ALPHA,),
+    negative_groups_learn=True,
+    lens_statistics=True,
 )
 def lens_negative_only(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
     cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
@@ -445,6 +463,7 @@ def length_pref_calibrated_rewards(
     needs_lengths=True,
     bounded_rewards=True,
     options=(ALPHA, GAMMA),
+    negative_groups_learn=True,
 )
 def lens_length_pref(rewards: Tensor, ctx: EstimatorContext, alpha: float, gamma: float) -> Tensor:
     cal = length_pref_calibrated_rewards(rewards, ctx.mean_log_probs, ctx.response_lengths, gamma)
@@ -468,6 +487,7 @@ def psr(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     "samples are pushed down, by -1; correct ones get 0). No group statistics.",
     group_based=False,
     bounded_rewards=True,
+    negative_groups_learn=True,
 )
 def nsr(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     return -(1.0 - rewards.to(torch.float32))
@@ -480,6 +500,7 @@ def nsr(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     group_based=False,
     bounded_rewards=True,
     options=(LAM,),
+    negative_groups_learn=True,
 )
 def w_reinforce(rewards: Tensor, ctx: EstimatorContext, lam: float) -> Tensor:
     r = rewards.to(torch.float32)
@@ -591,6 +612,8 @@ def group_statistics(
     rewards: Tensor,
     advantages: Optional[Tensor] = None,
     mean_log_probs: Optional[Tensor] = None,
+    *,
+    lens_terms_too: bool = True,
 ) -> Dict[str, float]:
     """Per-batch numbers worth logging each step.
 
@@ -601,9 +624,10 @@ def group_statistics(
           ``negative_group_ratio``, ``mixed_group_ratio``, ``all_correct_group_ratio`` (sum to 1; kinds
           as :func:`classify_groups`: negative = all rewards equal and below 1, all 0 when binary);
           ``nonzero_adv_frac`` (fraction of samples with |A| > 1e-8; with advantages);
-          with mean_log_probs: ``mean_D`` (mean over groups), ``mean_pbar`` (all samples),
-          ``mean_pbar_incorrect`` and ``mean_calibrated_reward_incorrect`` (over samples with r = 0;
-          NaN-free: 0.0 when there are none), ``mean_D_negative``/``mean_D_mixed`` (0.0 when empty).
+          with mean_log_probs: ``mean_pbar`` (all samples) and ``mean_pbar_incorrect`` (samples with
+          r = 0; NaN-free: 0.0 when there are none); and, unless ``lens_terms_too=False`` (an estimator
+          whose spec has ``lens_statistics=False``), ``mean_D`` (mean over groups),
+          ``mean_D_negative``/``mean_D_mixed`` (0.0 when empty) and ``mean_calibrated_reward_incorrect``.
     """
     kind = classify_groups(rewards)
     n = max(int(kind.numel()), 1)
@@ -621,10 +645,11 @@ def group_statistics(
         def _mean(x: Tensor, m: Tensor) -> float:
             return float(x[m].mean()) if bool(m.any()) else 0.0
 
-        stats["mean_D"] = float(t.D.mean()) if t.D.numel() else 0.0
-        stats["mean_D_negative"] = _mean(t.D, kind == NEGATIVE)
-        stats["mean_D_mixed"] = _mean(t.D, kind == MIXED)
         stats["mean_pbar"] = float(t.pbar.mean()) if t.pbar.numel() else 0.0
         stats["mean_pbar_incorrect"] = _mean(t.pbar, incorrect)
-        stats["mean_calibrated_reward_incorrect"] = _mean(t.calibrated, incorrect)
+        if lens_terms_too:
+            stats["mean_D"] = float(t.D.mean()) if t.D.numel() else 0.0
+            stats["mean_D_negative"] = _mean(t.D, kind == NEGATIVE)
+            stats["mean_D_mixed"] = _mean(t.D, kind == MIXED)
+            stats["mean_calibrated_reward_incorrect"] = _mean(t.calibrated, incorrect)
     return stats

@@ -288,8 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------------
 # 3. Validation (before Ray, before any GPU)
 # ----------------------------------------------------------------------------------------------------
-#: estimators whose signal lives (partly) in all-incorrect groups
-NEGATIVE_GROUP_ESTIMATORS = ("lens", "lens_negative_only", "lens_length_pref", "nsr", "w_reinforce")
 
 
 def lens_option_values(args) -> Dict[str, object]:
@@ -374,7 +372,7 @@ def validate(args) -> List[str]:
             f"--algo.advantage.estimator {name} compares the samples of a prompt and needs "
             f"--rollout.n_samples_per_prompt >= 2 (got {G}; the paper uses 16)"
         )
-    if getattr(args.algo, "dynamic_filtering_enable", False) and name in NEGATIVE_GROUP_ESTIMATORS:
+    if args.algo.dynamic_filtering_enable and spec.negative_groups_learn:
         lo, hi = args.algo.dynamic_filtering_range
         if not lo < 0:
             errors.append(
@@ -571,7 +569,7 @@ def compute_advantages_and_returns(self, experiences):
     if spec.needs_lengths:
         lengths = in_prompt_order([e.action_mask.sum(-1).to(torch.float32) for e in experiences])
     advantages = group_advantages(name, rewards, mean_lp, response_lengths=lengths, **options)
-    stats = group_statistics(rewards, advantages, mean_lp)
+    stats = group_statistics(rewards, advantages, mean_lp, lens_terms_too=spec.lens_statistics)
 
     per_sample = advantages.reshape(-1)[indices].split(exp_len)
     if G > 1:  # as OpenRLHF logs it (the std of one sample is undefined: psr/nsr/w_reinforce allow G = 1)

@@ -522,3 +522,25 @@ def test_reward_error_stops_the_run_inside_a_ray_actor(tmp_path, parser):
     assert status == "raised" and message.startswith("RewardFunctionError: the reward function in ")
     assert "VerifierUnavailable" in message and "LENS_MATH_WORKERS" in message and "cannot run" in message
     assert hooked[1] == ("ok", 1.0)
+
+
+def test_adding_an_estimator_is_one_decorated_function(capsys):
+    """A new estimator registered with @register_adv_est appears in the CLI (OpenRLHF's parser, extended) and
+    is validated from its spec (G, dynamic filtering), with no other file touched."""
+    from lens_openrlhf import estimators as E
+
+    @E.register_adv_est("test_sign_only", help="Test estimator: +1 correct, -1 incorrect.", group_based=False,
+                        negative_groups_learn=True)
+    def test_sign_only(rewards, ctx):
+        return rewards.float() * 2 - 1
+
+    try:
+        parser = A.build_parser()
+        _, args = parse(parser, BASE + ["--advantage_estimator", "test_sign_only", "--n_samples_per_prompt", "1"])
+        assert args.algo.advantage.estimator == "test_sign_only"  # G = 1 accepted: group_based=False
+        with pytest.raises(SystemExit):  # dynamic filtering would drop what it learns from: its spec says so
+            parse(parser, BASE + ["--advantage_estimator", "test_sign_only", "--algo.dynamic_filtering_enable"])
+        assert "--algo.dynamic_filtering_range" in capsys.readouterr().err
+        assert group_advantages("test_sign_only", torch.tensor([[1.0, 0.0]])).tolist() == [[1.0, -1.0]]
+    finally:
+        del E.ADV_ESTIMATORS["test_sign_only"]

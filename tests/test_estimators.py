@@ -450,3 +450,17 @@ def test_group_statistics():
     s_grpo = group_statistics(r, group_advantages("grpo", r))
     assert s_grpo["nonzero_adv_frac"] == pytest.approx(4 / 16)
     assert "mean_D" not in s_grpo
+
+
+def test_spec_flags_tell_the_truth():
+    # negative_groups_learn: an all-incorrect group with varied confidence and lengths gets non-zero advantages
+    r = t([[0, 0, 0, 0]])
+    mlp = logs([[0.9, 0.5, 0.2, 0.05]]).float()
+    lengths = t([[3, 5, 8, 13]])
+    for name, spec in ADV_ESTIMATORS.items():
+        adv = group_advantages(name, r, mlp, response_lengths=lengths)
+        assert bool(adv.abs().max() > 0) == spec.negative_groups_learn, name
+    # lens_statistics: D and the calibrated reward are LENS's own terms; lens_length_pref calibrates otherwise
+    s = group_statistics(r, None, mlp, lens_terms_too=ADV_ESTIMATORS["lens_length_pref"].lens_statistics)
+    assert "mean_D" not in s and "mean_calibrated_reward_incorrect" not in s and s["mean_pbar"] > 0
+    assert "mean_D" in group_statistics(r, None, mlp, lens_terms_too=ADV_ESTIMATORS["lens"].lens_statistics)

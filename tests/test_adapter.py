@@ -113,7 +113,6 @@ def test_flat_flag_without_equivalent_says_what_to_use(capsys):
         (["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "1.0"], "gamma' of estimator 'lens_length_pref': must be > 1"),
         (["--advantage_estimator", "grpo", "--algo.lens.allow_truncated_logprobs"], "--algo.lens.allow_truncated_logprobs not used"),
         (["--advantage_estimator", "lens", "--algo.advantage.gamma", "0.99"], "Remove --algo.advantage.gamma"),
-        (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.zero_stage", "3"], "works with ZeRO stage 0, 1 or 2"),
         (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "3"], "not a multiple of --ds.tensor_parallel_size x --ds.ring_attn_size"),
         (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--train.batch_size", "6", "--train.micro_batch_size", "1"], "data-parallel size = 1 x 4"),
         (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.param_dtype", "fp16"], "needs --ds.param_dtype bf16"),
@@ -138,6 +137,7 @@ def test_good_combinations_validate(parser):
         ["--advantage_estimator", "group_norm", "--top_p", "0.9"],
         ["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "1.2"],
         ["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.ring_attn_size", "2", "--ds.zero_stage", "2"],
+        ["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.zero_stage", "3"],  # DeepSpeed 0.19.6 runs it
     ):
         parse(parser, BASE + argv)
 

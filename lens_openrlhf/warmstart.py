@@ -36,10 +36,10 @@ class WarmStartConfig:
     heads: int = 4
     kv_heads: int = 2
     vocab_size: int = 512
-    levels: Tuple[int, ...] = (1, 2, 3)  # the warm-up sees these levels only
-    steps: int = 500
+    levels: Tuple[int, ...] = (1, 2)  # the warm-up sees these levels only
+    steps: int = 600
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 3e-3
     warmup_steps: int = 20
     seed: int = 0
 

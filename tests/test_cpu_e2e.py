@@ -324,7 +324,7 @@ def test_demo_through_ray_job_submit(tmp_path):
     out = tmp_path / "demo_submit"
     t0 = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "lens_openrlhf.demo", "--out", str(out), "--steps", "1", "--submit"],
+        [sys.executable, "-m", "lens_openrlhf.demo", "--out", str(out), "--steps", "1", "--submit", "--task", "synthetic"],
         capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=str(demo.REPO),
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

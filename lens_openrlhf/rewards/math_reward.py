@@ -413,10 +413,10 @@ def _n_cpus() -> int:
 class _Worker:
     """One verifier process and the parent's end of its pipe."""
 
-    def __init__(self, ctx, inner_timeout_s: int):
+    def __init__(self, ctx, inner_timeout_s: int, target=None):
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(
-            target=_worker_main, args=(child_conn, inner_timeout_s), daemon=True, name="lens-math-verify"
+            target=target or _worker_main, args=(child_conn, inner_timeout_s), daemon=True, name="lens-math-verify"
         )
         self.proc.start()
         child_conn.close()
@@ -478,6 +478,11 @@ class VerifierPool:
     ``Verdict(0.0, "timeout")``. ``stats`` counts ``killed`` and ``died`` workers.
     """
 
+    # The worker processes' body: a module-level function with ``_worker_main``'s protocol (``(task_id, gold,
+    # pred)`` in, ``(task_id, reason, seconds)`` out, reason "correct" scores 1). None: Math-Verify. Another
+    # scorer (lens_openrlhf/rewards/gym_reward.py) subclasses the pool with its own.
+    worker_target = None
+
     def __init__(self, config: Optional[RewardConfig] = None, **overrides):
         base = config or RewardConfig()
         if overrides:
@@ -499,7 +504,7 @@ class VerifierPool:
 
     # -- worker bookkeeping
     def _new_worker(self) -> _Worker:
-        w = _Worker(self._ctx, self.config.inner_timeout_s)
+        w = _Worker(self._ctx, self.config.inner_timeout_s, self.worker_target)
         with self._lock:
             self._live.add(w)
             self.stats["started"] += 1

@@ -76,6 +76,11 @@ def ray_head():
 
 
 def test_job_submit_without_gpus_ends_with_a_clear_message(ray_head, tmp_path):
+    # real files: the driver checks the model folder, prompt file and reward file before it looks at GPUs
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "qwen2"}')
+    (tmp_path / "train.jsonl").write_text('{"prompt": "What is 1 + 1?", "label": "2"}\n')
+    (tmp_path / "reward.py").write_text("def reward_func(queries, prompts, labels):\n    raise NotImplementedError\n")
     entry = [
         sys.executable, "-m", "lens_openrlhf.train_ppo_ray",
         "--advantage_estimator", "lens",

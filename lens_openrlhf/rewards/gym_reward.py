@@ -58,7 +58,7 @@ from lens_openrlhf.rewards.math_reward import (  # noqa: E402
     VerifierPool,
     WorkerStartError,
     extract_last_boxed,
-    split_response,
+    outcome_reward,
 )
 
 
@@ -256,30 +256,14 @@ def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None
     Returns ``{"rewards": float tensor [B], "scores": same, "extra_logs": {"reward/<reason>": 0/1 tensors,
     "reward/prompt_not_prefix", "reward/verify_seconds"}}``. Raises when the scorer cannot run (see module doc).
     """
-    import torch
+    def score(responses, labels):
+        try:
+            return score_responses(responses, labels, pool=pool)
+        except (ScorerUnavailable, WorkerStartError, ValueError) as e:
+            logger.error("gym_reward: cannot score (%s); raising instead of scoring 0", e)
+            raise
 
-    queries = list(queries)
-    prompts = list(prompts) if prompts is not None else [""] * len(queries)
-    labels = list(labels) if labels is not None else [None] * len(queries)
-    if not (len(queries) == len(prompts) == len(labels)):
-        raise ValueError(f"reward_func: {len(queries)} queries, {len(prompts)} prompts, {len(labels)} labels")
-    responses, not_prefix = [], []
-    for q, p in zip(queries, prompts):
-        resp, found = split_response(q if isinstance(q, str) else "", p if isinstance(p, str) else "")
-        responses.append(resp)
-        not_prefix.append(0.0 if found else 1.0)
-    try:
-        verdicts = score_responses(responses, labels, pool=pool)
-    except (ScorerUnavailable, WorkerStartError, ValueError) as e:
-        logger.error("gym_reward: cannot score (%s); raising instead of scoring 0", e)
-        raise
-    rewards = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
-    extra_logs = {
-        f"reward/{r}": torch.tensor([1.0 if v.reason == r else 0.0 for v in verdicts], dtype=torch.float32) for r in REASONS
-    }
-    extra_logs["reward/prompt_not_prefix"] = torch.tensor(not_prefix, dtype=torch.float32)
-    extra_logs["reward/verify_seconds"] = torch.tensor([v.seconds for v in verdicts], dtype=torch.float32)
-    return {"rewards": rewards, "scores": rewards.clone(), "extra_logs": extra_logs}
+    return outcome_reward(queries, prompts, labels, score, REASONS)
 
 
 if __name__ == _CANONICAL_NAME:

@@ -665,6 +665,22 @@ def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None
     verifier cannot run at all, raises :class:`VerifierUnavailable` naming the cause: scoring every answer
     0 would still train the model under LENS.
     """
+    def score(responses, labels):
+        try:
+            return score_responses(responses, labels, pool=pool)
+        except Exception as e:  # per-answer failures are verdicts; what reaches here is the verifier itself
+            raise VerifierUnavailable(
+                f"lens math reward: the Math-Verify verifier cannot run ({type(e).__name__}: {e}). Stopping instead "
+                "of scoring every answer 0, which under LENS would still train the model"
+            ) from e
+
+    return outcome_reward(queries, prompts, labels, score, REASONS)
+
+
+def outcome_reward(queries, prompts, labels, score, reasons: Sequence[str]) -> dict:
+    """The body every reward file shares: cut each response out of its query, ``score(responses, labels)``
+    -> one :class:`Verdict` each, and build OpenRLHF's reward dict with one ``reward/<reason>`` 0/1 tensor per
+    reason, ``reward/prompt_not_prefix`` and ``reward/verify_seconds``."""
     import torch
 
     queries = list(queries)
@@ -678,18 +694,11 @@ def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None
         resp, found = split_response(q if isinstance(q, str) else "", p if isinstance(p, str) else "")
         responses.append(resp)
         not_prefix.append(0.0 if found else 1.0)
-    try:
-        verdicts = score_responses(responses, labels, pool=pool)
-    except Exception as e:  # per-answer failures are verdicts; what reaches here is the verifier itself
-        raise VerifierUnavailable(
-            f"lens math reward: the Math-Verify verifier cannot run ({type(e).__name__}: {e}). Stopping instead "
-            "of scoring every answer 0, which under LENS would still train the model"
-        ) from e
-
+    verdicts = score(responses, labels)
     rewards = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
     extra_logs = {
         f"reward/{r}": torch.tensor([1.0 if v.reason == r else 0.0 for v in verdicts], dtype=torch.float32)
-        for r in REASONS
+        for r in reasons
     }
     extra_logs["reward/prompt_not_prefix"] = torch.tensor(not_prefix, dtype=torch.float32)
     extra_logs["reward/verify_seconds"] = torch.tensor([v.seconds for v in verdicts], dtype=torch.float32)

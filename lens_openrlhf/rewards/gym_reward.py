@@ -35,10 +35,7 @@ module's worker body. No ``from __future__ import annotations`` (OpenRLHF execs 
 import atexit
 import json
 import logging
-import os
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -58,7 +55,9 @@ from lens_openrlhf.rewards.math_reward import (  # noqa: E402
     VerifierPool,
     WorkerStartError,
     extract_last_boxed,
+    ProcessPool,
     outcome_reward,
+    serve_worker,
 )
 
 
@@ -124,42 +123,20 @@ def score_text(response: str, label: Any) -> float:
     return 1.0 if reason == "correct" else 0.0
 
 
+def _import_reasoning_gym_in_worker() -> None:
+    import reasoning_gym  # noqa: F401  (import cost paid before "ready")
+
+
 def _gym_worker_main(conn, inner_timeout_s: int) -> None:
     """Worker body (math_reward's protocol): ``(task_id, label_json, answer)`` -> ``(task_id, reason, seconds)``."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import reasoning_gym  # noqa: F401  (import cost paid before "ready")
-
-        conn.send(("ready", os.getpid()))
-    except BaseException as e:
-        try:
-            conn.send(("startup_error", f"reasoning-gym cannot be imported in the scorer process: {type(e).__name__}: {e}"))
-        finally:
-            return
     datasets: dict = {}
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        task_id, gold, pred = msg
-        t0 = time.perf_counter()
-        try:
-            reason = score_one(datasets, gold, pred)
-        except Exception as e:  # the task's scorer raised on this answer
-            reason = "worker_error"
-            try:
-                sys.stderr.write(f"[lens gym scorer] {type(e).__name__}: {e}\n")
-            except Exception:
-                pass
-        try:
-            conn.send((task_id, reason, time.perf_counter() - t0))
-        except (BrokenPipeError, OSError):
-            return
+    serve_worker(
+        conn,
+        _import_reasoning_gym_in_worker,
+        lambda gold, pred: score_one(datasets, gold, pred),
+        "lens gym scorer",
+        startup_prefix="reasoning-gym cannot be imported in the scorer process: ",
+    )
 
 
 class GymScorerPool(VerifierPool):
@@ -169,44 +146,14 @@ class GymScorerPool(VerifierPool):
 
 
 def config_from_env(environ: Optional[dict] = None) -> RewardConfig:
-    env = os.environ if environ is None else environ
-
-    def num(name, conv, default):
-        raw = env.get(name)
-        if raw is None or not raw.strip():
-            return default
-        try:
-            return conv(raw)
-        except ValueError:
-            raise ValueError(f"environment variable {name}={raw!r} is not a valid {conv.__name__}") from None
-
-    return RewardConfig(
-        timeout_s=num("LENS_GYM_TIMEOUT_S", float, 5.0),
-        workers=num("LENS_GYM_WORKERS", int, 1),
-        mp_context=env.get("LENS_GYM_MP_CONTEXT", "forkserver") or "forkserver",
-        startup_timeout_s=num("LENS_GYM_STARTUP_TIMEOUT_S", float, 120.0),
-    ).resolved()
+    """The pool settings from ``LENS_GYM_*`` (one worker by default)."""
+    return RewardConfig.from_env(environ, prefix="LENS_GYM", workers=1)
 
 
-_POOL: Optional[GymScorerPool] = None
-_POOL_LOCK = threading.Lock()
 _KNOWN_TASKS: Optional[set] = None
-
-
-def get_pool() -> GymScorerPool:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._closed or _POOL._pid != os.getpid():
-            _POOL = GymScorerPool(config_from_env())
-        return _POOL
-
-
-def shutdown_pool() -> None:
-    global _POOL
-    with _POOL_LOCK:
-        pool, _POOL = _POOL, None
-    if pool is not None:
-        pool.close()
+_PROCESS_POOL = ProcessPool(lambda: GymScorerPool(config_from_env()))
+get_pool = _PROCESS_POOL.get
+shutdown_pool = _PROCESS_POOL.shutdown
 
 
 def known_tasks() -> set:

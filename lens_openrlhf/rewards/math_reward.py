@@ -68,7 +68,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -280,19 +280,20 @@ def verify_answer(gold: Optional[str], pred: str, inner_timeout_s: int) -> str:
     return "wrong"
 
 
-def _worker_main(conn, inner_timeout_s: int) -> None:
-    """Body of a verifier process: answer ``(task_id, gold, pred)`` messages until ``None`` or EOF."""
+def serve_worker(conn, setup: Callable[[], None], score: Callable[[Any, str], str], name: str, startup_prefix: str = "") -> None:
+    """The worker side of :class:`VerifierPool`'s protocol, for every scorer: ``setup()`` (imports paid before
+    "ready"; an exception is reported as ``startup_error``), then ``(task_id, gold, pred)`` ->
+    ``(task_id, score(gold, pred), seconds)`` until ``None`` or EOF. A scorer that raises on one answer gives
+    ``worker_error`` for that answer only."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     try:
-        import math_verify  # noqa: F401  (import cost paid before "ready")
-
-        _install_timeout_flag()
+        setup()
         conn.send(("ready", os.getpid()))
     except BaseException as e:  # report why, then exit
         try:
-            conn.send(("startup_error", f"{type(e).__name__}: {e}"))
+            conn.send(("startup_error", f"{startup_prefix}{type(e).__name__}: {e}"))
         finally:
             return
     while True:
@@ -305,17 +306,28 @@ def _worker_main(conn, inner_timeout_s: int) -> None:
         task_id, gold, pred = msg
         t0 = time.perf_counter()
         try:
-            reason = verify_answer(gold, pred, inner_timeout_s)
-        except Exception as e:  # Math-Verify raised despite raise_on_error=False
+            reason = score(gold, pred)
+        except Exception as e:  # the scorer raised on this answer (Math-Verify despite raise_on_error=False)
             reason = "worker_error"
             try:
-                sys.stderr.write(f"[lens math verifier] {type(e).__name__}: {e}\n")
+                sys.stderr.write(f"[{name}] {type(e).__name__}: {e}\n")
             except Exception:
                 pass
         try:
             conn.send((task_id, reason, time.perf_counter() - t0))
         except (BrokenPipeError, OSError):
             return
+
+
+def _math_verify_setup() -> None:
+    import math_verify  # noqa: F401  (import cost paid before "ready")
+
+    _install_timeout_flag()
+
+
+def _worker_main(conn, inner_timeout_s: int) -> None:
+    """Body of a verifier process: Math-Verify behind :func:`serve_worker`."""
+    serve_worker(conn, _math_verify_setup, lambda gold, pred: verify_answer(gold, pred, inner_timeout_s), "lens math verifier")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -382,7 +394,9 @@ class RewardConfig:
         )
 
     @classmethod
-    def from_env(cls, environ: Optional[dict] = None) -> "RewardConfig":
+    def from_env(cls, environ: Optional[dict] = None, prefix: str = "LENS_MATH", workers: Optional[int] = None) -> "RewardConfig":
+        """Settings from ``<prefix>_TIMEOUT_S``, ``_INNER_TIMEOUT_S``, ``_WORKERS`` (default ``workers``),
+        ``_MP_CONTEXT`` and ``_STARTUP_TIMEOUT_S``, resolved and checked."""
         env = os.environ if environ is None else environ
 
         def num(name, conv, default):
@@ -395,11 +409,11 @@ class RewardConfig:
                 raise ValueError(f"environment variable {name}={raw!r} is not a valid {conv.__name__}") from None
 
         return cls(
-            timeout_s=num("LENS_MATH_TIMEOUT_S", float, 5.0),
-            inner_timeout_s=num("LENS_MATH_INNER_TIMEOUT_S", int, None),
-            workers=num("LENS_MATH_WORKERS", int, None),
-            mp_context=env.get("LENS_MATH_MP_CONTEXT", "forkserver") or "forkserver",
-            startup_timeout_s=num("LENS_MATH_STARTUP_TIMEOUT_S", float, 120.0),
+            timeout_s=num(f"{prefix}_TIMEOUT_S", float, 5.0),
+            inner_timeout_s=num(f"{prefix}_INNER_TIMEOUT_S", int, None),
+            workers=num(f"{prefix}_WORKERS", int, workers),
+            mp_context=env.get(f"{prefix}_MP_CONTEXT", "forkserver") or "forkserver",
+            startup_timeout_s=num(f"{prefix}_STARTUP_TIMEOUT_S", float, 120.0),
         ).resolved()
 
 
@@ -585,27 +599,34 @@ class VerifierPool:
         self.close()
 
 
-_POOL: Optional[VerifierPool] = None
-_POOL_LOCK = threading.Lock()
+class ProcessPool:
+    """One pool per process, made on first use by ``make()`` (again after a fork or a close). Thread-safe."""
+
+    def __init__(self, make: Callable[[], VerifierPool]):
+        self._make = make
+        self._pool: Optional[VerifierPool] = None
+        self._lock = threading.Lock()
+
+    def get(self) -> VerifierPool:
+        with self._lock:
+            pool = self._pool
+            if pool is None or pool._closed or pool._pid != os.getpid():
+                self._pool = pool = self._make()
+            return pool
+
+    def shutdown(self) -> None:
+        """Stop the pool's workers (those this process started)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
 
-def get_pool() -> VerifierPool:
-    """The process-wide pool, created on first use from ``RewardConfig.from_env()``."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._closed or _POOL._pid != os.getpid():
-            _POOL = VerifierPool(RewardConfig.from_env())
-        return _POOL
-
-
-def shutdown_pool() -> None:
-    """Stop the process-wide pool's workers (also registered with ``atexit``)."""
-    global _POOL
-    with _POOL_LOCK:
-        pool, _POOL = _POOL, None
-    if pool is not None:
-        pool.close()
-
+_PROCESS_POOL = ProcessPool(lambda: VerifierPool(RewardConfig.from_env()))
+#: The process-wide pool, created on first use from ``RewardConfig.from_env()``.
+get_pool = _PROCESS_POOL.get
+#: Stop the process-wide pool's workers (also registered with ``atexit``).
+shutdown_pool = _PROCESS_POOL.shutdown
 
 atexit.register(shutdown_pool)
 

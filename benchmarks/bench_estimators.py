@@ -77,7 +77,7 @@ def experience_maker_seconds(estimators, rewards, log_probs, mask, repeats, micr
         ensure_flash_attn_importable()
         from types import SimpleNamespace
 
-        from lens_openrlhf import openrlhf_adapter
+        from lens_openrlhf import coupling as openrlhf_adapter
         from openrlhf.trainer.ppo_utils.experience import Experience
         from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
     except Exception as e:  # noqa: BLE001 - report and carry on with the rest of the benchmark

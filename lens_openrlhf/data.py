@@ -156,7 +156,7 @@ class Example:
             "source": self.source,
             "id": self.id,
             # OpenRLHF groups eval metrics by `datasource`; lens_openrlhf's training-time eval reads the level
-            # from it for per-level and Levels 4-5 pass@k (openrlhf_adapter.unbiased_eval_logs)
+            # from it for per-level and Levels 4-5 pass@k (coupling.eval_metrics.unbiased_eval_logs)
             "datasource": f"{self.source}_level{self.level}" if self.level is not None else self.source,
         }
 

@@ -5,7 +5,7 @@ estimators as ``--algo.advantage.estimator`` choices, ``--algo.lens.*`` options,
 OpenRLHF <= 0.10, and ``--lens.cpu_mode``. See ``--help`` and README.md.
 """
 
-from lens_openrlhf.openrlhf_adapter import main
+from lens_openrlhf.coupling import main
 
 if __name__ == "__main__":
     main()

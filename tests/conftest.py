@@ -64,3 +64,22 @@ def make_experiences():
         return exps
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _revert_patches_after_module():
+    """Patches a module's fixtures applied are reverted when the module ends (results never depend on order)."""
+    yield
+    from lens_openrlhf import patching
+
+    patching.revert_all()
+
+
+@pytest.fixture(autouse=True)
+def _revert_patches_after_test():
+    """Patches a test applied are reverted after it (those of module fixtures stay for the module)."""
+    from lens_openrlhf import patching
+
+    before = patching.applied()
+    yield
+    patching.revert_all(since=before)

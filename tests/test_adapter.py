@@ -9,12 +9,13 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from lens_openrlhf import openrlhf_adapter as A
+from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
 
 BASE = [
@@ -195,7 +196,7 @@ def test_bad_files_are_one_line_before_ray(job_files, capsys, monkeypatch, case,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     flags = {
         "--pretrain": job_files.model, "--prompt_data": job_files.data,
-        "--remote_rm_url": str(A.__file__).replace("openrlhf_adapter.py", "rewards/math_reward.py"),
+        "--remote_rm_url": str(Path(A.__file__).parent.parent / "rewards" / "math_reward.py"),
     }
     if case == "no_model":
         del flags["--pretrain"]
@@ -219,7 +220,7 @@ def test_bad_files_are_one_line_before_ray(job_files, capsys, monkeypatch, case,
 
 def test_good_files_pass_the_checks(job_files, parser):
     _, args = parse(parser, ["--pretrain", job_files.model, "--prompt_data", job_files.data, "--remote_rm_url",
-                             str(A.__file__).replace("openrlhf_adapter.py", "rewards/math_reward.py"), "--vllm_num_engines", "1"])
+                             str(Path(A.__file__).parent.parent / "rewards" / "math_reward.py"), "--vllm_num_engines", "1"])
     assert A.check_inputs(args) == []
 
 
@@ -319,20 +320,18 @@ def test_rollout_logprob_patches(parser):
 
     sp = samples_generator.SamplingParams(temperature=1.0, max_tokens=8, logprobs=None)
     assert sp.logprobs == 1
-    assert A.patches_installed() == {
-        "compute_eval_metrics": True, "compute_advantages_and_returns": True, "rollout_logprobs": True,
-        "reward_errors_raised": True,
-    }
+    assert A.patches_installed() == {pid: True for pid in ("A1", "E1", "R1", "R2", "T1", "T2", "V1", "V2")}
     # the engines are created in processed mode: the log-probs of the sampling distribution
     seen = {}
-    A._ORIGINALS["create_vllm_engines"], saved = (lambda *a, **k: seen.update(args=a, kwargs=k)), A._ORIGINALS["create_vllm_engines"]
+    saved = A.COUPLING._originals["V2"]
+    A.COUPLING._originals["V2"] = lambda *a, **k: seen.update(args=a, kwargs=k)
     try:
         import openrlhf.trainer.ray as ray_pkg
 
         ray_pkg.create_vllm_engines(1, 1, "m", 0, False, False, True, 64, None, 0.5, False, None)
         assert seen["args"][11] == "processed_logprobs"
     finally:
-        A._ORIGINALS["create_vllm_engines"] = saved
+        A.COUPLING._originals["V2"] = saved
 
 
 # ------------------------------------------------------------------------------------------------
@@ -388,7 +387,7 @@ def test_patch_takes_effect_inside_a_ray_actor(parser, make_experiences):
 
     # with the runtime_env the adapter builds, the actor process runs LENS
     env = A.runtime_env(args, extra_hooks=[shim])
-    assert env["worker_process_setup_hook"] == "lens_openrlhf.openrlhf_adapter.ray_worker_setup"
+    assert env["worker_process_setup_hook"] == "lens_openrlhf.coupling.launch.ray_worker_setup"
     out, pid = _run_in_ray_actor(env, args, exps)
     assert not isinstance(out, Exception), out
     assert pid != os.getpid()
@@ -498,7 +497,7 @@ def test_reward_error_stops_the_run_inside_a_ray_actor(tmp_path, parser):
     model_dir = build_tiny_model(tmp_path / "model", seed=0)
     good = tmp_path / "good_reward.py"
     good.write_text(GOOD_REWARD)
-    math_py = str(A.__file__).replace("openrlhf_adapter.py", "rewards/math_reward.py")
+    math_py = str(Path(A.__file__).parent.parent / "rewards" / "math_reward.py")
     files = {"math": math_py, "good": str(good)}
     broken = {"LENS_MATH_WORKERS": "0"}  # the verifier pool cannot start: the case that used to score every answer 0
     shim = "lens_openrlhf.cpu_shims.ensure_flash_attn_importable"

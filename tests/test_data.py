@@ -261,7 +261,7 @@ def test_test_set_keeps_levels_and_subjects(files, tmp_path):
     assert all(r["source"] == "math_test" and isinstance(r["prompt"], list) for r in rows)
     # the level travels in OpenRLHF's `datasource`, where the training-time eval reads it
     assert [r["datasource"] for r in rows] == [f"math_test_level{i}" for i in range(1, 6)] + ["math_test"]
-    from lens_openrlhf.openrlhf_adapter import _LEVEL_RE
+    from lens_openrlhf.coupling import LEVEL_RE as _LEVEL_RE
 
     assert [int(_LEVEL_RE.search(r["datasource"]).group(1)) for r in rows[:5]] == [1, 2, 3, 4, 5]
     report = json.loads(Path(str(out) + ".report.json").read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lens_openrlhf import openrlhf_adapter as A
+from lens_openrlhf import coupling as A
 
 SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "examples" / "scripts").glob("train_*.sh"))
 PAPER = {  # LENS.md "The paper's recipe"

@@ -58,7 +58,7 @@ def test_levels_datasource_and_difficulty(gym_dir):
                 / sum(1 for r in train if r["task"] == task and r["level"] == lv) for lv in range(1, 6)}
         assert size[1] < size[3] < size[5], (task, size)
     # the level reaches the per-level eval: the adapter's parser reads it from the datasource
-    from lens_openrlhf.openrlhf_adapter import _LEVEL_RE
+    from lens_openrlhf.coupling import LEVEL_RE as _LEVEL_RE
 
     assert {int(_LEVEL_RE.search(r["datasource"]).group(1)) for r in test} == {1, 2, 3, 4, 5}
 

@@ -60,7 +60,7 @@ def test_flash_attn_shim_roundtrip():
 def run_real_compute_advantages(exps, estimator, n_samples):
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
-    from lens_openrlhf import openrlhf_adapter
+    from lens_openrlhf import coupling as openrlhf_adapter
 
     # OpenRLHF's own parser and defaults (reward clip range, gamma, KL off), as a job gets them
     _, args = openrlhf_adapter.parse_args(

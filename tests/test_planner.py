@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cluster import planner as P
-from lens_openrlhf import openrlhf_adapter as A
+from lens_openrlhf import coupling as A
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "examples" / "scripts").glob("train_*.sh"))

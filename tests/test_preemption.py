@@ -1,4 +1,4 @@
-"""Runs that survive preemption (lens_openrlhf/preemption.py), on CPU with the real pipeline.
+"""Runs that survive preemption (lens_openrlhf/coupling/preemption.py), on CPU with the real pipeline.
 
 One chain of four real runs of ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode`` (as
 lens_openrlhf.demo builds the command: Ray with fake GPUs, OpenRLHF's PPOTrainer actor, a DeepSpeed
@@ -278,7 +278,7 @@ def test_resumed_runs_continue_steps_data_optimizer_and_weights(chain):
 def test_upstream_call_sites_the_patches_rely_on():
     """PATCHES names, for each replaced attribute, the OpenRLHF code that must call it; check the installed source."""
     from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
-    from lens_openrlhf import preemption
+    from lens_openrlhf.coupling import preemption
 
     ensure_flash_attn_importable()
     for (module, attr), (_what, sites) in preemption.PATCHES.items():
@@ -296,11 +296,12 @@ def test_upstream_call_sites_the_patches_rely_on():
 def test_patches_installed_on_the_ray_trainer_classes():
     """Ray copies inherited methods into the @ray.remote subclass at import: T1/T2 must be set there too."""
     from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
-    from lens_openrlhf import preemption
+    from lens_openrlhf.coupling import COUPLING, preemption
 
     ensure_flash_attn_importable()
-    preemption.install()
-    assert preemption.installed() == {"T1 init_checkpoint_states": True, "T2 save_logs_and_checkpoints": True}
+    COUPLING.apply()
+    status = COUPLING.status()
+    assert status["T1"] and status["T2"]
     from openrlhf.trainer.ppo_trainer import PPOTrainer
 
     modified = PPOTrainer.__ray_metadata__.modified_class
@@ -310,7 +311,7 @@ def test_patches_installed_on_the_ray_trainer_classes():
 def test_stop_requested_found_behind_ray_task_error():
     import ray.exceptions
 
-    from lens_openrlhf.preemption import StopRequested, _find_stop
+    from lens_openrlhf.coupling.preemption import StopRequested, _find_stop
 
     stop = StopRequested("SIGTERM", step=3, saved=True, ckpt_dir="/c/_actor", tag="global_step3")
     err = ray.exceptions.RayTaskError("fit", "traceback", stop).as_instanceof_cause()
@@ -323,7 +324,7 @@ EARLY_STOP = r"""
 import sys, time
 from types import SimpleNamespace
 import ray
-from lens_openrlhf.preemption import GracefulStop
+from lens_openrlhf.coupling.preemption import GracefulStop
 
 ray.init(address="local", num_cpus=1, include_dashboard=False)
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lens_openrlhf import openrlhf_adapter as A
+from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
 from lens_openrlhf.tiny import build_tiny_model
 

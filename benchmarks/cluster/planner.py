@@ -5,7 +5,7 @@
         --ds.zero_stage 2 --ds.tensor_parallel_size 4 --ds.ring_attn_size 2 --vllm.num_engines 4 ...
 
 The training command is parsed by the real parser (OpenRLHF 0.11.2's, extended by lens_openrlhf) and the
-GPUs Ray is asked for come from ``openrlhf_adapter.gpus_needed``, the placement that follows OpenRLHF's
+GPUs Ray is asked for come from ``lens_openrlhf.placement.gpus_needed``, the placement that follows OpenRLHF's
 ``train()``. The memory figures are the standard estimates (ZeRO paper, arXiv 1910.02054, section 3;
 activation sizes of Korthikanti et al., arXiv 2205.05198, section 4), per actor GPU:
 
@@ -201,7 +201,7 @@ def layout_from_args(args) -> Layout:
 
 def plan_command(argv: Sequence[str], model: Optional[ModelShape] = None) -> Plan:
     """Parse a training command with the real parser and plan it; the model from ``--model`` or its name."""
-    from lens_openrlhf import openrlhf_adapter as A
+    from lens_openrlhf import coupling as A
     from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
 
     ensure_flash_attn_importable()  # OpenRLHF's parser module imports flash_attn; no-op where it is installed

@@ -117,7 +117,7 @@ submit() {  # $1: name, rest: estimator flags
             (cd "$REPO" && "$PYTHON" -c 'import sys
 from lens_openrlhf.cpu_shims import ensure_flash_attn_importable  # as the entry point does; a no-op with flash-attn
 ensure_flash_attn_importable()
-from lens_openrlhf.openrlhf_adapter import parse_args
+from lens_openrlhf.coupling import parse_args
 parse_args(sys.argv[1:])' "${train[@]}")
         else
             echo "[run.sh] preflight skipped: lens_openrlhf does not import with $PYTHON here"

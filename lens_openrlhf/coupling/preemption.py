@@ -10,7 +10,7 @@ for it beyond ``--ckpt.save_steps``.
 
 The training loop runs in the PPOTrainer Ray actor, not in the driver, so the stop request has to travel:
 
-Driver (:class:`GracefulStop`, around OpenRLHF's ``train(args)`` in ``openrlhf_adapter.main``)
+Driver (:class:`GracefulStop`, around OpenRLHF's ``train(args)`` in ``coupling.launch.main``)
   D1 After ``ray.init``: :class:`RunControl`, a tiny named actor of this job (``num_cpus=0``; the job's
      worker hook skips its process, so it imports no OpenRLHF/vLLM). Why an actor:
      the trainer is busy in ``fit()`` (a method call on it would queue behind ``fit``), a file needs a
@@ -28,7 +28,7 @@ Driver (:class:`GracefulStop`, around OpenRLHF's ``train(args)`` in ``openrlhf_a
      checkpoint was written and how to resume.
 
 Trainer (patches of OpenRLHF 0.11.2's ``BasePPOTrainer``, installed in every Ray worker through the
-adapter's ``worker_process_setup_hook`` and in the driver; see :data:`PATCHES`)
+worker hook and in the driver; entries T1, T2 of ``coupling.patches.COUPLING``)
   T1 ``init_checkpoint_states`` (the first thing ``PPOTrainer.fit`` does; ``PPOTrainerAsync.fit`` calls it on
      its TrainingActor): the original, then the actor handles are registered with RunControl; if a stop is
      already requested, :class:`StopRequested` is raised: nothing was trained since the checkpoint it loaded.
@@ -41,8 +41,8 @@ adapter's ``worker_process_setup_hook`` and in the driver; see :data:`PATCHES`)
      OpenRLHF would run after it is skipped.
 
 Drift: :data:`PATCHES` names each replaced attribute and the upstream call sites it relies on;
-tests/test_preemption.py checks those call sites in the installed OpenRLHF's source (AST), and the adapter
-refuses any OpenRLHF other than 0.11.2.
+tests/test_preemption.py checks those call sites in the installed OpenRLHF's source (AST), the patch table's
+fingerprints cover them, and the launcher refuses any OpenRLHF other than 0.11.2.
 """
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from .. import patching
+
 PREFIX = "lens_openrlhf.train_ppo_ray"
-#: env var of the RunControl worker (see ``openrlhf_adapter.ray_worker_setup``)
+#: env var of the RunControl worker (see ``coupling.launch.ray_worker_setup``)
 ENV_NO_WORKER_PATCHES = "LENS_OPENRLHF_NO_WORKER_PATCHES"
 CONTROL_NAME = "lens_openrlhf_run_control"
 
@@ -155,9 +157,6 @@ _STATE: Dict[str, object] = {}
 # ----------------------------------------------------------------------------------------------------
 # T1, T2: the trainer side
 # ----------------------------------------------------------------------------------------------------
-_ORIGINALS: Dict[str, object] = {}
-
-
 def _job_actor_handles(trainer) -> List:
     import ray
 
@@ -185,7 +184,7 @@ def init_checkpoint_states(self):
     """T1: ``BasePPOTrainer.init_checkpoint_states`` + registration with RunControl (see module docstring)."""
     import ray
 
-    states = _ORIGINALS["init_checkpoint_states"](self)
+    states = patching.original("coupling", "T1")(self)
     control = _job_control()
     if control is not None:
         step = int(states.get("global_step", 0) or 0)
@@ -206,13 +205,13 @@ def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=N
     control = _job_control()
     reason = ray.get(control.step_done.remote(global_step)) if control is not None else None
     if not reason:
-        return _ORIGINALS["save_logs_and_checkpoints"](self, global_step, logs_dict, client_states)
+        return patching.original("coupling", "T2")(self, global_step, logs_dict, client_states)
     ckpt = self.args.ckpt
     every = ckpt.save_steps
     ckpt.save_steps = 1  # OpenRLHF saves when global_step % save_steps == 0
     t0 = time.time()
     try:
-        _ORIGINALS["save_logs_and_checkpoints"](self, global_step, logs_dict, client_states)
+        patching.original("coupling", "T2")(self, global_step, logs_dict, client_states)
     finally:
         ckpt.save_steps = every
     _close_trackers(self)
@@ -224,43 +223,16 @@ def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=N
     raise StopRequested(reason, step=int(global_step), saved=saved, ckpt_dir=ckpt_dir, tag=result["tag"])
 
 
-def _trainer_classes() -> List[type]:
-    """BasePPOTrainer and the classes behind the ``@ray.remote`` trainers that inherit from it.
-
-    Ray's ``@ray.remote`` builds a subclass at import time and copies every method, inherited ones too, into
-    it as a wrapper closing over the function of that moment (its tracing hook); the driver pickles that
-    class BY VALUE. A patch of BasePPOTrainer alone therefore never reaches the PPOTrainer actor: it is set
-    on the Ray subclasses as well (in the driver, before the class is first pickled, and in every worker).
-    """
+def trainer_classes() -> List[type]:
+    """BasePPOTrainer and the classes behind the ``@ray.remote`` trainers that inherit from it: where T1/T2
+    are set (:func:`lens_openrlhf.patching.ray_actor_classes` says why a patch of BasePPOTrainer alone never
+    reaches the PPOTrainer actor)."""
     from openrlhf.trainer import ppo_trainer, ppo_trainer_async
 
     classes = [ppo_trainer.BasePPOTrainer]
     for actor_class in (ppo_trainer.PPOTrainer, ppo_trainer_async.TrainingActor):
-        modified = getattr(getattr(actor_class, "__ray_metadata__", None), "modified_class", None)
-        if modified is None:
-            raise RuntimeError(f"{PREFIX}: cannot find the class behind ray.remote {actor_class!r} (Ray changed?)")
-        classes += [c for c in (modified, getattr(modified, "__ray_actor_class__", None)) if c is not None]
+        classes += patching.ray_actor_classes(actor_class)
     return classes
-
-
-_PATCHED = {"init_checkpoint_states": init_checkpoint_states, "save_logs_and_checkpoints": save_logs_and_checkpoints}
-
-
-def install() -> None:
-    """Install T1 and T2 in this process (idempotent). Called by ``openrlhf_adapter.install_patches``."""
-    from openrlhf.trainer.ppo_trainer import BasePPOTrainer
-
-    for name, fn in _PATCHED.items():
-        if name not in _ORIGINALS:
-            _ORIGINALS[name] = BasePPOTrainer.__dict__[name]
-        for cls in _trainer_classes():
-            setattr(cls, name, fn)
-
-
-def installed() -> Dict[str, bool]:
-    """Which of T1/T2 are live in this process (tests, debugging)."""
-    classes = _trainer_classes()
-    return {f"T{i} {name}": all(getattr(c, name) is fn for c in classes) for i, (name, fn) in enumerate(_PATCHED.items(), 1)}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""The coupling to OpenRLHF 0.11.2: everything that knows OpenRLHF's internals, one concern per module.
+
+What it reuses, unmodified: OpenRLHF's own argparse parser, its validation and ``train(args)`` (all in
+``openrlhf/cli/train_ppo_ray.py``, the parser and validation inside ``if __name__ == "__main__":``), its Ray
+placement, DeepSpeed engine, vLLM engines, PPO losses, ``compute_reward`` and ``get_cumulative_returns``.
+
+=================== ===================================================================================
+module              concern
+=================== ===================================================================================
+``version``         the pinned OpenRLHF release and its check
+``cli``             OpenRLHF's parser + the registry's estimators + ``--algo.lens.*``; flat flags of <= 0.10
+``validation``      readable errors before Ray starts (flags, files)
+``advantages``      A1: the registry's estimators inside ``compute_advantages_and_returns``
+``eval_metrics``    E1: unbiased pass@k per level in the eval logs
+``rollout_logprobs`` V1, V2: vLLM returns the sampled tokens' log-probs (LENS's pbar)
+``reward_errors``   R1, R2: a reward function that raises stops the run with its own error
+``preemption``      T1, T2 and the driver side: SIGTERM/SIGINT checkpoint the step and stop
+``patches``         the table of A1..V2 (:class:`lens_openrlhf.patching.PatchTable`)
+``launch``          ``main``: checks, Ray with the worker hook, OpenRLHF's ``__main__``
+=================== ===================================================================================
+
+GPU placement is :mod:`lens_openrlhf.placement` (shared with CPU mode and the demo); CPU mode is
+:mod:`lens_openrlhf.cpu`. Heavy modules (openrlhf, ray, vllm) are imported inside functions only. The names
+below are the coupling's public interface.
+"""
+
+from ..placement import gpus_needed
+from .cli import FLAT_FLAGS, build_parser, parse_args, translate_flat_flags
+from .eval_metrics import LEVEL_RE, unbiased_eval_logs
+from .launch import ENV_EXTRA_HOOKS, ENV_ROLLOUT_LOGPROBS, main, ray_worker_setup, require_gpus, runtime_env
+from .patches import COUPLING, install_patches, patches_installed
+from .validation import LOGPROB_SOURCES, check_inputs, needs_rollout_logprobs, validate, validate_parallelism
+from .version import OPENRLHF_VERSION, check_openrlhf_version
+
+__all__ = [
+    "COUPLING", "ENV_EXTRA_HOOKS", "ENV_ROLLOUT_LOGPROBS", "FLAT_FLAGS", "LEVEL_RE", "LOGPROB_SOURCES",
+    "OPENRLHF_VERSION", "build_parser", "check_inputs", "check_openrlhf_version", "gpus_needed",
+    "install_patches", "main", "needs_rollout_logprobs", "parse_args", "patches_installed", "ray_worker_setup",
+    "require_gpus", "runtime_env", "translate_flat_flags", "unbiased_eval_logs", "validate",
+    "validate_parallelism",
+]

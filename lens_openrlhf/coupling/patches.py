@@ -1,0 +1,135 @@
+"""Every change lens_openrlhf makes to OpenRLHF 0.11.2 (and vLLM's SamplingParams lookup), as one table.
+
+Applied in the driver and, by the Ray worker hook (``launch.ray_worker_setup``), in every Ray worker: a
+patch must live in the process where the patched code runs (the PPOTrainer, the policy ranks and the vLLM
+engines are Ray actors). ``tests/test_patch_table.py`` recomputes each entry's fingerprint from the
+installed packages and names the entries to re-review when one differs.
+
+==== =========================================================== ===================================
+id   replaces                                                    by
+==== =========================================================== ===================================
+A1   RemoteExperienceMaker.compute_advantages_and_returns        registry estimators (advantages.py)
+E1   compute_eval_metrics (ppo_trainer and ppo_trainer_async)    + unbiased pass@k (eval_metrics.py)
+R1   SingleTurnAgentExecutor.__init__                            remembers a reward error (reward_errors.py)
+R2   SingleTurnAgentExecutor.execute                             re-raises it (reward_errors.py)
+T1   BasePPOTrainer.init_checkpoint_states (+ Ray subclasses)    preemption: register actors
+T2   BasePPOTrainer.save_logs_and_checkpoints (+ Ray subclasses) preemption: checkpoint and stop
+V1   samples_generator.SamplingParams   [tag rollout_logprobs]   always logprobs=1
+V2   openrlhf.trainer.ray.create_vllm_engines [rollout_logprobs] processed_logprobs mode
+==== =========================================================== ===================================
+"""
+
+from __future__ import annotations
+
+from ..patching import Patch, PatchTable
+from . import advantages, eval_metrics, preemption, reward_errors, rollout_logprobs
+
+_EM = "openrlhf.trainer.ppo_utils.experience_maker"
+_PT = "openrlhf.trainer.ppo_trainer"
+_PTA = "openrlhf.trainer.ppo_trainer_async"
+_AGENT = "openrlhf.utils.agent"
+_SG = "openrlhf.trainer.ppo_utils.samples_generator"
+
+#: tag of V1/V2: applied when the job's estimator takes pbar from vLLM's log-probs
+ROLLOUT_LOGPROBS = "rollout_logprobs"
+
+
+def _eval_owners():
+    import importlib
+
+    return [importlib.import_module(_PT), importlib.import_module(_PTA)]
+
+
+COUPLING = PatchTable(
+    "coupling",
+    (
+        Patch(
+            "A1",
+            f"{_EM}:RemoteExperienceMaker.compute_advantages_and_returns",
+            advantages.compute_advantages_and_returns,
+            "registry estimators compute their advantages here; the others call this original",
+            fingerprint="3f91a44568be",
+            # the per-token part we reuse as group_norm does, and the length penalties applied first
+            watch=(
+                f"{_EM}:RemoteExperienceMaker.compute_advantages_and_returns",
+                "openrlhf.models.utils:compute_reward",
+                "openrlhf.trainer.ppo_utils.length_penalty:apply_length_penalties",
+            ),
+        ),
+        Patch(
+            "E1",
+            f"{_PT}:compute_eval_metrics",
+            eval_metrics.compute_eval_metrics,
+            "adds unbiased pass@k per level; both trainers call it by its module-level name",
+            fingerprint="231be9a6b403",
+            owners=_eval_owners,
+        ),
+        Patch(
+            "R1",
+            f"{_AGENT}:SingleTurnAgentExecutor.__init__",
+            reward_errors._executor_init,
+            "wraps reward_func to remember an exception that execute() would log at INFO and swallow",
+            fingerprint="699e56df46c3",
+            watch=(f"{_AGENT}:SingleTurnAgentExecutor.__init__", f"{_AGENT}:SingleTurnAgentExecutor.execute"),
+        ),
+        Patch(
+            "R2",
+            f"{_AGENT}:SingleTurnAgentExecutor.execute",
+            reward_errors._executor_execute,
+            "re-raises the reward function's own error (RewardFunctionError) after OpenRLHF's try/except",
+            fingerprint="09ce939c6c64",
+        ),
+        Patch(
+            "T1",
+            f"{_PT}:BasePPOTrainer.init_checkpoint_states",
+            preemption.init_checkpoint_states,
+            "preemption: registers the job's actors with RunControl; stops before training if asked to",
+            fingerprint="dc599fd787e2",
+            owners=preemption.trainer_classes,
+            watch=(f"{_PT}:BasePPOTrainer.init_checkpoint_states", f"{_PT}:PPOTrainer.fit", f"{_PTA}:PPOTrainerAsync.fit"),
+        ),
+        Patch(
+            "T2",
+            f"{_PT}:BasePPOTrainer.save_logs_and_checkpoints",
+            preemption.save_logs_and_checkpoints,
+            "preemption: on a stop request, OpenRLHF's own checkpoint of this step, then StopRequested",
+            fingerprint="af6899a881c3",
+            owners=preemption.trainer_classes,
+            watch=(
+                f"{_PT}:BasePPOTrainer.save_logs_and_checkpoints",
+                f"{_PTA}:TrainingActor.fit",
+                "openrlhf.trainer.ray.launcher:RayActorGroup._initiate_actors",
+            ),
+        ),
+        Patch(
+            "V1",
+            f"{_SG}:SamplingParams",
+            rollout_logprobs._sampling_params_with_logprobs,
+            "every rollout asks vLLM for the sampled token's log-prob; samples_generator looks SamplingParams "
+            "up as a module global at call time",
+            fingerprint="b1cbe1dc9aa4",
+            watch=(f"{_SG}:", "vllm:SamplingParams"),
+            tag=ROLLOUT_LOGPROBS,
+        ),
+        Patch(
+            "V2",
+            "openrlhf.trainer.ray:create_vllm_engines",
+            rollout_logprobs._create_vllm_engines_processed_logprobs,
+            "engines in processed_logprobs mode; train() passes logprobs_mode as the 12th positional argument "
+            "and imports the name from openrlhf.trainer.ray when the CLI module runs",
+            fingerprint="daf6939d0f58",
+            watch=("openrlhf.trainer.ray.vllm_engine:create_vllm_engines", "openrlhf.cli.train_ppo_ray:train"),
+            tag=ROLLOUT_LOGPROBS,
+        ),
+    ),
+)
+
+
+def install_patches(rollout_logprobs: bool = False) -> None:
+    """Apply the coupling table in THIS process (idempotent); V1/V2 only with ``rollout_logprobs``."""
+    COUPLING.apply(tags=(ROLLOUT_LOGPROBS,) if rollout_logprobs else ())
+
+
+def patches_installed():
+    """Entry id -> live in this process (tests, debugging)."""
+    return COUPLING.status()

@@ -1,0 +1,216 @@
+"""Validation of hierarchized args before Ray, vLLM or a GPU starts: one list of readable errors.
+
+:func:`validate` covers what OpenRLHF would not catch, or would catch late, for the registry's
+estimators; :func:`check_inputs` what the driver can check of the files a job names. Every flag read here
+exists in OpenRLHF 0.11.2's parser and is read directly (a renamed flag fails loudly, never turns a check off).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from typing import Dict, List, Optional
+
+from ..estimators import ADV_ESTIMATORS, get_adv_estimator
+
+LOGPROB_SOURCES = ("vllm", "actor")
+#: ``--algo.lens.*`` options about the log-prob source, taken by every estimator that needs log-probs.
+LOGPROB_OPTIONS = ("logprob_source", "allow_truncated_logprobs")
+
+
+def lens_option_values(args) -> Dict[str, object]:
+    """The ``--algo.lens.*`` values the user set (None = not given), from hierarchized args."""
+    lens = getattr(getattr(args, "algo", None), "lens", None)
+    return {} if lens is None else dict(vars(lens))
+
+
+def validate_parallelism(args) -> List[str]:
+    """Layout errors that OpenRLHF 0.11.2 or DeepSpeed would only hit inside the actors, on the GPUs.
+
+    The actor's GPUs (``num_nodes x num_gpus_per_node``) form a ("dp", "sp", "tp") mesh of
+    dp x ring_attn_size x tensor_parallel_size (``DeepspeedStrategy.setup_distributed``); AutoTP training
+    (``--ds.tensor_parallel_size``, ``deepspeed.tp_model_init``) needs bf16 (OpenRLHF asserts it). DeepSpeed
+    0.19.6 runs AutoTP with ZeRO 0-3 (its engine: "AutoTP + ZeRO stage 3 is supported for both inference
+    and training"; its older tutorial still says stages 0-2).
+    """
+    errors: List[str] = []
+    tp, ring = args.ds.tensor_parallel_size, args.ds.ring_attn_size
+    world = args.actor.num_nodes * args.actor.num_gpus_per_node
+    if tp < 1 or ring < 1:
+        return [f"--ds.tensor_parallel_size ({tp}) and --ds.ring_attn_size ({ring}) must be >= 1"]
+    if world % (tp * ring):
+        errors.append(
+            f"the actor's {world} GPUs (--actor.num_nodes x --actor.num_gpus_per_node) are not a multiple of "
+            f"--ds.tensor_parallel_size x --ds.ring_attn_size = {tp} x {ring}: DeepSpeed's dp x sp x tp mesh "
+            "cannot be built; change one of them"
+        )
+    elif tp > 1:
+        if args.ds.param_dtype != "bf16":
+            errors.append(f"--ds.tensor_parallel_size {tp} needs --ds.param_dtype bf16 (OpenRLHF asserts it)")
+        dp = world // (tp * ring)
+        per_update = args.train.micro_batch_size * dp
+        if args.train.batch_size % per_update:
+            errors.append(
+                f"--train.batch_size {args.train.batch_size} is not a multiple of --train.micro_batch_size x "
+                f"data-parallel size = {args.train.micro_batch_size} x {dp} (dp = {world} actor GPUs / "
+                f"(tp {tp} x ring {ring})): DeepSpeed's batch check would fail in the actors"
+            )
+    return errors
+
+
+def validate(args) -> List[str]:
+    """Errors in hierarchized args that OpenRLHF would not catch, or would catch late. Empty = fine."""
+    errors: List[str] = validate_parallelism(args)
+    name = args.algo.advantage.estimator
+    given = {k: v for k, v in lens_option_values(args).items() if v is not None}
+    if name not in ADV_ESTIMATORS:
+        if given:
+            errors.append(
+                f"{', '.join('--algo.lens.' + k for k in given)} given with --algo.advantage.estimator {name}, "
+                f"which does not use them; LENS estimators: {', '.join(ADV_ESTIMATORS)}"
+            )
+        return errors
+    spec = get_adv_estimator(name)
+    source_options = list(LOGPROB_OPTIONS) if spec.needs_log_probs else []
+    not_taken = sorted(set(given) - set(spec.options) - set(source_options))
+    if not_taken:
+        takes = ", ".join("--algo.lens." + k for k in list(spec.options) + source_options)
+        errors.append(
+            f"{', '.join('--algo.lens.' + k for k in not_taken)} not used by --algo.advantage.estimator {name} "
+            f"(it takes: {takes or 'no LENS option'})"
+        )
+    try:
+        spec.resolve_options({k: v for k, v in given.items() if k in spec.options})
+    except ValueError as e:
+        errors.append(f"--algo.lens.*: {e}")
+    if args.algo.advantage.gamma != 1:
+        errors.append(
+            f"--algo.advantage.gamma {args.algo.advantage.gamma:g} with --algo.advantage.estimator {name}: the "
+            "outcome reward of a response is its advantage on every token (as OpenRLHF's group_norm computes it, "
+            "with gamma 1); a discount only applies to gae/reinforce. Remove --algo.advantage.gamma"
+        )
+    G = args.rollout.n_samples_per_prompt
+    if spec.group_based and G < 2:
+        errors.append(
+            f"--algo.advantage.estimator {name} compares the samples of a prompt and needs "
+            f"--rollout.n_samples_per_prompt >= 2 (got {G}; the paper uses 16)"
+        )
+    if args.algo.dynamic_filtering_enable and spec.negative_groups_learn:
+        lo, hi = args.algo.dynamic_filtering_range
+        if not lo < 0:
+            errors.append(
+                f"--algo.dynamic_filtering_enable with --algo.dynamic_filtering_range {lo} {hi} drops every "
+                f"all-incorrect group (mean reward 0 is not > {lo}), which is exactly what {name} learns from: "
+                f"remove --algo.dynamic_filtering_enable, or set --algo.dynamic_filtering_range below 0 "
+                f"(e.g. -0.01 {hi})"
+            )
+    if spec.bounded_rewards and (
+        args.reward.overlong_buffer_len is not None or args.reward.stop_properly_penalty_coef is not None
+    ):
+        errors.append(
+            f"--algo.advantage.estimator {name} needs rewards in [0, 1] (1 correct, 0 incorrect); "
+            "--reward.overlong_buffer_len / --reward.stop_properly_penalty_coef push them below 0: remove them"
+        )
+    if spec.needs_log_probs and logprob_source(args) == "vllm" and not (args.vllm.num_engines or 0) > 0:
+        errors.append(
+            f"--algo.lens.logprob_source vllm (the default) needs vLLM engines (--vllm.num_engines >= 1); "
+            "without vLLM use --algo.lens.logprob_source actor"
+        )
+    top_p = args.rollout.top_p
+    if spec.needs_log_probs and logprob_source(args) == "vllm" and top_p < 1 and not given.get("allow_truncated_logprobs"):
+        errors.append(
+            f"--rollout.top_p {top_p:g} with --algo.lens.logprob_source vllm (the default): vLLM's log-probs would "
+            "be those of the top-p truncated, renormalised distribution, not the pi_old of the actor and the PPO "
+            "ratio, so pbar would be inflated. Use --rollout.top_p 1.0 (the paper's setting), or "
+            "--algo.lens.logprob_source actor (pi_old recomputed by the actor); or pass "
+            "--algo.lens.allow_truncated_logprobs to accept the truncated distribution on purpose"
+        )
+    if spec.needs_log_probs and args.train.agent_func_path and logprob_source(args) == "vllm":
+        errors.append(
+            "--train.agent_func_path (multi-turn agents) fills rollout log-probs of environment tokens with 0; "
+            "use --algo.lens.logprob_source actor"
+        )
+    return errors
+
+
+_LOCAL_DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".txt")
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", "./", "../", "~")) or path.endswith(_LOCAL_DATA_SUFFIXES)
+
+
+def _model_errors(flag: str, name: Optional[str]) -> List[str]:
+    if not name:
+        return [f"{flag} is required: a local model folder or a hub id (e.g. Qwen/Qwen2.5-3B)"]
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        return [] if os.path.isfile(os.path.join(path, "config.json")) else [f"{flag} {name}: the folder has no config.json"]
+    if _looks_local(name) or os.path.exists(path):
+        return [f"{flag} {name}: no such model folder"]
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return [f"{flag} {name}: neither a local folder nor a hub id (a hub id looks like org/name)"]
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return [f"{flag} {name}: not a local folder, not in the local hub cache, and HF_HUB_OFFLINE is set"]
+    return []
+
+
+def _reward_file_errors(url: str) -> List[str]:
+    errors = []
+    for entry in filter(None, (u.strip() for u in url.split(","))):
+        if not entry.endswith(".py"):
+            continue  # an HTTP reward server: OpenRLHF talks to it
+        if not os.path.isfile(entry):
+            errors.append(f"--reward.remote_url {entry}: no such file")
+            continue
+        try:
+            tree = ast.parse(open(entry, encoding="utf-8").read(), entry)
+        except SyntaxError as e:
+            errors.append(f"--reward.remote_url {entry}: not valid Python (line {e.lineno}: {e.msg})")
+            continue
+        names = set()
+        for node in ast.walk(tree):  # a def, an assignment or an import that binds reward_func
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update(a.asname or a.name for a in node.names)
+        if "reward_func" not in names:
+            errors.append(
+                f"--reward.remote_url {entry}: defines no reward_func(queries, prompts, labels), which OpenRLHF calls"
+            )
+    return errors
+
+
+def check_inputs(args) -> List[str]:
+    """What the driver can check of the files a job names before Ray, vLLM or a GPU starts. Empty = fine.
+
+    Without this, a wrong model path or hub id surfaces minutes later as a traceback from inside a Ray actor
+    (``HFValidationError``; a missing model even as ``'NoneType' object has no attribute 'lower'``).
+    """
+    errors = _model_errors("--actor.model_name_or_path (--pretrain)", args.actor.model_name_or_path)
+    for flag, value in (("--data.prompt_dataset", args.data.prompt_dataset), ("--eval.dataset", args.eval.dataset)):
+        for entry in filter(None, (v.strip() for v in (value or "").split(","))):
+            path = os.path.expanduser(entry)
+            if _looks_local(entry) and not os.path.exists(path):
+                errors.append(f"{flag} {entry}: no such file")
+    if args.reward.remote_url:
+        errors.extend(_reward_file_errors(args.reward.remote_url))
+    return errors
+
+
+def logprob_source(args) -> str:
+    return lens_option_values(args).get("logprob_source") or "vllm"
+
+
+def needs_rollout_logprobs(args) -> bool:
+    name = args.algo.advantage.estimator
+    return name in ADV_ESTIMATORS and ADV_ESTIMATORS[name].needs_log_probs and logprob_source(args) == "vllm"

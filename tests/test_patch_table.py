@@ -1,0 +1,118 @@
+"""The patch tables: every entry's fingerprint matches the installed release, apply/revert/status work,
+and a changed upstream function is reported by entry id (what to re-review)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lens_openrlhf.coupling import COUPLING
+from lens_openrlhf.cpu import CPU
+from lens_openrlhf.errors import UpstreamChanged
+
+TABLES = (COUPLING, CPU)
+
+
+def test_every_target_matches_the_pinned_release():
+    drift = [line for t in TABLES for line in t.drift()]
+    assert not drift, (
+        "the installed OpenRLHF/vLLM/DeepSpeed differ from what these patches were written against; re-review "
+        "each entry (its replacement and the code it depends on), then record the new fingerprint:\n  "
+        + "\n  ".join(drift)
+    )
+
+
+def test_tables_cover_every_replacement_and_ids_are_unique():
+    ids = [(t.name, p.id) for t in TABLES for p in t.entries]
+    assert len(ids) == len(set(ids))
+    targets = {p.target for t in TABLES for p in t.entries}
+    for expected in (
+        "openrlhf.trainer.ppo_utils.experience_maker:RemoteExperienceMaker.compute_advantages_and_returns",
+        "openrlhf.trainer.ray:create_vllm_engines",
+        "openrlhf.trainer.ray.ppo_actor:ActorPPOTrainer.broadcast_to_vllm",
+        "openrlhf.trainer.ppo_trainer:BasePPOTrainer.save_logs_and_checkpoints",
+    ):
+        assert expected in targets
+    for t in TABLES:
+        for p in t.entries:
+            assert p.why and len(p.fingerprint) == 12, p
+
+
+def test_a_changed_target_is_named_with_its_entry(monkeypatch):
+    """Replace an upstream function by one with other source: drift names that entry and only it."""
+    from openrlhf.utils import agent
+
+    def execute(self, *args, **kwargs):  # not OpenRLHF's source
+        return None
+
+    monkeypatch.setattr(agent.SingleTurnAgentExecutor, "execute", execute)
+    drift = COUPLING.drift()
+    assert [line.split()[1] for line in drift] == ["R1", "R2"]  # R1 watches execute too
+    assert "openrlhf.utils.agent:SingleTurnAgentExecutor.execute" in drift[1] and "re-raises" in drift[1]
+    with pytest.raises(UpstreamChanged, match="re-review these patches"):
+        COUPLING.check()
+
+
+def test_apply_revert_status_roundtrip():
+    from openrlhf.trainer.ppo_utils import experience_maker, samples_generator
+
+    before = experience_maker.RemoteExperienceMaker.__dict__["compute_advantages_and_returns"]
+    sp_before = samples_generator.SamplingParams
+    assert not any(COUPLING.status().values())
+    COUPLING.apply()  # untagged entries only
+    status = COUPLING.status()
+    assert status["A1"] and status["R1"] and status["T2"] and not status["V1"] and not status["V2"]
+    assert COUPLING.original("A1") is before
+    COUPLING.apply(tags=("rollout_logprobs",))
+    assert all(COUPLING.status().values())
+    COUPLING.apply(tags=("rollout_logprobs",))  # idempotent: originals stay the upstream ones
+    assert COUPLING.original("V1") is sp_before
+    COUPLING.revert()
+    assert not any(COUPLING.status().values())
+    assert experience_maker.RemoteExperienceMaker.__dict__["compute_advantages_and_returns"] is before
+    assert samples_generator.SamplingParams is sp_before
+    # the Ray subclasses get their own copies back too (T1/T2 live there as well)
+    from openrlhf.trainer.ppo_trainer import PPOTrainer
+
+    modified = PPOTrainer.__ray_metadata__.modified_class
+    assert COUPLING["T2"].replacement not in modified.__dict__.values()
+
+
+def test_fingerprint_reads_upstream_source_while_patched():
+    """Applied or not, the fingerprint is that of OpenRLHF's code (the originals), so a patched process
+    can check itself."""
+    before = COUPLING.drift()
+    COUPLING.apply(tags=("rollout_logprobs",))
+    try:
+        assert COUPLING.drift() == before == []
+    finally:
+        COUPLING.revert()
+
+
+def test_patches_are_reverted_between_tests_1():
+    COUPLING.apply()
+    assert COUPLING.applied()
+
+
+def test_patches_are_reverted_between_tests_2():
+    """conftest reverts every table after each test: the apply of the test before left nothing behind."""
+    assert COUPLING.applied() == [] and not any(COUPLING.status().values())
+
+
+def test_worker_hook_refuses_another_openrlhf_release(tmp_path):
+    """The Ray worker hook checks the installed OpenRLHF version before patching (a node whose environment
+    differs from the driver's fails by name)."""
+    code = r"""
+import importlib.metadata as md
+real = md.version
+md.version = lambda name: "0.11.3" if name == "openrlhf" else real(name)
+from lens_openrlhf.coupling import launch
+try:
+    launch.ray_worker_setup()
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, LENS_OPENRLHF_NO_WORKER_PATCHES="0"))
+    assert "UpstreamChanged" in out.stdout and "found 0.11.3" in out.stdout and "openrlhf==0.11.2" in out.stdout, out.stderr[-2000:]

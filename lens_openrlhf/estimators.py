@@ -653,3 +653,21 @@ def group_statistics(
             stats["mean_D_mixed"] = _mean(t.D, kind == MIXED)
             stats["mean_calibrated_reward_incorrect"] = _mean(t.calibrated, incorrect)
     return stats
+
+
+def recipe_flags(name: str) -> List[str]:
+    """``--algo.lens.<option> <value>`` for every option of estimator ``name`` at its registry default (the
+    paper's value), so that a launch script states them without listing estimators itself. [] for
+    OpenRLHF's own estimators (not in the registry)."""
+    spec = ADV_ESTIMATORS.get(name)
+    if spec is None:
+        return []
+    return [tok for opt in spec.options.values() for tok in (f"--algo.lens.{opt.name}", f"{opt.default:g}")]
+
+
+if __name__ == "__main__":  # python -m lens_openrlhf.estimators --recipe-flags NAME (used by examples/scripts)
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "--recipe-flags":
+        sys.exit("usage: python -m lens_openrlhf.estimators --recipe-flags ESTIMATOR")
+    print(" ".join(recipe_flags(sys.argv[2])))

@@ -26,7 +26,7 @@ esac
 
 # The paper's recipe: 32 prompts x 16 samples = 512 per update; rollout batch 128 prompts (4 off-policy
 # updates); clip 0.2; the eq. 3 loss (sequence mean of token means); no KL; temperature 1.0, top-p 1.0 (train and eval); at most 4,096 new tokens;
-# Math-Verify reward; alpha = 0.25 (the registry default, written out here for the record).
+# Math-Verify reward; the estimator's options (alpha = 0.25) at their registry defaults, written out for the record.
 PAPER_RECIPE=(
   --algo.advantage.estimator "${ESTIMATOR}"
   --rollout.n_samples_per_prompt 16
@@ -57,9 +57,14 @@ PAPER_RECIPE=(
   --ckpt.save_steps 50
   --logger.tensorboard_dir "${SAVE_DIR}/tensorboard"
 )
-case "${ESTIMATOR}" in
-  lens|lens_negative_only|lens_length_pref) PAPER_RECIPE+=(--algo.lens.alpha 0.25) ;;
-esac
+# The estimator's options at their registry defaults (the paper's values, e.g. alpha 0.25),
+# read from the registry so that a new estimator needs no edit here.
+if ! ESTIMATOR_FLAGS="$(cd "${REPO_DIR}" && "${PYTHON:-python}" -m lens_openrlhf.estimators --recipe-flags "${ESTIMATOR}")"; then
+  echo "common.sh: cannot read the options of estimator ${ESTIMATOR} from lens_openrlhf.estimators (set PYTHON to the environment's python)" >&2
+  exit 1
+fi
+read -r -a ESTIMATOR_FLAGS <<< "${ESTIMATOR_FLAGS}"
+PAPER_RECIPE+=("${ESTIMATOR_FLAGS[@]}")
 if [[ "${FORMAT}" == "llama-instruct" ]]; then
   PAPER_RECIPE+=(--data.apply_chat_template)   # Llama-3.1-8B-Instruct: its chat template
 fi                                             # Qwen2.5-3B-Base: plain prompt, no chat template

@@ -158,27 +158,12 @@ def load_run(label: str, root, fmt: str = "auto") -> RunLogs:
 
 def read_tensorboard(run_dir: Path, label: str = "run") -> Dict[str, Series]:
     """tag -> {step: value} of every scalar in the event files of ``run_dir`` (later events win)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from lens_openrlhf.tblogs import TensorBoardLogError, read_scalars
 
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     try:
-        acc.Reload()
-    except Exception as e:  # noqa: BLE001 - a corrupt file: say which folder
-        raise ReportError(f"{label}: cannot read the TensorBoard event files in {run_dir}: {type(e).__name__}: {e}")
-    tags = acc.Tags().get("scalars", [])
-    if not tags:
-        files = ", ".join(p.name for p in sorted(run_dir.glob("events.out.tfevents.*")))
-        raise ReportError(
-            f"{label}: the TensorBoard event files in {run_dir} ({files}) hold no scalars: the job logged no step "
-            "yet (OpenRLHF writes after each --logger.logging_steps steps) or did not flush before it ended"
-        )
-    out: Dict[str, Series] = {}
-    for tag in tags:
-        series: Series = {}
-        for ev in sorted(acc.Scalars(tag), key=lambda e: e.wall_time):
-            series[int(ev.step)] = float(ev.value)
-        out[tag] = series
-    return out
+        return read_scalars(run_dir, label)
+    except TensorBoardLogError as e:
+        raise ReportError(str(e)) from e
 
 
 # --- W&B ---------------------------------------------------------------------------------------------------

@@ -349,7 +349,7 @@ def _require_columns(rows: Sequence[Row], flag: str, schema: str, required: Sequ
 
 def math_examples(rows: Sequence[Row], source: str, report: SourceReport, flag: str) -> List[Example]:
     """Hendrycks MATH (or MATH-500-style) rows -> examples; bad rows go to ``report``."""
-    from lens_openrlhf.rewards.math_reward import extract_last_boxed, normalize_label
+    from lens_openrlhf.rewards.answers import extract_last_boxed, normalize_label
 
     _require_columns(rows, flag, "Hendrycks MATH", [("problem",), ("solution", "answer"), ("level",)])
     out = []
@@ -399,7 +399,7 @@ def _dapo_problem(prompt) -> str:
 
 def dapo_examples(rows: Sequence[Row], source: str, report: SourceReport, flag: str) -> List[Example]:
     """DAPO-Math-17k rows -> examples (the problem unwrapped from DAPO's instruction)."""
-    from lens_openrlhf.rewards.math_reward import normalize_label
+    from lens_openrlhf.rewards.answers import normalize_label
 
     _require_columns(rows, flag, "DAPO-Math-17k", [("prompt",), ("reward_model", "answer", "solution")])
     out = []
@@ -436,7 +436,7 @@ def dapo_examples(rows: Sequence[Row], source: str, report: SourceReport, flag: 
 
 def numina_examples(rows: Sequence[Row], source: str, report: SourceReport, flag: str) -> List[Example]:
     """NuminaMath-1.5 rows -> examples with a checkable answer."""
-    from lens_openrlhf.rewards.math_reward import normalize_label
+    from lens_openrlhf.rewards.answers import normalize_label
 
     _require_columns(rows, flag, "NuminaMath-1.5", [("problem",), ("answer",)])
     out = []
@@ -476,7 +476,7 @@ SCHEMA_COLUMNS: Dict[str, Tuple[str, ...]] = {
 
 
 def _gold_ok(gold: str) -> bool:
-    from lens_openrlhf.rewards.math_reward import gold_is_parseable
+    from lens_openrlhf.rewards.verify_worker import gold_is_parseable
 
     try:
         return gold_is_parseable(gold)

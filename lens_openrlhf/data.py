@@ -62,7 +62,7 @@ import random
 import re
 import sys
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -537,19 +537,30 @@ def load_examples(name: str, schema: str, spec: str, flag: str, default_split: s
     return Loaded(name, examples, report)
 
 
-def select(
-    loaded: Loaded,
-    seen: Dict[str, str],
-    test_keys: Optional[set],
-    size: Optional[int],
-    seed: int,
-    gold_check: bool,
-    workers: int,
-    dedupe: bool = True,
-) -> List[Example]:
-    """Clean one source: drop duplicates (also of problems in ``seen``; unless ``dedupe`` is False) and
-    test problems, then take ``size`` examples (all if None; a seeded random subset otherwise) whose gold
-    Math-Verify parses. Adds the kept problems to ``seen``."""
+@dataclass(frozen=True)
+class SelectSpec:
+    """How :func:`select` cleans one source.
+
+    ``test_keys``: normalised test problems to drop (``in_test_set``; None: no decontamination). ``size``:
+    how many examples to keep (None: all usable; else a random subset seeded by ``seed``). ``gold_check``:
+    drop labels Math-Verify cannot parse (``unparseable_gold``), checked in ``workers`` processes.
+    ``dedupe``: drop problems already kept (``duplicate``), also those in the ``seen`` map of earlier sources.
+    """
+
+    test_keys: Optional[frozenset] = None
+    size: Optional[int] = None
+    seed: int = 0
+    gold_check: bool = True
+    workers: int = 1
+    dedupe: bool = True
+
+
+def select(loaded: Loaded, spec: SelectSpec, seen: Optional[Dict[str, str]] = None) -> List[Example]:
+    """Clean one source as ``spec`` says: drop duplicates (also of problems in ``seen``) and test problems,
+    then take ``spec.size`` examples whose gold Math-Verify parses. Adds the kept problems to ``seen``."""
+    seen = {} if seen is None else seen
+    test_keys, size, seed, dedupe = spec.test_keys, spec.size, spec.seed, spec.dedupe
+    gold_check, workers = spec.gold_check, spec.workers
     rep = loaded.report
     candidates = []
     local_seen: Dict[str, str] = {}
@@ -616,7 +627,7 @@ def _print_summary(title: str, out: Path, n: int, reports: Iterable[SourceReport
 def build_test(test: Loaded, fmt: str, out: Path, gold_check: bool = True, workers: int = 1) -> dict:
     """Write the MATH test set in format ``fmt``; returns the report (also written beside ``out``)."""
     test = Loaded(test.name, list(test.examples), _copy_report(test.report))
-    examples = select(test, {}, None, None, 0, gold_check, workers, dedupe=False)  # the test set stays whole
+    examples = select(test, SelectSpec(gold_check=gold_check, workers=workers, dedupe=False))  # the test set stays whole
     write_jsonl(out, examples, fmt)
     levels: Dict[str, int] = {}
     for ex in examples:
@@ -650,12 +661,13 @@ def build_train(
     """Write a training mix: MATH train + (DAPO or Numina), decontaminated against ``test``."""
     if mix not in MIXES:
         raise ValueError(f"--mix must be one of {MIXES}, got {mix!r}")
-    test_keys = {normalize_problem(ex.problem) for ex in test.examples} - {""}
+    test_keys = frozenset({normalize_problem(ex.problem) for ex in test.examples} - {""})
     math_train = Loaded(math_train.name, list(math_train.examples), _copy_report(math_train.report))
     extra = Loaded(extra.name, list(extra.examples), _copy_report(extra.report))
     seen: Dict[str, str] = {}
-    kept_math = select(math_train, seen, test_keys, None, seed, gold_check, workers)
-    kept_extra = select(extra, seen, test_keys, extra_size, seed, gold_check, workers)
+    spec = SelectSpec(test_keys=test_keys, seed=seed, gold_check=gold_check, workers=workers)
+    kept_math = select(math_train, spec, seen)
+    kept_extra = select(extra, replace(spec, size=extra_size), seen)
     examples = kept_math + kept_extra
     random.Random(seed).shuffle(examples)
     write_jsonl(out, examples, fmt)

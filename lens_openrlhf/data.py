@@ -36,7 +36,8 @@ loaded with ``datasets.load_dataset``. Schemas read:
   ``type`` (the subject). MATH-500-style files may carry ``answer`` (used when present), ``subject``, an integer
   ``level`` and ``unique_id``.
 - DAPO-Math-17k: ``prompt`` (a list of chat messages; the problem is wrapped in DAPO's "Solve the following
-  math problem step by step..." instruction, which is removed), ``reward_model: {ground_truth}``,
+  math problem step by step..." instruction line and "Remember to put your answer..." reminder, both
+  removed whatever whitespace separates them from the problem), ``reward_model: {ground_truth}``,
   ``extra_info: {index}``. The hub file repeats each problem many times: duplicates are removed first.
 - NuminaMath-1.5: ``problem``, ``answer``, ``solution``, ``problem_type``, ``question_type``, ``source``,
   ``problem_is_valid``, ``solution_is_valid``, ``synthetic``. Proofs and rows without a checkable answer
@@ -45,11 +46,18 @@ loaded with ``datasets.load_dataset``. Schemas read:
 Cleaning, all of it counted in the summary and in ``<out>.report.json`` with row ids:
 
 - bad rows, dropped: ``missing_problem``, ``no_answer``, ``unparseable_gold`` (Math-Verify extracts no
-  expression from ``"$" + answer + "$"``; ``--no-gold-check`` skips this test);
-- ``duplicate`` (same normalised problem seen before, within or across sources) and ``in_test_set`` (the
-  normalised problem is a MATH test problem: training sets are decontaminated against ``--math-test``);
+  expression from ``"$" + answer + "$"``; ``--no-gold-check`` skips this test), ``wrong_type_<field>`` (a
+  list, dict or bool where text or a number is read: never its ``str()``), ``unparsed_prompt`` (a DAPO prompt
+  that starts with DAPO's instruction but cannot be split from the problem);
+- ``duplicate`` (same normalised problem seen before, within or across sources; also within the test set,
+  where a repeated problem would weigh twice in pass@k) and ``in_test_set`` (the normalised problem is a
+  MATH test problem: training sets are decontaminated against ``--math-test``);
 - ``proof`` / ``invalid_flag`` (Numina), ``not_sampled`` (beyond ``--dapo-size`` / ``--numina-size``);
 - kept but flagged: ``unknown_level`` (e.g. MATH's "Level ?").
+
+Errors (exit 2, one line naming the flag or file): a source every row of which is dropped (the report is
+still written beside ``--out``; ``--dapo-size 0`` / ``--numina-size 0`` ask for none), an output path that
+cannot be written (checked before any work), the gold check without an importable Math-Verify.
 
 Problems are matched after ``normalize_problem``: NFKC, lower case, ``\\dfrac``/``\\tfrac`` -> ``\\frac``,
 ``\\left``/``\\right`` dropped, then only letters and digits kept.
@@ -79,11 +87,18 @@ DEFAULT_DAPO = "hf:BytedTsinghua-SIA/DAPO-Math-17k@train"
 DEFAULT_NUMINA = "hf:AI-MO/NuminaMath-1.5@train"
 
 DAPO_PREFIX = "Solve the following math problem step by step."
-DAPO_SUFFIX = "\n\nRemember to put your answer on its own line after"
+# DAPO-Math-17k's whole instruction line, and the reminder that follows the problem
+DAPO_INSTRUCTION = (
+    DAPO_PREFIX + " The last line of your response should be of the form Answer: $Answer (without quotes) where "
+    "$Answer is the answer to the problem."
+)
+DAPO_SUFFIX = "Remember to put your answer on its own line after"
 NUMINA_NO_ANSWER = {"", "proof", "notfound", "none", "n/a"}
 
 # categories whose ids are all listed in the report; others list the first REPORT_ID_CAP ids
-BAD_ROW_CATEGORIES = ("missing_problem", "no_answer", "unparseable_gold")
+BAD_ROW_CATEGORIES = ("missing_problem", "no_answer", "unparseable_gold", "unparsed_prompt")
+# a field holding a list, dict or bool where text is read is dropped as "wrong_type_<field>" (a bad-row category)
+WRONG_TYPE = "wrong_type_"
 REPORT_ID_CAP = 1000
 
 
@@ -135,6 +150,24 @@ def _text(value) -> str:
     return str(value).strip()
 
 
+class WrongType(Exception):
+    """A record field that should hold text (or a number) holds something else: the row is dropped as
+    ``wrong_type_<field>`` rather than its ``str()`` (e.g. the box inside a list-valued solution) being used."""
+
+    def __init__(self, field: str, value):
+        super().__init__(f"{field}: {type(value).__name__}")
+        self.field = field
+
+
+def _field(rec: dict, key: str) -> str:
+    """``rec[key]`` as stripped text: strings and numbers (not bools); missing / None / NaN -> ""; any other
+    type raises :class:`WrongType`."""
+    value = rec.get(key)
+    if value is None or isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return _text(value)
+    raise WrongType(key, value)
+
+
 @dataclass
 class Example:
     """One problem, source-independent."""
@@ -177,7 +210,7 @@ class SourceReport:
     def drop(self, category: str, row_id: str) -> None:
         self.dropped_counts[category] = self.dropped_counts.get(category, 0) + 1
         ids = self.dropped.setdefault(category, [])
-        if category in BAD_ROW_CATEGORIES or len(ids) < REPORT_ID_CAP:
+        if category in BAD_ROW_CATEGORIES or category.startswith(WRONG_TYPE) or len(ids) < REPORT_ID_CAP:
             ids.append(row_id)
 
     def flag(self, category: str, row_id: str) -> None:
@@ -356,26 +389,33 @@ def math_examples(rows: Sequence[Row], source: str, report: SourceReport, flag: 
     for r in rows:
         rec = r.record
         rid = f"{source}/{_text(rec.get('unique_id')) or r.ref}"
-        problem = _text(rec.get("problem"))
-        if not problem:
-            report.drop("missing_problem", rid)
-            continue
-        answer = normalize_label(rec.get("answer")) if _text(rec.get("answer")) else None
-        if answer is None:
-            boxed = extract_last_boxed(_text(rec.get("solution")))
-            answer = normalize_label(boxed) if boxed else None
-        if answer is None:
-            report.drop("no_answer", rid)
+        try:
+            problem = _field(rec, "problem")
+            if not problem:
+                report.drop("missing_problem", rid)
+                continue
+            raw_answer = _field(rec, "answer")
+            answer = normalize_label(raw_answer) if raw_answer else None
+            if answer is None:
+                boxed = extract_last_boxed(_field(rec, "solution"))
+                answer = normalize_label(boxed) if boxed else None
+            if answer is None:
+                report.drop("no_answer", rid)
+                continue
+            subject = _field(rec, "type") or _field(rec, "subject") or None
+        except WrongType as e:
+            report.drop(WRONG_TYPE + e.field, rid)
             continue
         level = parse_level(rec.get("level"))
         if level is None:
             report.flag("unknown_level", rid)
-        subject = _text(rec.get("type")) or _text(rec.get("subject")) or None
         out.append(Example(rid, problem, answer, source, level, subject))
     return out
 
 
-def _dapo_problem(prompt) -> str:
+def _dapo_problem(prompt) -> Optional[str]:
+    """The problem inside a DAPO prompt ("" when there is none), or None when the prompt starts with DAPO's
+    instruction but the problem cannot be told apart from it (the row is then dropped as ``unparsed_prompt``)."""
     if isinstance(prompt, str) and prompt.lstrip().startswith("["):
         try:
             prompt = json.loads(prompt)
@@ -384,16 +424,26 @@ def _dapo_problem(prompt) -> str:
     if isinstance(prompt, (list, tuple)):
         users = [m for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
         msgs = users or [m for m in prompt if isinstance(m, dict)]
-        text = _text(msgs[0].get("content")) if msgs else ""
-    else:
+        value = msgs[0].get("content") if msgs else None
+        if not (value is None or isinstance(value, str)):
+            raise WrongType("prompt", value)
+        text = _text(value)
+    elif prompt is None or isinstance(prompt, str):
         text = _text(prompt)
-    if text.startswith(DAPO_PREFIX):
-        _, sep, body = text.partition("\n\n")
-        if sep:
-            text = body
+    else:
+        raise WrongType("prompt", prompt)
     cut = text.find(DAPO_SUFFIX)
     if cut >= 0:
         text = text[:cut]
+    if text.startswith(DAPO_INSTRUCTION):  # DAPO's own instruction, whatever separates it from the problem
+        text = text[len(DAPO_INSTRUCTION) :]
+    elif text.startswith(DAPO_PREFIX):  # another instruction: its paragraph, else its line, else refuse
+        _, sep, body = text.partition("\n\n")
+        if not (sep and body.strip()):
+            _, sep, body = text.partition("\n")
+        if not (sep and body.strip()):
+            return None
+        text = body
     return text.strip()
 
 
@@ -413,20 +463,29 @@ def dapo_examples(rows: Sequence[Row], source: str, report: SourceReport, flag: 
                 extra = None
         native = _text(extra.get("index")) if isinstance(extra, dict) else ""
         rid = f"{source}/{native or r.ref}"
-        problem = _dapo_problem(rec.get("prompt"))
-        if not problem:
-            report.drop("missing_problem", rid)
+        try:
+            problem = _dapo_problem(rec.get("prompt"))
+            if problem is None:
+                report.drop("unparsed_prompt", rid)
+                continue
+            if not problem:
+                report.drop("missing_problem", rid)
+                continue
+            rm = rec.get("reward_model")
+            if isinstance(rm, str):
+                try:
+                    rm = json.loads(rm)
+                except json.JSONDecodeError:
+                    rm = {"ground_truth": rm}
+            if not (rm is None or isinstance(rm, dict)):
+                raise WrongType("reward_model", rm)
+            gold = _field(rm, "ground_truth") if rm is not None else ""
+            if not gold:
+                gold = _field(rec, "answer") or _field(rec, "solution")
+        except WrongType as e:
+            report.drop(WRONG_TYPE + e.field, rid)
             continue
-        rm = rec.get("reward_model")
-        if isinstance(rm, str):
-            try:
-                rm = json.loads(rm)
-            except json.JSONDecodeError:
-                rm = {"ground_truth": rm}
-        gold = rm.get("ground_truth") if isinstance(rm, dict) else None
-        if gold is None or not _text(gold):
-            gold = rec.get("answer") if _text(rec.get("answer")) else rec.get("solution")
-        answer = normalize_label(gold)
+        answer = normalize_label(gold) if gold else None
         if answer is None:
             report.drop("no_answer", rid)
             continue
@@ -443,22 +502,26 @@ def numina_examples(rows: Sequence[Row], source: str, report: SourceReport, flag
     for r in rows:
         rec = r.record
         rid = f"{source}/{r.ref}"
-        problem = _text(rec.get("problem"))
-        if not problem:
-            report.drop("missing_problem", rid)
+        try:
+            problem = _field(rec, "problem")
+            if not problem:
+                report.drop("missing_problem", rid)
+                continue
+            raw_answer = _field(rec, "answer")
+            if _field(rec, "question_type").lower() == "proof" or raw_answer.lower() == "proof":
+                report.drop("proof", rid)
+                continue
+            if any(k in rec and _text(rec.get(k)).lower() not in ("yes", "true", "") for k in ("problem_is_valid", "solution_is_valid")):
+                report.drop("invalid_flag", rid)
+                continue
+            answer = None if raw_answer.lower() in NUMINA_NO_ANSWER else normalize_label(raw_answer)
+            if answer is None:
+                report.drop("no_answer", rid)
+                continue
+            subject = _field(rec, "problem_type") or None
+        except WrongType as e:
+            report.drop(WRONG_TYPE + e.field, rid)
             continue
-        raw_answer = _text(rec.get("answer"))
-        if _text(rec.get("question_type")).lower() == "proof" or raw_answer.lower() == "proof":
-            report.drop("proof", rid)
-            continue
-        if any(k in rec and _text(rec.get(k)).lower() not in ("yes", "true", "") for k in ("problem_is_valid", "solution_is_valid")):
-            report.drop("invalid_flag", rid)
-            continue
-        answer = None if raw_answer.lower() in NUMINA_NO_ANSWER else normalize_label(raw_answer)
-        if answer is None:
-            report.drop("no_answer", rid)
-            continue
-        subject = _text(rec.get("problem_type")) or None
         out.append(Example(rid, problem, answer, source, None, subject))
     return out
 
@@ -480,8 +543,16 @@ def _gold_ok(gold: str) -> bool:
 
     try:
         return gold_is_parseable(gold)
+    except ImportError:  # the verifier itself is missing: an error, never a bad row
+        raise
     except Exception:
         return False
+
+
+_NO_VERIFIER = (
+    "the gold-answer check needs Math-Verify, which is not installed or cannot be imported ({why}): "
+    "pip install math-verify==0.9.0, or pass --no-gold-check to skip it"
+)
 
 
 _GOLD_OK: Dict[str, bool] = {}
@@ -490,26 +561,31 @@ _GOLD_OK: Dict[str, bool] = {}
 def check_golds(golds: Sequence[str], workers: int) -> List[bool]:
     """Whether Math-Verify parses each gold answer, run where Math-Verify's timeouts work: in this
     process when it is the main thread and ``workers <= 1``, else in ``workers`` processes. Cached."""
-    import importlib.util
+    import importlib
     import threading
 
     todo = sorted({g for g in golds if g not in _GOLD_OK})
-    if todo and importlib.util.find_spec("math_verify") is None:  # else every row would be an "unparseable gold"
-        raise DataError(
-            "the gold-answer check needs Math-Verify, which is not installed: pip install math-verify==0.9.0, "
-            "or pass --no-gold-check to skip it"
-        )
+    if todo:  # else every row would be an "unparseable gold"
+        try:
+            importlib.import_module("math_verify")
+        except Exception as e:  # noqa: BLE001 - missing or broken: either way no check can run
+            raise DataError(_NO_VERIFIER.format(why=f"{type(e).__name__}: {e}")) from None
     if todo:
-        if workers <= 1 and threading.current_thread() is threading.main_thread():
-            results = [_gold_ok(g) for g in todo]
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
-            ctx = multiprocessing.get_context("forkserver")
-            chunk = max(1, min(256, len(todo) // (4 * max(1, workers))))
-            with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as ex:
-                results = list(ex.map(_gold_ok, todo, chunksize=chunk))
+        try:
+            if workers <= 1 and threading.current_thread() is threading.main_thread():
+                results = [_gold_ok(g) for g in todo]
+            else:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                ctx = multiprocessing.get_context("forkserver")
+                chunk = max(1, min(256, len(todo) // (4 * max(1, workers))))
+                with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as ex:
+                    results = list(ex.map(_gold_ok, todo, chunksize=chunk))
+        except (ImportError, BrokenProcessPool) as e:
+            raise DataError(_NO_VERIFIER.format(why=f"{type(e).__name__}: {e}")) from None
         _GOLD_OK.update(zip(todo, results))
     return [_GOLD_OK[g] for g in golds]
 
@@ -524,6 +600,7 @@ class Loaded:
     name: str
     examples: List[Example]
     report: SourceReport
+    flag: str = ""  # the CLI flag that named the source, for error messages
 
 
 def load_examples(name: str, schema: str, spec: str, flag: str, default_split: str) -> Loaded:
@@ -534,7 +611,7 @@ def load_examples(name: str, schema: str, spec: str, flag: str, default_split: s
     report = SourceReport(name=name, spec=spec)
     report.rows_read = len(rows)
     examples = SCHEMAS[schema](rows, name, report, flag)
-    return Loaded(name, examples, report)
+    return Loaded(name, examples, report, flag)
 
 
 @dataclass(frozen=True)
@@ -601,19 +678,57 @@ def select(loaded: Loaded, spec: SelectSpec, seen: Optional[Dict[str, str]] = No
     return [ex for _, ex in kept]
 
 
+def _cannot_write(path: Path, e: OSError) -> DataError:
+    return DataError(f"cannot write {path} ({e.strerror or e}); give --out / --out-dir a writable path")
+
+
+def check_writable(path: Path, flag: str, is_dir: bool = False) -> None:
+    """Fail before any work when ``path`` (a file, or with ``is_dir`` a folder) cannot be written."""
+    import tempfile
+
+    folder = path if is_dir else path.parent
+    try:
+        if not is_dir and path.is_dir():
+            raise DataError(f"{flag} {path}: is a directory; give the output .jsonl file")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lens_data_write_check_"):
+            pass
+    except OSError as e:
+        raise DataError(f"{flag} {path}: cannot write there ({e.strerror or e}); choose a writable path") from None
+
+
 def write_jsonl(path: Path, examples: Sequence[Example], fmt: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps(ex.to_row(fmt), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            for ex in examples:
+                f.write(json.dumps(ex.to_row(fmt), ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _cannot_write(path, e) from None
 
 
 def write_report(out: Path, report: dict) -> Path:
     path = out.with_name(out.name + ".report.json")
-    path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise _cannot_write(path, e) from None
     return path
+
+
+def _require_rows(loaded: "Loaded", kept: int, out: Path, report_path: Path) -> None:
+    """A source that loses every row is an error (nothing is written to ``out``), not an exit 0."""
+    if kept:
+        return
+    rep = loaded.report
+    why = ", ".join(f"{k} {v}" for k, v in sorted(rep.dropped_counts.items(), key=lambda kv: -kv[1])) or "none usable"
+    raise DataError(
+        f"{loaded.flag or loaded.name} {rep.spec}: every one of its {rep.rows_read} rows was dropped ({why}); "
+        f"{out} not written, see {report_path}"
+    )
 
 
 def _print_summary(title: str, out: Path, n: int, reports: Iterable[SourceReport], report_path: Path) -> None:
@@ -626,9 +741,9 @@ def _print_summary(title: str, out: Path, n: int, reports: Iterable[SourceReport
 
 def build_test(test: Loaded, fmt: str, out: Path, gold_check: bool = True, workers: int = 1) -> dict:
     """Write the MATH test set in format ``fmt``; returns the report (also written beside ``out``)."""
-    test = Loaded(test.name, list(test.examples), _copy_report(test.report))
-    examples = select(test, SelectSpec(gold_check=gold_check, workers=workers, dedupe=False))  # the test set stays whole
-    write_jsonl(out, examples, fmt)
+    test = Loaded(test.name, list(test.examples), _copy_report(test.report), test.flag)
+    # duplicates are dropped and counted: a problem listed twice would weigh twice in pass@k
+    examples = select(test, SelectSpec(gold_check=gold_check, workers=workers))
     levels: Dict[str, int] = {}
     for ex in examples:
         k = str(ex.level) if ex.level is not None else "unknown"
@@ -642,6 +757,8 @@ def build_test(test: Loaded, fmt: str, out: Path, gold_check: bool = True, worke
         "sources": {test.name: test.report.to_json()},
     }
     report_path = write_report(out, report)
+    _require_rows(test, len(examples), out, report_path)
+    write_jsonl(out, examples, fmt)
     _print_summary(f"MATH test ({fmt})", out, len(examples), [test.report], report_path)
     return report
 
@@ -662,15 +779,14 @@ def build_train(
     if mix not in MIXES:
         raise ValueError(f"--mix must be one of {MIXES}, got {mix!r}")
     test_keys = frozenset({normalize_problem(ex.problem) for ex in test.examples} - {""})
-    math_train = Loaded(math_train.name, list(math_train.examples), _copy_report(math_train.report))
-    extra = Loaded(extra.name, list(extra.examples), _copy_report(extra.report))
+    math_train = Loaded(math_train.name, list(math_train.examples), _copy_report(math_train.report), math_train.flag)
+    extra = Loaded(extra.name, list(extra.examples), _copy_report(extra.report), extra.flag)
     seen: Dict[str, str] = {}
     spec = SelectSpec(test_keys=test_keys, seed=seed, gold_check=gold_check, workers=workers)
     kept_math = select(math_train, spec, seen)
     kept_extra = select(extra, replace(spec, size=extra_size), seen)
     examples = kept_math + kept_extra
     random.Random(seed).shuffle(examples)
-    write_jsonl(out, examples, fmt)
     report = {
         "kind": "train",
         "mix": mix,
@@ -685,6 +801,10 @@ def build_train(
         "sources": {math_train.name: math_train.report.to_json(), extra.name: extra.report.to_json()},
     }
     report_path = write_report(out, report)
+    _require_rows(math_train, len(kept_math), out, report_path)
+    if extra_size != 0:  # --dapo-size 0 / --numina-size 0 ask for none
+        _require_rows(extra, len(kept_extra), out, report_path)
+    write_jsonl(out, examples, fmt)
     _print_summary(f"{mix} ({fmt})", out, len(examples), [math_train.report, extra.report], report_path)
     return report
 
@@ -784,6 +904,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         _check_sizes(args)
+        if args.cmd == "all":
+            check_writable(args.out_dir, "--out-dir", is_dir=True)
+        else:
+            check_writable(args.out, "--out")
         test = load_examples("math_test", "math", args.math_test, "--math-test", "test")
         if args.cmd == "test":
             build_test(test, args.fmt, args.out, args.gold_check, args.workers)

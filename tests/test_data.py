@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lens_openrlhf import data as D
+from lens_openrlhf import data_select
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -328,7 +329,7 @@ def test_bad_source_specs(tmp_path, capsys):
 def test_missing_verifier_is_an_error_not_bad_rows(files, tmp_path, capsys, monkeypatch):
     # without Math-Verify every gold answer would look "unparseable" and every row would be dropped
     monkeypatch.setitem(sys.modules, "math_verify", None)  # import math_verify now fails, as if not installed
-    monkeypatch.setattr(D, "_GOLD_OK", {})
+    monkeypatch.setattr(data_select, "_GOLD_OK", {})  # the gold-check cache (lens_openrlhf.data_select)
     out = tmp_path / "o.jsonl"
     assert D.main(["test", "--format", "qwen-base", "--math-test", str(files["math_test"]), "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -478,6 +479,6 @@ def test_verifier_that_cannot_import_is_an_error_not_bad_rows(monkeypatch):
         raise ImportError("math_verify is broken here")
 
     monkeypatch.setattr(verify_worker, "gold_is_parseable", broken)
-    monkeypatch.setattr(D, "_GOLD_OK", {})
+    monkeypatch.setattr(data_select, "_GOLD_OK", {})  # the gold-check cache (lens_openrlhf.data_select)
     with pytest.raises(D.DataError, match="needs Math-Verify.*math_verify is broken here.*--no-gold-check"):
         D.check_golds(["1", "2"], workers=1)

@@ -205,6 +205,4 @@ if __name__ != _CANONICAL_NAME:
     import importlib as _importlib
 
     _canonical = _importlib.import_module(_CANONICAL_NAME)
-    reward_func = _canonical.reward_func  # noqa: F811
-    score_responses = _canonical.score_responses  # noqa: F811
-    outcome_reward = _canonical.outcome_reward  # noqa: F811
+    globals().update({name: getattr(_canonical, name) for name in ("reward_func", "score_responses", "outcome_reward")})

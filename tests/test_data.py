@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lens_openrlhf import data as D
+from lens_openrlhf import data_select
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -328,7 +329,7 @@ def test_bad_source_specs(tmp_path, capsys):
 def test_missing_verifier_is_an_error_not_bad_rows(files, tmp_path, capsys, monkeypatch):
     # without Math-Verify every gold answer would look "unparseable" and every row would be dropped
     monkeypatch.setitem(sys.modules, "math_verify", None)  # import math_verify now fails, as if not installed
-    monkeypatch.setattr(D, "_GOLD_OK", {})
+    monkeypatch.setattr(data_select, "_GOLD_OK", {})  # the gold-check cache (lens_openrlhf.data_select)
     out = tmp_path / "o.jsonl"
     assert D.main(["test", "--format", "qwen-base", "--math-test", str(files["math_test"]), "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -352,3 +353,132 @@ def test_cli_subprocess(files, tmp_path):
     rows = read_jsonl(out)
     assert len(rows) == 8 and all(isinstance(r["prompt"], list) for r in rows)
     assert Path(str(out) + ".report.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ malformed inputs
+
+
+def _dapo_row(content, gt, idx):
+    return {"prompt": [{"role": "user", "content": content}], "reward_model": {"ground_truth": gt},
+            "extra_info": {"index": idx}}
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+def test_dapo_rows_without_a_blank_line_after_the_instruction(files, tmp_path, capsys):
+    """DAPO's instruction followed by a single line break (or a space): the problem is still found; a prompt
+    that starts like DAPO's but cannot be split is dropped and counted as unparsed_prompt, never guessed."""
+    instruction = DAPO_WRAP.split("\n\n")[0]
+    reminder = DAPO_WRAP.split("\n\n")[2]
+    rows = [_dapo_row(f"{instruction}\n{p}\n\n{reminder}", str(k + 7), f"nl-{k}")
+            for k, p in enumerate(f"What is {k} + 7?" for k in range(20))]
+    rows.append(_dapo_row(f"{instruction} What is 100 + 1?\n{reminder}", "101", "space"))
+    rows.append(_dapo_row("Solve the following math problem step by step. Think hard. What is 5 + 5?", "10", "unsplit"))
+    rows.append(_dapo_row("Solve the following math problem step by step. Be brief.\nWhat is 6 + 6?", "12", "other-line"))
+    dapo = write_jsonl(tmp_path / "dapo_nl.jsonl", rows)
+    out = tmp_path / "o.jsonl"
+    args = train_args(files, out)
+    args[args.index("--dapo") + 1] = dapo
+    run_main(*args)
+    got = {r["id"]: r for r in read_jsonl(out) if r["source"] == "dapo"}
+    assert len(got) == 22
+    for k in range(20):
+        assert (got[f"dapo/nl-{k}"]["problem"], got[f"dapo/nl-{k}"]["label"]) == (f"What is {k} + 7?", str(k + 7))
+    assert got["dapo/space"]["problem"] == "What is 100 + 1?"
+    assert got["dapo/other-line"]["problem"] == "What is 6 + 6?"
+    d = json.loads(Path(str(out) + ".report.json").read_text())["sources"]["dapo"]
+    assert d["dropped"]["unparsed_prompt"]["ids"] == ["dapo/unsplit"]
+    assert "duplicate" not in d["dropped"]
+    assert "unparsed_prompt: 1" in capsys.readouterr().out
+
+
+def test_every_row_dropped_is_an_error_not_an_empty_file(files, tmp_path, capsys):
+    bad_test = write_jsonl(tmp_path / "nothing.jsonl", [{"problem": "P", "solution": "no box", "level": 1}] * 3)
+    out = tmp_path / "t.jsonl"
+    assert D.main(["test", "--format", "qwen-base", "--math-test", str(bad_test), "--out", str(out), "--workers", "1"]) == 2
+    err = _one_line_error(capsys)
+    assert "--math-test" in err and "nothing.jsonl" in err and "every one of its 3 rows was dropped" in err
+    assert "no_answer 3" in err and not out.exists()
+    assert Path(str(out) + ".report.json").exists()  # the report says which rows and why
+    # a training mix whose DAPO part loses every row (here: all are test problems) is refused too
+    dapo = write_jsonl(tmp_path / "dapo_all_test.jsonl", [_dapo_row(DAPO_WRAP.format(p=t["problem"]), "1", f"t{i}")
+                                                         for i, t in enumerate(TEST_ROWS[:3])])
+    args = train_args(files, tmp_path / "train.jsonl")
+    args[args.index("--dapo") + 1] = dapo
+    assert D.main([str(a) for a in args]) == 2
+    err = _one_line_error(capsys)
+    assert "--dapo" in err and "in_test_set 3" in err and not (tmp_path / "train.jsonl").exists()
+    # asking for none is not an error
+    run_main(*train_args(files, tmp_path / "none.jsonl", "math-dapo", "qwen-base", "--dapo-size", "0"))
+
+
+def test_wrong_typed_fields_are_counted_drops_naming_the_field(tmp_path, capsys):
+    rows = [
+        {"problem": "Fine: $2+3$?", "solution": "$\\boxed{5}$", "level": "Level 1", "type": "Algebra"},
+        # str() of this list holds a box: it must not become the label
+        {"problem": "List solution", "solution": ["first \\boxed{7}", "second"], "level": "Level 2", "type": "Algebra"},
+        {"problem": ["a", "list"], "solution": "$\\boxed{1}$", "level": "Level 2", "type": "Algebra"},
+        {"problem": "Dict answer", "answer": {"value": 3}, "solution": "\\boxed{3}", "level": 3, "type": "Algebra"},
+        {"problem": "Numeric answer is fine", "answer": 12, "solution": "", "level": 4, "type": "Algebra"},
+    ]
+    src = write_jsonl(tmp_path / "typed.jsonl", rows)
+    out = tmp_path / "t.jsonl"
+    run_main("test", "--format", "qwen-base", "--math-test", src, "--out", out, "--workers", "1")
+    assert [(r["problem"], r["label"]) for r in read_jsonl(out)] == [("Fine: $2+3$?", "5"), ("Numeric answer is fine", "12")]
+    dropped = json.loads(Path(str(out) + ".report.json").read_text())["sources"]["math_test"]["dropped"]
+    assert dropped["wrong_type_solution"]["ids"] == ["math_test/typed.jsonl#1"]
+    assert dropped["wrong_type_problem"]["ids"] == ["math_test/typed.jsonl#2"]
+    assert dropped["wrong_type_answer"]["ids"] == ["math_test/typed.jsonl#3"]
+    assert "dropped wrong_type_solution: 1" in capsys.readouterr().out
+    # DAPO: a list-valued ground truth and a non-text prompt
+    dapo = [_dapo_row(DAPO_WRAP.format(p="What is 1 + 9?"), "10", "ok"), _dapo_row(DAPO_WRAP.format(p="Q2"), ["4"], "gt"),
+            {"prompt": 42, "reward_model": {"ground_truth": "1"}, "extra_info": {"index": "p"}}]
+    rep = D.SourceReport("dapo", "x")
+    ex = D.dapo_examples([D.Row(f"r#{i}", r, "x") for i, r in enumerate(dapo)], "dapo", rep, "--dapo")
+    assert [e.answer for e in ex] == ["10"]
+    assert rep.dropped == {"wrong_type_ground_truth": ["dapo/gt"], "wrong_type_prompt": ["dapo/p"]}
+
+
+def test_duplicate_test_problems_are_dropped_and_counted(tmp_path):
+    rows = TEST_ROWS[:3] + [dict(TEST_ROWS[0], problem="what is $3\\cdot 4$ ?")]  # row 0 again, respaced
+    src = write_jsonl(tmp_path / "dups.jsonl", rows)
+    out = tmp_path / "t.jsonl"
+    run_main("test", "--format", "qwen-base", "--math-test", src, "--out", out, "--workers", "1")
+    assert [r["label"] for r in read_jsonl(out)] == ["12", "3", "\\frac{1}{2}"]
+    report = json.loads(Path(str(out) + ".report.json").read_text())
+    assert report["sources"]["math_test"]["dropped"]["duplicate"]["ids"] == ["math_test/dups.jsonl#3"]
+    assert report["rows_written"] == 3
+
+
+def test_unwritable_out_is_one_line(files, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for argv in (
+        ["test", "--format", "qwen-base", "--math-test", str(files["math_test"]), "--out", str(blocker / "t.jsonl")],
+        ["test", "--format", "qwen-base", "--math-test", str(files["math_test"]), "--out", str(tmp_path)],
+        ["all", "--out-dir", str(blocker / "d"), "--math-test", str(files["math_test"])],
+    ):
+        assert D.main(argv) == 2
+        err = _one_line_error(capsys)
+        assert ("--out " in err or "--out-dir " in err) and str(tmp_path) in err
+    proc = subprocess.run([sys.executable, "-m", "lens_openrlhf.data", "test", "--format", "qwen-base", "--math-test",
+                           str(files["math_test"]), "--out", str(blocker / "t.jsonl")], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_verifier_that_cannot_import_is_an_error_not_bad_rows(monkeypatch):
+    """Math-Verify present but failing to import where the check runs: an error, not every row unparseable."""
+    from lens_openrlhf.rewards import verify_worker
+
+    def broken(gold, inner_timeout_s=5):
+        raise ImportError("math_verify is broken here")
+
+    monkeypatch.setattr(verify_worker, "gold_is_parseable", broken)
+    monkeypatch.setattr(data_select, "_GOLD_OK", {})  # the gold-check cache (lens_openrlhf.data_select)
+    with pytest.raises(D.DataError, match="needs Math-Verify.*math_verify is broken here.*--no-gold-check"):
+        D.check_golds(["1", "2"], workers=1)

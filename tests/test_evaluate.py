@@ -292,3 +292,20 @@ def test_cli_end_to_end_with_vllm_cpu(tmp_path):
     assert report["by_level"]["5"]["pass@4"] == 0.0
     assert (out / "pass_at_k.png").exists()
     assert "levels 4-5" in proc.stdout
+
+
+def test_passk_module_imports_nothing_heavy_and_evaluate_reexports_it():
+    """The pass@k and report code sits apart from the vLLM sampling: importing it pulls in no vLLM, torch,
+    OpenRLHF or matplotlib; ``lens_openrlhf.evaluate`` hands out the same objects for existing callers."""
+    code = (
+        "import sys, lens_openrlhf.passk\n"
+        "heavy = ('vllm', 'torch', 'openrlhf', 'ray', 'transformers', 'matplotlib', 'numpy', 'math_verify')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from lens_openrlhf import passk
+
+    for name in ("KS", "ProblemResult", "UsageError", "build_report", "format_report", "load_results",
+                 "pass_at_k", "plot_pass_at_k", "save_results", "summarize", "write_outputs"):
+        assert getattr(E, name) is getattr(passk, name), name

@@ -314,3 +314,29 @@ def test_inside_a_real_ray_async_actor(tmp_path):
         assert wall < 60
     finally:
         ray.shutdown()
+
+
+def test_split_modules_are_light_and_math_reward_reexports_them():
+    """answers / verify_worker / verifier import neither torch nor Math-Verify (worker processes import them);
+    the names callers import from math_reward are the split modules' own objects."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import lens_openrlhf.rewards.answers, lens_openrlhf.rewards.verify_worker, lens_openrlhf.rewards.verifier\n"
+        "import lens_openrlhf.rewards.math_reward\n"
+        "print([m for m in ('torch', 'math_verify', 'vllm', 'openrlhf') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from lens_openrlhf.rewards import answers, verifier, verify_worker
+
+    for mod, names in (
+        (answers, ("extract_last_boxed", "normalize_label", "split_response")),
+        (verifier, ("ProcessPool", "RewardConfig", "Verdict", "VerifierPool", "VerifierUnavailable",
+                    "WorkerStartError", "get_pool", "shutdown_pool")),
+        (verify_worker, ("gold_is_parseable", "parse_gold", "serve_worker", "verify_answer")),
+    ):
+        for name in names:
+            assert getattr(mr, name) is getattr(mod, name), name

@@ -21,7 +21,7 @@ def unbiased_eval_logs(eval_dataloader, samples_list, n_samples_per_prompt: int)
     prompts without one are 'unknown' (overall only). Keys: ``unbiased_pass@k``,
     ``unbiased_levels_4_5_pass@k``, ``unbiased_level_<L>_pass@k`` (logged as ``eval/<key>``).
     """
-    from ..evaluate import ProblemResult, build_report
+    from ..passk import ProblemResult, build_report
 
     prompt_level = {}
     for datasources, prompts, _labels, _images in eval_dataloader:

@@ -49,16 +49,16 @@ if __name__ != _CANONICAL_NAME:  # loaded by file path: make the package importa
     if _root not in sys.path:
         sys.path.insert(0, _root)
 
-from lens_openrlhf.rewards.math_reward import (  # noqa: E402
+from lens_openrlhf.rewards.answers import extract_last_boxed  # noqa: E402
+from lens_openrlhf.rewards.math_reward import outcome_reward  # noqa: E402
+from lens_openrlhf.rewards.verifier import (  # noqa: E402
+    ProcessPool,
     RewardConfig,
     Verdict,
     VerifierPool,
     WorkerStartError,
-    extract_last_boxed,
-    ProcessPool,
-    outcome_reward,
-    serve_worker,
 )
+from lens_openrlhf.rewards.verify_worker import serve_worker  # noqa: E402
 
 
 class ScorerUnavailable(RuntimeError):

@@ -251,6 +251,7 @@ def test_cpu_mode_refuses_what_it_cannot_serve(extra, flag, capsys):
 
 def test_cpu_mode_sets_cpu_values_in_both_namespaces():
     from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf.cpu import profile as cpu_profile
     from lens_openrlhf import coupling as A
 
     flat, args = A.parse_args(BASE)
@@ -258,7 +259,7 @@ def test_cpu_mode_sets_cpu_values_in_both_namespaces():
     errors, notes = cpu_mode.check_and_default_args(args, flat)
     assert not errors, errors
     for ns in (vars(flat), None):
-        get = (lambda k: ns[k]) if ns is not None else (lambda k: cpu_mode._get(args, k))
+        get = (lambda k: ns[k]) if ns is not None else (lambda k: cpu_profile._get(args, k))
         assert get("ds.attn_implementation") == "sdpa"
         assert get("vllm.sync_backend") == "gloo"
         assert get("vllm.enforce_eager") is True

@@ -86,17 +86,35 @@ def experience_maker_seconds(estimators, rewards, log_probs, mask, repeats, micr
     openrlhf_adapter.install_patches(rollout_logprobs=False)
     n, G = rewards.shape
     T = mask.shape[1]
+
     def make_args(estimator):  # OpenRLHF's own parser and defaults, as the job gets them
         return openrlhf_adapter.parse_args(
-            ["--advantage_estimator", estimator, "--n_samples_per_prompt", str(G), "--pretrain", "x",
-             "--remote_rm_url", "r.py", "--vllm_num_engines", "1", "--init_kl_coef", "0",
-             "--generate_max_len", str(T), "--data.max_len", str(T)],
+            [
+                "--advantage_estimator",
+                estimator,
+                "--n_samples_per_prompt",
+                str(G),
+                "--pretrain",
+                "x",
+                "--remote_rm_url",
+                "r.py",
+                "--vllm_num_engines",
+                "1",
+                "--init_kl_coef",
+                "0",
+                "--generate_max_len",
+                str(T),
+                "--data.max_len",
+                str(T),
+            ],
             parser=parser,
         )[1]
 
     parser = openrlhf_adapter.build_parser()
     makers = {
-        e: RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=make_args(e)), None)
+        e: RemoteExperienceMaker(
+            None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=make_args(e)), None
+        )
         for e in estimators
     }
     flat = rewards.flatten().cpu()
@@ -169,7 +187,9 @@ def main():
     n_tok = a.prompts * a.G * (a.tokens + a.prompt_tokens)
     fwd = 2 * a.params * n_tok / flops
 
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    dev_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    )
     print(f"device: {dev_name}; batch {a.prompts} prompts x {a.G} samples x {a.tokens} tokens, log-probs {a.dtype}")
     base = rows[0][1]
     print(f"{'path':<22}{'median ms':>12}{'x grpo':>10}")
@@ -184,7 +204,8 @@ def main():
     d = dict(rows)
     if "exp_maker_group_norm" in d and "exp_maker_lens" in d:
         print(
-            f"through OpenRLHF's experience maker: lens / group_norm = {d['exp_maker_lens'] / d['exp_maker_group_norm']:.3f} "
+            "through OpenRLHF's experience maker: lens / group_norm = "
+            f"{d['exp_maker_lens'] / d['exp_maker_group_norm']:.3f} "
             f"(LENS adds {1e3 * (d['exp_maker_lens'] - d['exp_maker_group_norm']):.1f} ms to a "
             f"{1e3 * d['exp_maker_group_norm']:.0f} ms step part)"
         )

@@ -87,7 +87,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="answers per run (default 200)")
     ap.add_argument("--workers", type=int, default=None, help="verifier processes (default: LENS_MATH_WORKERS or auto)")
-    ap.add_argument("--timeout", type=float, default=None, help="per-answer deadline, s (default: LENS_MATH_TIMEOUT_S or 5)")
+    ap.add_argument(
+        "--timeout", type=float, default=None, help="per-answer deadline, s (default: LENS_MATH_TIMEOUT_S or 5)"
+    )
     ap.add_argument("--pathological", type=int, default=0, help="how many answers to replace by 9^{9^{9^{9^9}}}")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per mode; the best is reported")
     ap.add_argument("--seed", type=int, default=0)
@@ -123,7 +125,10 @@ def main():
                     outs = asyncio.run(openrlhf_style(queries, prompts, labels, pool))
                 dt = time.perf_counter() - t
                 best = dt if best is None else min(best, dt)
-            print(f"{mode:9s} {args.n} answers in {best:.2f} s = {args.n / best:7.1f} verifications/s   {reasons_of(outs)}")
+            print(
+                f"{mode:9s} {args.n} answers in {best:.2f} s = {args.n / best:7.1f} verifications/s   "
+                f"{reasons_of(outs)}"
+            )
         print(f"workers killed at the deadline: {pool.stats['killed']}, died: {pool.stats['died']}")
 
     # baseline: sequential, in this main thread (Math-Verify's own timeouts only)
@@ -141,7 +146,10 @@ def main():
                 counts[verify_answer(normalize_label(l), boxed, pool.config.inner_timeout_s)] += 1
         dt = time.perf_counter() - t
         best = dt if best is None else min(best, dt)
-    print(f"{'inprocess':9s} {args.n} answers in {best:.2f} s = {args.n / best:7.1f} verifications/s   {dict(sorted(counts.items()))}")
+    print(
+        f"{'inprocess':9s} {args.n} answers in {best:.2f} s = {args.n / best:7.1f} verifications/s   "
+        f"{dict(sorted(counts.items()))}"
+    )
 
 
 if __name__ == "__main__":

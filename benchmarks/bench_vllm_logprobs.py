@@ -118,15 +118,27 @@ def engines(model: Path, max_model_len: int):
 
 def prompts_for(n_prompts: int):
     rng = random.Random(0)
-    return [f"What is {rng.randint(1, 99)} + {rng.randint(1, 99)}? Put the final answer in \\boxed{{}}." for _ in range(n_prompts)]
+    return [
+        f"What is {rng.randint(1, 99)} + {rng.randint(1, 99)}? Put the final answer in \\boxed{{}}."
+        for _ in range(n_prompts)
+    ]
 
 
 def run_once(llm, prompts, a, logprobs):
     import vllm
 
     sp = vllm.SamplingParams(
-        n=a.n, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=a.max_tokens, min_tokens=1,  # OpenRLHF's min_tokens
-        ignore_eos=True, skip_special_tokens=False, logprobs=logprobs, seed=1234, detokenize=a.vocab is None,
+        n=a.n,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=-1,
+        max_tokens=a.max_tokens,
+        min_tokens=1,  # OpenRLHF's min_tokens
+        ignore_eos=True,
+        skip_special_tokens=False,
+        logprobs=logprobs,
+        seed=1234,
+        detokenize=a.vocab is None,
     )
     t0 = time.perf_counter()
     outs = llm.generate(prompts, sp, use_tqdm=False)
@@ -151,8 +163,12 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=8, help="samples per prompt (default 8)")
     p.add_argument("--max-tokens", type=int, default=32, help="new tokens per sample (ignore_eos; default 32)")
     p.add_argument("--vocab", type=int, default=None, help="resize the tiny model's vocabulary (e.g. 151936)")
-    p.add_argument("--omp-wait-policy", choices=("passive", "unset"), default="passive",
-                   help="passive (default): set OMP_WAIT_POLICY=PASSIVE unless already set; unset: leave it")
+    p.add_argument(
+        "--omp-wait-policy",
+        choices=("passive", "unset"),
+        default="passive",
+        help="passive (default): set OMP_WAIT_POLICY=PASSIVE unless already set; unset: leave it",
+    )
     p.add_argument("--json", default=None, help="also write the figures here")
     a = p.parse_args(argv)
     if a.omp_wait_policy == "passive":
@@ -175,7 +191,8 @@ def main(argv=None) -> int:
         )
         same_tokens = all(
             c1.token_ids == c2.token_ids
-            for o1, o2 in zip(warm["lens"], warm["req_only"]) for c1, c2 in zip(o1.outputs, o2.outputs)
+            for o1, o2 in zip(warm["lens"], warm["req_only"])
+            for c1, c2 in zip(o1.outputs, o2.outputs)
         )
         raw_vs_proc = None
         if same_tokens:  # (first token, later tokens): min_tokens=1 masks EOS at the first token in processed mode
@@ -200,13 +217,20 @@ def main(argv=None) -> int:
     import vllm
 
     print()
-    print(f"vLLM {vllm.__version__} log-prob cost, tiny Qwen2 (hidden 64, 2 layers, vocab {a.vocab or 'tiny tokenizer'}), "
-          f"{a.prompts} prompts x n={a.n} x {a.max_tokens} new tokens, {a.repeats} interleaved rounds, medians; "
-          f"detokenize={a.vocab is None}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
-    print(f"{'condition':<10} {'engine':<10} {'logprobs':<8} {'median s':>9} {'min s':>8} {'max s':>8} {'gen tok/s':>10}")
+    print(
+        f"vLLM {vllm.__version__} log-prob cost, tiny Qwen2 (hidden 64, 2 layers, "
+        f"vocab {a.vocab or 'tiny tokenizer'}), "
+        f"{a.prompts} prompts x n={a.n} x {a.max_tokens} new tokens, {a.repeats} interleaved rounds, medians; "
+        f"detokenize={a.vocab is None}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+    )
+    print(
+        f"{'condition':<10} {'engine':<10} {'logprobs':<8} {'median s':>9} {'min s':>8} {'max s':>8} {'gen tok/s':>10}"
+    )
     for name, (eng, lp) in CONDITIONS.items():
-        print(f"{name:<10} {eng:<10} {str(lp):<8} {med[name]:>9.3f} {min(times[name]):>8.3f} {max(times[name]):>8.3f} "
-              f"{tokens[name] / med[name]:>10.0f}")
+        print(
+            f"{name:<10} {eng:<10} {str(lp):<8} {med[name]:>9.3f} {min(times[name]):>8.3f} {max(times[name]):>8.3f} "
+            f"{tokens[name] / med[name]:>10.0f}"
+        )
     ratios = {}
     for num, den, what in RATIOS:
         ratios[f"{num}/{den}"] = med[num] / med[den]
@@ -215,15 +239,28 @@ def main(argv=None) -> int:
     if raw_vs_proc is None:
         print("check: processed and raw engines sampled different tokens; log-probs not compared")
     else:
-        print(f"check: max |processed - raw| sampled-token log-prob at temperature 1.0: first token "
-              f"{raw_vs_proc[0]:.2e} (min_tokens=1 masks EOS there), later tokens {raw_vs_proc[1]:.2e}")
+        print(
+            f"check: max |processed - raw| sampled-token log-prob at temperature 1.0: first token "
+            f"{raw_vs_proc[0]:.2e} (min_tokens=1 masks EOS there), later tokens {raw_vs_proc[1]:.2e}"
+        )
     print(f"total wall time {time.perf_counter() - t_start:.0f} s")
     if a.json:
-        Path(a.json).write_text(json.dumps({
-            "args": vars(a), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "vllm": vllm.__version__,
-            "times_s": times, "median_s": med, "tokens": tokens, "ratios": ratios,
-            "check_cumulative_abs_err": cum_err, "check_raw_vs_processed": raw_vs_proc,
-        }, indent=1))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "args": vars(a),
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                    "vllm": vllm.__version__,
+                    "times_s": times,
+                    "median_s": med,
+                    "tokens": tokens,
+                    "ratios": ratios,
+                    "check_cumulative_abs_err": cum_err,
+                    "check_raw_vs_processed": raw_vs_proc,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

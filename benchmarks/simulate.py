@@ -449,9 +449,7 @@ def train(task: TreeTask, arm: Arm, seed: int, cfg: TrainConfig) -> RunCurves:
             break
         uniforms = torch.rand(n, G, T, generator=gen)
         ro = sample(task, logits.detach(), uniforms)
-        adv = group_advantages(
-            arm.estimator, ro.rewards, ro.mean_log_probs, response_lengths=ro.lengths, **arm.options
-        )
+        adv = group_advantages(arm.estimator, ro.rewards, ro.mean_log_probs, response_lengths=ro.lengths, **arm.options)
         stats = group_statistics(ro.rewards, adv)
         neg[step], nonzero[step] = stats["negative_group_ratio"], stats["nonzero_adv_frac"]
         a = adv.unsqueeze(-1)  # [n, G, 1]: every token of a response gets its advantage
@@ -467,15 +465,15 @@ def train(task: TreeTask, arm: Arm, seed: int, cfg: TrainConfig) -> RunCurves:
     return RunCurves(torch.tensor(eval_steps), torch.stack(evals), neg, nonzero)
 
 
-def run_task(task_name: str, seeds: Sequence[int], arms: Sequence[Arm], cfg: TrainConfig,
-             task_cfg=None, verbose: bool = False) -> Dict[str, object]:
+def run_task(
+    task_name: str, seeds: Sequence[int], arms: Sequence[Arm], cfg: TrainConfig, task_cfg=None, verbose: bool = False
+) -> Dict[str, object]:
     """Run every arm on every seed of one task (a fresh task instance per seed, shared by the arms).
 
     Returns ``{"task": TreeTask of seed[0], "levels": [n_seeds, n] per-seed question levels,
     "arms": {label: [RunCurves per seed]}}``.
     """
-    makers = {"bandit": (make_bandit_task, BanditConfig),
-              "arithmetic": (make_arithmetic_task, ArithmeticConfig)}
+    makers = {"bandit": (make_bandit_task, BanditConfig), "arithmetic": (make_arithmetic_task, ArithmeticConfig)}
     make, cfg_cls = makers[task_name]
     task_cfg = task_cfg or cfg_cls()
     out: Dict[str, List[RunCurves]] = {arm.label: [] for arm in arms}
@@ -512,8 +510,7 @@ def accuracy_auc(curves: Sequence[RunCurves], levels: Tensor, level: int) -> Ten
     return torch.trapezoid(acc, steps, dim=-1) / (steps[-1] - steps[0])
 
 
-def pass_at_k_curve(curves: Sequence[RunCurves], levels: Tensor, level: int = -1,
-                    ks: Sequence[int] = KS) -> Tensor:
+def pass_at_k_curve(curves: Sequence[RunCurves], levels: Tensor, level: int = -1, ks: Sequence[int] = KS) -> Tensor:
     """``[n_seeds, E, len(ks)]`` exact pass@k at every evaluation, mean over the questions of ``level``."""
     rows = []
     for c, lv in zip(curves, levels):
@@ -522,8 +519,7 @@ def pass_at_k_curve(curves: Sequence[RunCurves], levels: Tensor, level: int = -1
     return torch.stack(rows)
 
 
-def final_pass_at_k(curves: Sequence[RunCurves], levels: Tensor, level: int = -1,
-                    ks: Sequence[int] = KS) -> Tensor:
+def final_pass_at_k(curves: Sequence[RunCurves], levels: Tensor, level: int = -1, ks: Sequence[int] = KS) -> Tensor:
     """``[n_seeds, len(ks)]`` pass@k of the final policy, mean over the questions of ``level``."""
     return pass_at_k_curve(curves, levels, level, ks)[:, -1]
 
@@ -571,8 +567,9 @@ def summarize(result: Dict[str, object], baseline: str = "grpo") -> Dict[str, Di
 # ---------------------------------------------------------------------------------------------------
 # 5. Output: JSON, plot, table
 # ---------------------------------------------------------------------------------------------------
-def to_json(results: Dict[str, Dict[str, object]], cfg: TrainConfig, seeds: Sequence[int],
-            arms: Sequence[Arm]) -> Dict[str, object]:
+def to_json(
+    results: Dict[str, Dict[str, object]], cfg: TrainConfig, seeds: Sequence[int], arms: Sequence[Arm]
+) -> Dict[str, object]:
     """Everything measured, as plain lists: curves averaged over the questions of each level."""
     out: Dict[str, object] = {
         "train_config": dataclasses.asdict(cfg),
@@ -618,8 +615,7 @@ def plot(results: Dict[str, Dict[str, object]], path: Path) -> None:
         hard = len(task.level_names) - 1
         for j, (label, curves) in enumerate(res["arms"].items()):
             main_arm = label in ("grpo", "lens")
-            style = dict(color=f"C{j}", lw=2.2 if main_arm else 1.3, ls="-" if main_arm else "--",
-                         label=label)
+            style = dict(color=f"C{j}", lw=2.2 if main_arm else 1.3, ls="-" if main_arm else "--", label=label)
             steps = curves[0].eval_steps
             for col, lv in ((0, hard), (1, 0)):
                 axes[row, col].plot(steps, level_accuracy(curves, levels, lv).mean(0), **style)
@@ -627,10 +623,12 @@ def plot(results: Dict[str, Dict[str, object]], path: Path) -> None:
             neg = torch.stack([c.negative_group_ratio for c in curves]).mean(0)
             w = 5
             axes[row, 3].plot(torch.arange(w - 1, len(neg)), neg.unfold(0, w, 1).mean(-1), **style)
-        titles = (f"{name}: accuracy, {task.level_names[hard]} questions",
-                  f"{name}: accuracy, {task.level_names[0]} questions",
-                  f"{name}: final pass@k, {task.level_names[hard]} questions",
-                  f"{name}: negative-group ratio (5-step mean)")
+        titles = (
+            f"{name}: accuracy, {task.level_names[hard]} questions",
+            f"{name}: accuracy, {task.level_names[0]} questions",
+            f"{name}: final pass@k, {task.level_names[hard]} questions",
+            f"{name}: negative-group ratio (5-step mean)",
+        )
         for ax, title in zip(axes[row], titles):
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
@@ -644,19 +642,34 @@ def plot(results: Dict[str, Dict[str, object]], path: Path) -> None:
     plt.close(fig)
 
 
-def format_table(name: str, summary: Dict[str, Dict[str, float]], level_names: Sequence[str],
-                 n_seeds: int) -> str:
+def format_table(name: str, summary: Dict[str, Dict[str, float]], level_names: Sequence[str], n_seeds: int) -> str:
     """A compact text table of ``summarize``'s output."""
     hard = level_names[-1]
-    cols = [f"acc_{lv}" for lv in level_names] + ["hard_auc", "hard_auc_gain", "hard_auc_wins",
-                                                   "pass@1", "pass@16", "hard_pass@16", "neg_groups",
-                                                   "nonzero_adv"]
-    heads = [f"acc {lv}" for lv in level_names] + [f"AUC {hard}", "AUC gain", f"wins/{n_seeds}",
-                                                    "pass@1", "pass@16", f"{hard} p@16", "neg grp",
-                                                    "A!=0"]
+    cols = [f"acc_{lv}" for lv in level_names] + [
+        "hard_auc",
+        "hard_auc_gain",
+        "hard_auc_wins",
+        "pass@1",
+        "pass@16",
+        "hard_pass@16",
+        "neg_groups",
+        "nonzero_adv",
+    ]
+    heads = [f"acc {lv}" for lv in level_names] + [
+        f"AUC {hard}",
+        "AUC gain",
+        f"wins/{n_seeds}",
+        "pass@1",
+        "pass@16",
+        f"{hard} p@16",
+        "neg grp",
+        "A!=0",
+    ]
     width = max(len(h) for h in heads) + 1
-    lines = [f"{name} (final values, mean over {n_seeds} paired seeds; AUC gain and wins vs grpo)",
-             f"{'estimator':<20s}" + "".join(f"{h:>{width}s}" for h in heads)]
+    lines = [
+        f"{name} (final values, mean over {n_seeds} paired seeds; AUC gain and wins vs grpo)",
+        f"{'estimator':<20s}" + "".join(f"{h:>{width}s}" for h in heads),
+    ]
     for label, row in summary.items():
         cells = []
         for c in cols:
@@ -679,27 +692,45 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "seeds, on a multiple-choice bandit (LENS paper 4.1) and digit-by-digit arithmetic.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--tasks", nargs="+", default=["bandit", "arithmetic"], choices=["bandit", "arithmetic"],
-                   help="which tasks to run")
-    p.add_argument("--estimators", nargs="+", default=None, choices=list(ADV_ESTIMATORS), metavar="NAME",
-                   help="registered estimator names (default: all of them)")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["bandit", "arithmetic"],
+        choices=["bandit", "arithmetic"],
+        help="which tasks to run",
+    )
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        default=None,
+        choices=list(ADV_ESTIMATORS),
+        metavar="NAME",
+        help="registered estimator names (default: all of them)",
+    )
     p.add_argument("--seeds", type=int, default=8, help="number of paired seeds (0 .. N-1)")
     p.add_argument("--steps", type=int, default=TrainConfig.steps, help="training steps (rollouts)")
-    p.add_argument("--lr", type=float, default=TrainConfig.lr,
-                   help="learning rate, the same for every estimator")
-    p.add_argument("--group-size", type=int, default=TrainConfig.group_size,
-                   help="G, samples per question")
-    p.add_argument("--ppo-epochs", type=int, default=TrainConfig.ppo_epochs,
-                   help="gradient steps per rollout (> 1: off-policy, PPO clip 0.2 active)")
-    p.add_argument("--optimizer", default=TrainConfig.optimizer, choices=["sgd", "adam"],
-                   help="optimizer of the logits")
-    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every,
-                   help="steps between exact evaluations")
-    p.add_argument("--loss-norm", default=TrainConfig.loss_norm, choices=["response", "constant"],
-                   help="per-response token mean (GRPO) or a constant 1/T (Dr. GRPO, no length bias)")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="learning rate, the same for every estimator")
+    p.add_argument("--group-size", type=int, default=TrainConfig.group_size, help="G, samples per question")
+    p.add_argument(
+        "--ppo-epochs",
+        type=int,
+        default=TrainConfig.ppo_epochs,
+        help="gradient steps per rollout (> 1: off-policy, PPO clip 0.2 active)",
+    )
+    p.add_argument(
+        "--optimizer", default=TrainConfig.optimizer, choices=["sgd", "adam"], help="optimizer of the logits"
+    )
+    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every, help="steps between exact evaluations")
+    p.add_argument(
+        "--loss-norm",
+        default=TrainConfig.loss_norm,
+        choices=["response", "constant"],
+        help="per-response token mean (GRPO) or a constant 1/T (Dr. GRPO, no length bias)",
+    )
     p.add_argument("--alpha", type=float, default=None, help="override alpha of the LENS family")
-    p.add_argument("--out", type=Path, default=_REPO / "outputs" / "simulate",
-                   help="output folder for results.json and curves.png")
+    p.add_argument(
+        "--out", type=Path, default=_REPO / "outputs" / "simulate", help="output folder for results.json and curves.png"
+    )
     p.add_argument("--verbose", action="store_true", help="print the time of every run")
     return p.parse_args(argv)
 
@@ -707,8 +738,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     args = parse_args(argv)
     torch.set_num_threads(1)
-    cfg = TrainConfig(steps=args.steps, group_size=args.group_size, lr=args.lr, ppo_epochs=args.ppo_epochs,
-                      optimizer=args.optimizer, eval_every=args.eval_every, loss_norm=args.loss_norm)
+    cfg = TrainConfig(
+        steps=args.steps,
+        group_size=args.group_size,
+        lr=args.lr,
+        ppo_epochs=args.ppo_epochs,
+        optimizer=args.optimizer,
+        eval_every=args.eval_every,
+        loss_norm=args.loss_norm,
+    )
     names = args.estimators or list(ADV_ESTIMATORS)
     arms = []
     for name in names:
@@ -730,8 +768,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         print()
         print(res["task"].description)
         print(format_table(name, blob["tasks"][name]["summary"], res["task"].level_names, len(seeds)))
-    print(f"\n[simulate] {time.time() - t0:.0f} s; wrote {args.out / 'results.json'} and "
-          f"{args.out / 'curves.png'}")
+    print(f"\n[simulate] {time.time() - t0:.0f} s; wrote {args.out / 'results.json'} and {args.out / 'curves.png'}")
     return blob
 
 

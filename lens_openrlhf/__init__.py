@@ -1,2 +1,3 @@
 """LENS for OpenRLHF."""
+
 __version__ = "0.1.0"

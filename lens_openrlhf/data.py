@@ -1,10 +1,11 @@
 """The paper's datasets as OpenRLHF prompt files (jsonl), from the hub or from local jsonl/parquet files.
 
     python -m lens_openrlhf.data train --mix math-dapo   --format qwen-base      --out data/train_math_dapo.qwen.jsonl
-    python -m lens_openrlhf.data train --mix math-numina --format llama-instruct --out data/train_math_numina.llama.jsonl
+    python -m lens_openrlhf.data train --mix math-numina --format llama-instruct \
+        --out data/train_math_numina.llama.jsonl
     python -m lens_openrlhf.data test  --format qwen-base --out data/math_test.qwen.jsonl
     python -m lens_openrlhf.data all   --out-dir data      # both mixes and the test set, in both formats
-    python -m lens_openrlhf.data gym   --tasks basic_arithmetic chain_sum --out-dir data/gym   # reasoning-gym tasks, levels 1-5
+    python -m lens_openrlhf.data gym   --tasks basic_arithmetic chain_sum --out-dir data/gym  # levels 1-5
 
 ``gym``: procedural tasks from reasoning-gym (offline) with difficulty settings mapped to levels 1-5, a
 training file and a held-out test file sharing no question: see :mod:`lens_openrlhf.gym_data`.
@@ -87,13 +88,43 @@ from lens_openrlhf.data_sources import DataError, Row, load_source  # noqa: F401
 
 __all__ = [
     # re-exported from data_schemas, data_select and data_sources
-    "BAD_ROW_CATEGORIES", "BOXED_INSTRUCTION", "DAPO_INSTRUCTION", "DAPO_PREFIX", "DAPO_SUFFIX", "FORMATS",
-    "LLAMA_INSTRUCT_TEMPLATE", "QWEN_BASE_TEMPLATE", "SCHEMA_COLUMNS", "SCHEMAS", "WRONG_TYPE", "Example",
-    "SourceReport", "WrongType", "dapo_examples", "format_prompt", "math_examples", "normalize_problem",
-    "numina_examples", "parse_level", "Loaded", "SelectSpec", "check_golds", "load_examples", "select",
-    "DataError", "Row", "load_source",
+    "BAD_ROW_CATEGORIES",
+    "BOXED_INSTRUCTION",
+    "DAPO_INSTRUCTION",
+    "DAPO_PREFIX",
+    "DAPO_SUFFIX",
+    "FORMATS",
+    "LLAMA_INSTRUCT_TEMPLATE",
+    "QWEN_BASE_TEMPLATE",
+    "SCHEMA_COLUMNS",
+    "SCHEMAS",
+    "WRONG_TYPE",
+    "Example",
+    "SourceReport",
+    "WrongType",
+    "dapo_examples",
+    "format_prompt",
+    "math_examples",
+    "normalize_problem",
+    "numina_examples",
+    "parse_level",
+    "Loaded",
+    "SelectSpec",
+    "check_golds",
+    "load_examples",
+    "select",
+    "DataError",
+    "Row",
+    "load_source",
     # this module: writing, the builders and the CLI
-    "MIXES", "check_writable", "write_jsonl", "write_report", "build_test", "build_train", "build_parser", "main",
+    "MIXES",
+    "check_writable",
+    "write_jsonl",
+    "write_report",
+    "build_test",
+    "build_train",
+    "build_parser",
+    "main",
 ]
 
 MIXES = ("math-dapo", "math-numina")
@@ -244,13 +275,17 @@ def build_train(
 def _add_common(p: argparse.ArgumentParser, train: bool) -> None:
     p.add_argument("--math-test", default=DEFAULT_MATH_TEST, help=f"MATH test source (default {DEFAULT_MATH_TEST})")
     if train:
-        p.add_argument("--math-train", default=DEFAULT_MATH_TRAIN, help=f"MATH train source (default {DEFAULT_MATH_TRAIN})")
+        p.add_argument(
+            "--math-train", default=DEFAULT_MATH_TRAIN, help=f"MATH train source (default {DEFAULT_MATH_TRAIN})"
+        )
         p.add_argument("--dapo", default=DEFAULT_DAPO, help=f"DAPO-Math-17k source (default {DEFAULT_DAPO})")
         p.add_argument("--numina", default=DEFAULT_NUMINA, help=f"NuminaMath-1.5 source (default {DEFAULT_NUMINA})")
         p.add_argument("--dapo-size", type=int, default=17500, help="DAPO problems to sample (default 17500)")
         p.add_argument("--numina-size", type=int, default=None, help="Numina problems to sample (default: all usable)")
         p.add_argument("--seed", type=int, default=0, help="sampling and shuffling seed (default 0)")
-    p.add_argument("--no-gold-check", dest="gold_check", action="store_false", help="skip the Math-Verify parse of every label")
+    p.add_argument(
+        "--no-gold-check", dest="gold_check", action="store_false", help="skip the Math-Verify parse of every label"
+    )
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes for the gold check")
 
 
@@ -277,21 +312,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(a, train=True)
     from lens_openrlhf.gym_data import TASKS
 
-    g = sub.add_parser("gym", help="reasoning-gym tasks at levels 1-5: train.jsonl, test.jsonl, report.json into --out-dir")
+    g = sub.add_parser(
+        "gym", help="reasoning-gym tasks at levels 1-5: train.jsonl, test.jsonl, report.json into --out-dir"
+    )
     g.add_argument("--out-dir", required=True, type=Path)
     g.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"reasoning-gym tasks (default: {' '.join(TASKS)})")
     g.add_argument("--levels", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    g.add_argument("--train-per-level", type=int, default=200, help="training problems per task and level (default 200)")
+    g.add_argument(
+        "--train-per-level", type=int, default=200, help="training problems per task and level (default 200)"
+    )
     g.add_argument("--test-per-level", type=int, default=20, help="held-out problems per task and level (default 20)")
-    g.add_argument("--warmup-per-level", type=int, default=0,
-                   help="also write warmup.jsonl: problems per task and level for a supervised warm-up (default 0: none)")
+    g.add_argument(
+        "--warmup-per-level",
+        type=int,
+        default=0,
+        help="also write warmup.jsonl: problems per task and level for a supervised warm-up (default 0: none)",
+    )
     g.add_argument("--warmup-levels", nargs="+", type=int, default=[1, 2, 3])
     g.add_argument("--seed", type=int, default=0)
     return ap
 
 
 def _check_sizes(args) -> None:
-    for flag, val in (("--dapo-size", getattr(args, "dapo_size", None)), ("--numina-size", getattr(args, "numina_size", None))):
+    for flag, val in (
+        ("--dapo-size", getattr(args, "dapo_size", None)),
+        ("--numina-size", getattr(args, "numina_size", None)),
+    ):
         if val is not None and val < 0:
             raise DataError(f"{flag} must be >= 0, got {val}")
     if args.workers < 1:
@@ -305,15 +351,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         try:
             rep = gym_data.write(
-                args.out_dir, tasks=args.tasks, levels=args.levels, train_per_level=args.train_per_level,
-                test_per_level=args.test_per_level, seed=args.seed, warmup_per_level=args.warmup_per_level,
+                args.out_dir,
+                tasks=args.tasks,
+                levels=args.levels,
+                train_per_level=args.train_per_level,
+                test_per_level=args.test_per_level,
+                seed=args.seed,
+                warmup_per_level=args.warmup_per_level,
                 warmup_levels=args.warmup_levels,
             )
         except gym_data.GymDataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(f"reasoning-gym: {rep['train']['rows']} train rows -> {rep['train']['path']}, "
-              f"{rep['test']['rows']} held-out rows -> {rep['test']['path']} (shared questions: {rep['train_test_overlap']})")
+        print(
+            f"reasoning-gym: {rep['train']['rows']} train rows -> {rep['train']['path']}, "
+            f"{rep['test']['rows']} held-out rows -> {rep['test']['path']} "
+            f"(shared questions: {rep['train_test_overlap']})"
+        )
         for name in ("train", "test", "warmup"):
             if rep[name]["rows"]:
                 print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in rep[name]["by_datasource"].items()))
@@ -335,7 +389,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if "math-dapo" in mixes:
             extras["math-dapo"] = (load_examples("dapo", "dapo", args.dapo, "--dapo", "train"), args.dapo_size)
         if "math-numina" in mixes:
-            extras["math-numina"] = (load_examples("numina", "numina", args.numina, "--numina", "train"), args.numina_size)
+            extras["math-numina"] = (
+                load_examples("numina", "numina", args.numina, "--numina", "train"),
+                args.numina_size,
+            )
         for fmt in formats:
             short = "qwen" if fmt == "qwen-base" else "llama"
             for mix in mixes:

@@ -172,8 +172,7 @@ class SourceReport:
     def to_json(self) -> dict:
         def block(counts, ids):
             return {
-                k: {"count": counts[k], "ids": ids[k], "ids_complete": len(ids[k]) == counts[k]}
-                for k in sorted(counts)
+                k: {"count": counts[k], "ids": ids[k], "ids_complete": len(ids[k]) == counts[k]} for k in sorted(counts)
             }
 
         return {
@@ -186,7 +185,10 @@ class SourceReport:
 
     def summary_lines(self) -> List[str]:
         lines = [f"  {self.name}: {self.rows_read} rows read from {self.spec}, {self.kept} kept"]
-        for kind, counts, ids in (("dropped", self.dropped_counts, self.dropped), ("flagged", self.flagged_counts, self.flagged)):
+        for kind, counts, ids in (
+            ("dropped", self.dropped_counts, self.dropped),
+            ("flagged", self.flagged_counts, self.flagged),
+        ):
             for k in sorted(counts):
                 head = ", ".join(ids[k][:5]) + (", ..." if counts[k] > 5 else "")
                 lines.append(f"    {kind} {k}: {counts[k]} ({head})")
@@ -327,7 +329,10 @@ def numina_examples(rows: Sequence[Row], source: str, report: SourceReport, flag
             if _field(rec, "question_type").lower() == "proof" or raw_answer.lower() == "proof":
                 report.drop("proof", rid)
                 continue
-            if any(k in rec and _text(rec.get(k)).lower() not in ("yes", "true", "") for k in ("problem_is_valid", "solution_is_valid")):
+            if any(
+                k in rec and _text(rec.get(k)).lower() not in ("yes", "true", "")
+                for k in ("problem_is_valid", "solution_is_valid")
+            ):
                 report.drop("invalid_flag", rid)
                 continue
             answer = None if raw_answer.lower() in NUMINA_NO_ANSWER else normalize_label(raw_answer)

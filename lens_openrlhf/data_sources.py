@@ -36,9 +36,7 @@ def load_source(
         return _load_hub(spec, flag, default_split, columns)
     path = Path(spec)
     if not path.exists():
-        raise DataError(
-            f"{flag} {spec!r}: no such file or directory (write hub datasets as hf:REPO[:CONFIG][@SPLIT])"
-        )
+        raise DataError(f"{flag} {spec!r}: no such file or directory (write hub datasets as hf:REPO[:CONFIG][@SPLIT])")
     files = _data_files(path, flag)
     rows: List[Row] = []
     for f in files:

@@ -318,9 +318,7 @@ def get_adv_estimator(name: str) -> EstimatorSpec:
     try:
         return ADV_ESTIMATORS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown advantage estimator '{name}'; registered: {', '.join(ADV_ESTIMATORS)}"
-        ) from None
+        raise ValueError(f"unknown advantage estimator '{name}'; registered: {', '.join(ADV_ESTIMATORS)}") from None
 
 
 def _non_negative(v):
@@ -334,10 +332,16 @@ ALPHA = EstimatorOption(
     "(LENS, arXiv 2510.08696, §5.1 'Final objective'). Paper: 0.25 for both models.",
     check=_non_negative,
 )
+
+
 def _above_one(v):
-    return None if v > 1 else (
-        f"must be > 1, got {v}: rho(o) = gamma^|o| must exceed pi(o) = pbar^|o| for every response, and pbar "
-        "reaches 1 for a response the policy is sure of, so only gamma > 1 can never be crossed mid-run"
+    return (
+        None
+        if v > 1
+        else (
+            f"must be > 1, got {v}: rho(o) = gamma^|o| must exceed pi(o) = pbar^|o| for every response, and pbar "
+            "reaches 1 for a response the policy is sure of, so only gamma > 1 can never be crossed mid-run"
+        )
     )
 
 
@@ -367,7 +371,8 @@ def _grpo_normalise(x: Tensor) -> Tensor:
 def _lens_combine(rewards: Tensor, calibrated: Tensor, alpha: float, *, mixed: bool, negative: bool) -> Tensor:
     """Advantages from calibrated rewards: mixed groups GRPO-normalised, negative groups de-meaned x alpha.
 
-    Group kinds as :func:`classify_groups` (negative = all rewards equal and below 1). ``mixed=False`` gives mixed groups plain GRPO on r; ``negative=False`` gives negative groups zero.
+    Group kinds as :func:`classify_groups` (negative = all rewards equal and below 1). ``mixed=False`` gives
+    mixed groups plain GRPO on r; ``negative=False`` gives negative groups zero.
     All-correct groups: zero.
     """
     kind = classify_groups(rewards).unsqueeze(-1)

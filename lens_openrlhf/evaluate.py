@@ -48,17 +48,32 @@ from lens_openrlhf.passk import (  # noqa: F401
 
 __all__ = [
     # re-exported from lens_openrlhf.passk (callers and tests import them from here)
-    "KS", "ProblemResult", "UsageError", "build_report", "format_report", "load_results", "pass_at_k",
-    "plot_pass_at_k", "save_results", "summarize", "write_outputs",
+    "KS",
+    "ProblemResult",
+    "UsageError",
+    "build_report",
+    "format_report",
+    "load_results",
+    "pass_at_k",
+    "plot_pass_at_k",
+    "save_results",
+    "summarize",
+    "write_outputs",
     # this module: vLLM sampling and the CLI
-    "load_problems", "render_prompt", "sample_and_score", "build_parser", "main",
+    "load_problems",
+    "render_prompt",
+    "sample_and_score",
+    "build_parser",
+    "main",
 ]
 
 
 # ------------------------------------------------------------------------------------------ sampling
 
 
-def load_problems(path: Path, input_key: str = "prompt", label_key: str = "label", limit: Optional[int] = None) -> List[dict]:
+def load_problems(
+    path: Path, input_key: str = "prompt", label_key: str = "label", limit: Optional[int] = None
+) -> List[dict]:
     """Rows of a test jsonl (as written by ``python -m lens_openrlhf.data test``)."""
     path = Path(path)
     if not path.is_file():
@@ -135,7 +150,9 @@ def sample_and_score(
             part = rows[start : start + chunk]
             prompts = [{"prompt_token_ids": render_prompt(tokenizer, r[input_key], apply_chat_template)} for r in part]
             params = [
-                SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed + (start + i) * n)
+                SamplingParams(
+                    n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed + (start + i) * n
+                )
                 for i in range(len(part))
             ]
             outputs = llm.generate(prompts, params, use_tqdm=False)
@@ -205,12 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", action="append", help="checkpoint (HF folder); repeat for several")
-    src.add_argument("--results", nargs="+", type=Path, help="saved results.<name>.jsonl files: report only, no sampling")
-    ap.add_argument("--name", action="append", help="display name per --model/--results, in order (default: folder/file name)")
+    src.add_argument(
+        "--results", nargs="+", type=Path, help="saved results.<name>.jsonl files: report only, no sampling"
+    )
+    ap.add_argument(
+        "--name", action="append", help="display name per --model/--results, in order (default: folder/file name)"
+    )
     ap.add_argument("--data", type=Path, help="test jsonl (python -m lens_openrlhf.data test ...)")
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     ap.add_argument("--n", type=int, default=16, help="samples per problem (default 16)")
-    ap.add_argument("--k", type=int, nargs="+", default=list(KS), help="k values (default 1 2 4 8 16; only k <= n kept)")
+    ap.add_argument(
+        "--k", type=int, nargs="+", default=list(KS), help="k values (default 1 2 4 8 16; only k <= n kept)"
+    )
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--max-tokens", type=int, default=4096, help="max new tokens (default 4096)")
@@ -275,10 +298,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 llm_kwargs["gpu_memory_utilization"] = args.gpu_memory_utilization
             for name, model in zip(names, args.model):
                 results = sample_and_score(
-                    model, rows, n=args.n, temperature=args.temperature, top_p=args.top_p,
-                    max_tokens=args.max_tokens, seed=args.seed, input_key=args.input_key,
-                    label_key=args.label_key, apply_chat_template=args.apply_chat_template,
-                    save_responses=args.save_responses, chunk=args.chunk, llm_kwargs=llm_kwargs,
+                    model,
+                    rows,
+                    n=args.n,
+                    temperature=args.temperature,
+                    top_p=args.top_p,
+                    max_tokens=args.max_tokens,
+                    seed=args.seed,
+                    input_key=args.input_key,
+                    label_key=args.label_key,
+                    apply_chat_template=args.apply_chat_template,
+                    save_responses=args.save_responses,
+                    chunk=args.chunk,
+                    llm_kwargs=llm_kwargs,
                 )
                 save_results(args.out / f"results.{name}.jsonl", results)
                 reports[name] = build_report(results, args.k)

@@ -200,8 +200,13 @@ def load_results(path: Path) -> List[ProblemResult]:
             d = json.loads(line)
             out.append(
                 ProblemResult(
-                    id=str(d.get("id", "")), n=int(d["n"]), c=int(d["c"]), level=d.get("level"),
-                    subject=d.get("subject"), reasons=d.get("reasons") or {}, truncated=int(d.get("truncated", 0)),
+                    id=str(d.get("id", "")),
+                    n=int(d["n"]),
+                    c=int(d["c"]),
+                    level=d.get("level"),
+                    subject=d.get("subject"),
+                    reasons=d.get("reasons") or {},
+                    truncated=int(d.get("truncated", 0)),
                 )
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:

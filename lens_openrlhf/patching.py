@@ -186,8 +186,9 @@ class PatchTable:
         out = {}
         for p in self.entries:
             try:
-                out[p.id] = all(getattr(o, "__dict__", {}).get(p.name, getattr(o, p.name, None)) is p.replacement
-                                for o in p.where())
+                out[p.id] = all(
+                    getattr(o, "__dict__", {}).get(p.name, getattr(o, p.name, None)) is p.replacement for o in p.where()
+                )
             except Exception:  # noqa: BLE001 - a target that cannot be resolved is not applied
                 out[p.id] = False
         return out

@@ -24,14 +24,18 @@ def gpus_needed(args) -> Dict[str, int]:
     need: Dict[str, int] = {"actor": args.actor.num_nodes * args.actor.num_gpus_per_node}
     pg = t.colocate_actor_ref or t.colocate_all  # the actor's placement group
     if (args.vllm.num_engines or 0) > 0:
-        need["vllm"] = 0 if (t.colocate_all and not t.async_enable) else args.vllm.num_engines * args.vllm.tensor_parallel_size
+        need["vllm"] = (
+            0 if (t.colocate_all and not t.async_enable) else args.vllm.num_engines * args.vllm.tensor_parallel_size
+        )
     if args.algo.kl.init_coef > 0:
         need["reference"] = 0 if pg else args.ref.num_nodes * args.ref.num_gpus_per_node
     if not t.colocate_all:
         pg = False
     critic = args.algo.advantage.estimator == "gae"
     if critic and t.colocate_critic_reward:
-        need["critic"] = args.critic.num_nodes * args.critic.num_gpus_per_node  # its own group, shared with the reward model
+        need["critic"] = (
+            args.critic.num_nodes * args.critic.num_gpus_per_node
+        )  # its own group, shared with the reward model
         pg = True
     elif critic:
         need["critic"] = 0 if pg else args.critic.num_nodes * args.critic.num_gpus_per_node

@@ -97,7 +97,9 @@ def build_tiny_model(
     model = Qwen2ForCausalLM(config)
     model.save_pretrained(out, safe_serialization=True)
     GenerationConfig(eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id).save_pretrained(out)
-    (out / "lens_tiny.json").write_text(json.dumps({"seed": seed, "hidden": hidden, "layers": layers, "heads": heads, "kv_heads": kv_heads}))
+    (out / "lens_tiny.json").write_text(
+        json.dumps({"seed": seed, "hidden": hidden, "layers": layers, "heads": heads, "kv_heads": kv_heads})
+    )
     return out
 
 

@@ -5,7 +5,6 @@ Everything here runs OpenRLHF 0.11.2's own code: its parser (built by its own __
 actor hosting the real `RemoteExperienceMaker` class (as PPOTrainer's actor process hosts it).
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -19,10 +18,14 @@ from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
 
 BASE = [
-    "--actor.model_name_or_path", "/tmp/none",
-    "--reward.remote_url", "/tmp/reward.py",
-    "--vllm.num_engines", "1",
-    "--rollout.n_samples_per_prompt", "4",
+    "--actor.model_name_or_path",
+    "/tmp/none",
+    "--reward.remote_url",
+    "/tmp/reward.py",
+    "--vllm.num_engines",
+    "1",
+    "--rollout.n_samples_per_prompt",
+    "4",
 ]
 
 
@@ -43,7 +46,13 @@ def test_help_lists_lens_options():
         [sys.executable, "-m", "lens_openrlhf.train_ppo_ray", "--help"], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    for flag in ("--algo.lens.alpha", "--algo.lens.logprob_source", "--algo.lens.gamma", "--algo.lens.lam", "--lens.cpu_mode"):
+    for flag in (
+        "--algo.lens.alpha",
+        "--algo.lens.logprob_source",
+        "--algo.lens.gamma",
+        "--algo.lens.lam",
+        "--lens.cpu_mode",
+    ):
         assert flag in out.stdout
     assert "arXiv 2510.08696" in out.stdout and "Paper: 0.25" in out.stdout
     for name in ("lens", "lens_mixed_only", "lens_negative_only", "grpo", "w_reinforce", "group_norm"):
@@ -109,14 +118,44 @@ def test_flat_flag_without_equivalent_says_what_to_use(capsys):
         (["--advantage_estimator", "lens", "--algo.lens.alpha", "-1"], "alpha"),
         (["--advantage_estimator", "lens", "--vllm.num_engines", "0"], "--algo.lens.logprob_source actor"),
         (["--advantage_estimator", "lens", "--reward.overlong_buffer_len", "64"], "--reward.overlong_buffer_len"),
-        (["--advantage_estimator", "lens", "--top_p", "0.9"], "Use --rollout.top_p 1.0 (the paper's setting), or --algo.lens.logprob_source actor"),
-        (["--advantage_estimator", "lens_negative_only", "--rollout.top_p", "0.95"], "--algo.lens.allow_truncated_logprobs"),
-        (["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "1.0"], "gamma' of estimator 'lens_length_pref': must be > 1"),
-        (["--advantage_estimator", "grpo", "--algo.lens.allow_truncated_logprobs"], "--algo.lens.allow_truncated_logprobs not used"),
+        (
+            ["--advantage_estimator", "lens", "--top_p", "0.9"],
+            "Use --rollout.top_p 1.0 (the paper's setting), or --algo.lens.logprob_source actor",
+        ),
+        (
+            ["--advantage_estimator", "lens_negative_only", "--rollout.top_p", "0.95"],
+            "--algo.lens.allow_truncated_logprobs",
+        ),
+        (
+            ["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "1.0"],
+            "gamma' of estimator 'lens_length_pref': must be > 1",
+        ),
+        (
+            ["--advantage_estimator", "grpo", "--algo.lens.allow_truncated_logprobs"],
+            "--algo.lens.allow_truncated_logprobs not used",
+        ),
         (["--advantage_estimator", "lens", "--algo.advantage.gamma", "0.99"], "Remove --algo.advantage.gamma"),
-        (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "3"], "not a multiple of --ds.tensor_parallel_size x --ds.ring_attn_size"),
-        (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--train.batch_size", "6", "--train.micro_batch_size", "1"], "data-parallel size = 1 x 4"),
-        (["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.param_dtype", "fp16"], "needs --ds.param_dtype bf16"),
+        (
+            ["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "3"],
+            "not a multiple of --ds.tensor_parallel_size x --ds.ring_attn_size",
+        ),
+        (
+            [
+                "--advantage_estimator",
+                "lens",
+                "--ds.tensor_parallel_size",
+                "2",
+                "--train.batch_size",
+                "6",
+                "--train.micro_batch_size",
+                "1",
+            ],
+            "data-parallel size = 1 x 4",
+        ),
+        (
+            ["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.param_dtype", "fp16"],
+            "needs --ds.param_dtype bf16",
+        ),
     ],
 )
 def test_bad_combinations_exit_with_a_message(parser, capsys, argv, message):
@@ -129,7 +168,14 @@ def test_bad_combinations_exit_with_a_message(parser, capsys, argv, message):
 def test_good_combinations_validate(parser):
     for argv in (
         ["--advantage_estimator", "lens", "--algo.lens.alpha", "0.5"],
-        ["--advantage_estimator", "lens", "--algo.dynamic_filtering_enable", "--algo.dynamic_filtering_range", "-0.01", "0.99"],
+        [
+            "--advantage_estimator",
+            "lens",
+            "--algo.dynamic_filtering_enable",
+            "--algo.dynamic_filtering_range",
+            "-0.01",
+            "0.99",
+        ],
         ["--advantage_estimator", "lens", "--vllm.num_engines", "0", "--algo.lens.logprob_source", "actor"],
         ["--advantage_estimator", "w_reinforce", "--algo.lens.lam", "0.2"],
         ["--advantage_estimator", "group_norm"],
@@ -137,22 +183,50 @@ def test_good_combinations_validate(parser):
         ["--advantage_estimator", "lens", "--top_p", "0.9", "--algo.lens.allow_truncated_logprobs"],
         ["--advantage_estimator", "group_norm", "--top_p", "0.9"],
         ["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "1.2"],
-        ["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.ring_attn_size", "2", "--ds.zero_stage", "2"],
-        ["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "2", "--ds.zero_stage", "3"],  # DeepSpeed 0.19.6 runs it
+        [
+            "--advantage_estimator",
+            "lens",
+            "--ds.tensor_parallel_size",
+            "2",
+            "--ds.ring_attn_size",
+            "2",
+            "--ds.zero_stage",
+            "2",
+        ],
+        [
+            "--advantage_estimator",
+            "lens",
+            "--ds.tensor_parallel_size",
+            "2",
+            "--ds.zero_stage",
+            "3",
+        ],  # DeepSpeed 0.19.6 runs it
     ):
         parse(parser, BASE + argv)
 
 
 def test_truncated_pbar_is_refused_before_ray():
     # the command of the issue, as a user types it: exits 2 with the message, before Ray (or vLLM) starts
-    cmd = [sys.executable, "-m", "lens_openrlhf.train_ppo_ray", "--advantage_estimator", "lens", "--top_p", "0.9"] + BASE
+    cmd = [
+        sys.executable,
+        "-m",
+        "lens_openrlhf.train_ppo_ray",
+        "--advantage_estimator",
+        "lens",
+        "--top_p",
+        "0.9",
+    ] + BASE
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "--rollout.top_p 0.9 with --algo.lens.logprob_source vllm" in out.stderr
     assert "--algo.lens.logprob_source actor" in out.stderr and "--rollout.top_p 1.0" in out.stderr
     assert "Ray" not in out.stdout + out.stderr  # nothing was started
     # the message and a pointer to --help, not OpenRLHF's 15 KB usage text before it
-    assert "usage:" not in out.stderr and len(out.stderr) < 1500 and "see python -m lens_openrlhf.train_ppo_ray --help" in out.stderr
+    assert (
+        "usage:" not in out.stderr
+        and len(out.stderr) < 1500
+        and "see python -m lens_openrlhf.train_ppo_ray --help" in out.stderr
+    )
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +259,10 @@ def _main_exits(argv, capsys):
     [
         ("no_model", "--actor.model_name_or_path (--pretrain) is required"),
         ("missing_model_dir", "/nonexistent/model: no such model folder"),
-        ("hub_id_offline", "Qwen/Qwen2.5-3B: not a local folder, not in the local hub cache, and HF_HUB_OFFLINE is set"),
+        (
+            "hub_id_offline",
+            "Qwen/Qwen2.5-3B: not a local folder, not in the local hub cache, and HF_HUB_OFFLINE is set",
+        ),
         ("bad_hub_id", "neither a local folder nor a hub id"),
         ("missing_prompt_data", "--data.prompt_dataset data/nope.jsonl: no such file"),
         ("missing_reward_file", "--reward.remote_url /nonexistent/reward.py: no such file"),
@@ -195,7 +272,8 @@ def _main_exits(argv, capsys):
 def test_bad_files_are_one_line_before_ray(job_files, capsys, monkeypatch, case, message):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     flags = {
-        "--pretrain": job_files.model, "--prompt_data": job_files.data,
+        "--pretrain": job_files.model,
+        "--prompt_data": job_files.data,
         "--remote_rm_url": str(Path(A.__file__).parent.parent / "rewards" / "math_reward.py"),
     }
     if case == "no_model":
@@ -219,15 +297,28 @@ def test_bad_files_are_one_line_before_ray(job_files, capsys, monkeypatch, case,
 
 
 def test_good_files_pass_the_checks(job_files, parser):
-    _, args = parse(parser, ["--pretrain", job_files.model, "--prompt_data", job_files.data, "--remote_rm_url",
-                             str(Path(A.__file__).parent.parent / "rewards" / "math_reward.py"), "--vllm_num_engines", "1"])
+    _, args = parse(
+        parser,
+        [
+            "--pretrain",
+            job_files.model,
+            "--prompt_data",
+            job_files.data,
+            "--remote_rm_url",
+            str(Path(A.__file__).parent.parent / "rewards" / "math_reward.py"),
+            "--vllm_num_engines",
+            "1",
+        ],
+    )
     assert A.check_inputs(args) == []
 
 
 def test_gpu_requirement_is_a_clear_message(parser, capsys):
     _, with_kl = parse(parser, BASE + ["--advantage_estimator", "lens", "--actor.num_gpus_per_node", "2"])
     assert A.gpus_needed(with_kl) == {"actor": 2, "reference": 8, "vllm": 1}  # OpenRLHF's default KL needs a ref
-    _, args = parse(parser, BASE + ["--advantage_estimator", "lens", "--actor.num_gpus_per_node", "2", "--init_kl_coef", "0"])
+    _, args = parse(
+        parser, BASE + ["--advantage_estimator", "lens", "--actor.num_gpus_per_node", "2", "--init_kl_coef", "0"]
+    )
     assert A.gpus_needed(args) == {"actor": 2, "vllm": 1}
     with pytest.raises(SystemExit) as e:
         A.require_gpus(args, 0)
@@ -265,13 +356,21 @@ def batch_rewards(G=4, n=6, seed=3):
 def test_lens_through_real_experience_maker(parser, source, attr, make_experiences):
     A.install_patches(rollout_logprobs=False)
     G = 4
-    _, args = parse(parser, BASE + ["--advantage_estimator", "lens", "--algo.lens.logprob_source", source, "--algo.lens.alpha", "0.5"])
+    _, args = parse(
+        parser,
+        BASE + ["--advantage_estimator", "lens", "--algo.lens.logprob_source", source, "--algo.lens.alpha", "0.5"],
+    )
     rewards = batch_rewards(G)
     exps = make_experiences(rewards)
     mean_lp = expected_mean_lp(exps, G, attr)
     out = real_maker(args).compute_advantages_and_returns(exps)
     want = group_advantages("lens", rewards, mean_lp, alpha=0.5).flatten()
-    other = group_advantages("lens", rewards, expected_mean_lp(exps, G, "action_log_probs" if source == "vllm" else "rollout_log_probs"), alpha=0.5).flatten()
+    other = group_advantages(
+        "lens",
+        rewards,
+        expected_mean_lp(exps, G, "action_log_probs" if source == "vllm" else "rollout_log_probs"),
+        alpha=0.5,
+    ).flatten()
     assert not torch.allclose(want, other)  # the two sources really give different numbers here
     negative_nonzero = False
     for e in out:
@@ -280,15 +379,23 @@ def test_lens_through_real_experience_maker(parser, source, attr, make_experienc
             torch.testing.assert_close(e.advantages[row][m], want[i].expand(int(m.sum())), rtol=1e-6, atol=1e-7)
             assert torch.all(e.advantages[row][~m] == 0)
             negative_nonzero |= i < G and bool(e.advantages[row][m].abs().max() > 0)
-        for key in ("lens/negative_group_ratio", "lens/mixed_group_ratio", "lens/all_correct_group_ratio",
-                    "lens/mean_D", "lens/mean_pbar_incorrect", "lens/mean_calibrated_reward_incorrect",
-                    "lens/nonzero_adv_frac"):
+        for key in (
+            "lens/negative_group_ratio",
+            "lens/mixed_group_ratio",
+            "lens/all_correct_group_ratio",
+            "lens/mean_D",
+            "lens/mean_pbar_incorrect",
+            "lens/mean_calibrated_reward_incorrect",
+            "lens/nonzero_adv_frac",
+        ):
             assert e.info[key].shape == (len(e.index),)
         assert e.kl is None and e.returns is not None
     assert negative_nonzero  # group 0 is all-incorrect and still carries gradient
     info = out[0].info
     assert info["lens/negative_group_ratio"][0].item() == pytest.approx(float((rewards.sum(-1) == 0).float().mean()))
-    assert info["lens/all_correct_group_ratio"][0].item() == pytest.approx(float((rewards.mean(-1) == 1).float().mean()))
+    assert info["lens/all_correct_group_ratio"][0].item() == pytest.approx(
+        float((rewards.mean(-1) == 1).float().mean())
+    )
 
 
 def test_openrlhf_estimators_still_run_openrlhfs_code(parser, make_experiences):
@@ -346,7 +453,9 @@ class TrainerLikeActor:
     def __init__(self, args):
         from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
-        self.maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
+        self.maker = RemoteExperienceMaker(
+            None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None
+        )
 
     def run(self, exps):
         return self.maker.compute_advantages_and_returns(exps), os.getpid()
@@ -410,14 +519,28 @@ def test_training_eval_logs_unbiased_pass_at_k_per_level():
     A.install_patches(rollout_logprobs=False)
     n = 4
     # prompt -> (datasource written by lens_openrlhf.data, number correct out of n)
-    table = {"p1": ("math_level1", 4), "p2": ("math_level4", 1), "p3": ("math_level5", 0), "p4": ("math_level5", 2), "p5": ("default", 3)}
-    loader = [(["math_level1", "math_level4"], ["p1", "p2"], ["a", "b"], [None, None]),
-              (["math_level5", "math_level5", "default"], ["p3", "p4", "p5"], ["c", "d", "e"], [None] * 3)]
+    table = {
+        "p1": ("math_level1", 4),
+        "p2": ("math_level4", 1),
+        "p3": ("math_level5", 0),
+        "p4": ("math_level5", 2),
+        "p5": ("default", 3),
+    }
+    loader = [
+        (["math_level1", "math_level4"], ["p1", "p2"], ["a", "b"], [None, None]),
+        (["math_level5", "math_level5", "default"], ["p3", "p4", "p5"], ["c", "d", "e"], [None] * 3),
+    ]
     samples = []
     for prompt, (_, c) in table.items():
         for j in range(n):
-            samples.append(Experience(prompts=[prompt], rewards=torch.tensor([1.0 if j < c else 0.0]),
-                                      response_length=torch.tensor([5]), truncated=torch.tensor([False])))
+            samples.append(
+                Experience(
+                    prompts=[prompt],
+                    rewards=torch.tensor([1.0 if j < c else 0.0]),
+                    response_length=torch.tensor([5]),
+                    truncated=torch.tensor([False]),
+                )
+            )
     logs = ppo_trainer.compute_eval_metrics(loader, samples, n)  # the patched module-level function
     assert "eval_math_level5_pass4" in logs  # OpenRLHF's own metrics are still there
 
@@ -451,12 +574,12 @@ def test_non_group_estimator_with_one_sample_per_prompt(parser, make_experiences
 # ------------------------------------------------------------------------------------------------
 # A reward function that raises stops the run with its own error, where OpenRLHF calls it
 # ------------------------------------------------------------------------------------------------
-GOOD_REWARD = '''
+GOOD_REWARD = """
 import torch
 def reward_func(queries, prompts, labels):
     r = torch.tensor([1.0 if "\\\\boxed{" + l + "}" in q else 0.0 for q, l in zip(queries, labels)])
     return {"rewards": r, "scores": r, "extra_logs": {}}
-'''
+"""
 
 
 class ExecutorHost:
@@ -508,7 +631,9 @@ def test_reward_error_stops_the_run_inside_a_ray_actor(tmp_path, parser):
         ray.init(address="local", num_cpus=1, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
         try:
             host = ray.remote(num_cpus=0)(ExecutorHost).remote(files, str(model_dir))
-            return ray.get([host.run.remote("math", " \\boxed{2}"), host.run.remote("good", " \\boxed{2}")], timeout=300)
+            return ray.get(
+                [host.run.remote("math", " \\boxed{2}"), host.run.remote("good", " \\boxed{2}")], timeout=300
+            )
         finally:
             ray.shutdown()
 
@@ -528,8 +653,12 @@ def test_adding_an_estimator_is_one_decorated_function(capsys):
     is validated from its spec (G, dynamic filtering), with no other file touched."""
     from lens_openrlhf import estimators as E
 
-    @E.register_adv_est("test_sign_only", help="Test estimator: +1 correct, -1 incorrect.", group_based=False,
-                        negative_groups_learn=True)
+    @E.register_adv_est(
+        "test_sign_only",
+        help="Test estimator: +1 correct, -1 incorrect.",
+        group_based=False,
+        negative_groups_learn=True,
+    )
     def test_sign_only(rewards, ctx):
         return rewards.float() * 2 - 1
 

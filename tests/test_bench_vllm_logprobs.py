@@ -16,9 +16,25 @@ def test_bench_vllm_logprobs_smoke(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     res = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_vllm_logprobs.py"), "--repeats", "1", "--prompts", "2",
-         "--n", "2", "--max-tokens", "4", "--json", str(out)],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench_vllm_logprobs.py"),
+            "--repeats",
+            "1",
+            "--prompts",
+            "2",
+            "--n",
+            "2",
+            "--max-tokens",
+            "4",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "ratio lens/grpo" in res.stdout and "OMP_WAIT_POLICY=PASSIVE" in res.stdout

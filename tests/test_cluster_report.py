@@ -58,7 +58,9 @@ N_SAMPLES = 512.0
 
 def _tb_scalars(v):
     """{tag: [values per step 1..5]} with OpenRLHF 0.11.2's names (status keys prefixed by train/)."""
-    tags = {f"train/timing/{k}": v[k] for k in ("step_total", "generation", "make_experience", "ppo_train", "broadcast")}
+    tags = {
+        f"train/timing/{k}": v[k] for k in ("step_total", "generation", "make_experience", "ppo_train", "broadcast")
+    }
     tags["train/lens/negative_group_ratio"] = v["neg"]
     tags["train/lens/mixed_group_ratio"] = [1 - x for x in v["neg"]]
     tags["train/lens/all_correct_group_ratio"] = [0.0] * 5
@@ -90,8 +92,9 @@ def tb_runs(tmp_path_factory):
         "2026/01/01 00:00:00.000, 0, 1000, 81559\n2026/01/01 00:00:02.000, 0, 30000, 81559\n"
         "2026/01/01 00:00:02.000, 1, 42000, 81559\n"
     )
-    (root / "grpo" / "gpu_memory.csv").write_text("timestamp, index, memory.used [MiB], memory.total [MiB]\n"
-                                                  "2026/01/01 00:00:00.000, 0, 40000, 81559\n")
+    (root / "grpo" / "gpu_memory.csv").write_text(
+        "timestamp, index, memory.used [MiB], memory.total [MiB]\n2026/01/01 00:00:00.000, 0, 40000, 81559\n"
+    )
     return root
 
 
@@ -108,7 +111,9 @@ def test_report_numbers_from_tensorboard(tb_runs, tmp_path):
     assert g["step_total"]["median"] == pytest.approx(11.5)
     assert l["step_total"]["median"] == pytest.approx(12.5)
     assert r["step_total_median"] == pytest.approx(12.5 / 11.5)
-    assert r["step_total_mean"] == pytest.approx(statistics.fmean(LENS["step_total"][1:]) / statistics.fmean(GRPO["step_total"][1:]))
+    assert r["step_total_mean"] == pytest.approx(
+        statistics.fmean(LENS["step_total"][1:]) / statistics.fmean(GRPO["step_total"][1:])
+    )
     # make_experience: GRPO 2.0 2.5 2.2 2.4 -> 2.3; LENS 2.6 3.0 2.8 3.4 -> 2.9
     assert g["parts"]["make_experience"]["median"] == pytest.approx(2.3)
     assert r["make_experience_median"] == pytest.approx(2.9 / 2.3)
@@ -118,12 +123,17 @@ def test_report_numbers_from_tensorboard(tb_runs, tmp_path):
         )
     # throughput: samples/s = 512 / step_total; tokens/s = 512 * length / step_total (medians of per-step values)
     assert g["throughput"]["samples_per_s"]["median"] == pytest.approx(
-        statistics.median([N_SAMPLES / t for t in GRPO["step_total"][1:]]))
+        statistics.median([N_SAMPLES / t for t in GRPO["step_total"][1:]])
+    )
     assert l["throughput"]["gen_tokens_per_s"]["median"] == pytest.approx(
-        statistics.median([N_SAMPLES * n / t for n, t in zip(LENS["length"][1:], LENS["step_total"][1:])]))
+        statistics.median([N_SAMPLES * n / t for n, t in zip(LENS["length"][1:], LENS["step_total"][1:])])
+    )
     assert g["throughput"]["gen_tokens_per_s_generation"]["median"] == pytest.approx(
-        statistics.median([N_SAMPLES * n / t for n, t in zip(GRPO["length"][1:], GRPO["generation"][1:])]))
-    per_tok = lambda v: statistics.median([1000 * t / (N_SAMPLES * n) for n, t in zip(v["length"][1:], v["step_total"][1:])])  # noqa: E731
+        statistics.median([N_SAMPLES * n / t for n, t in zip(GRPO["length"][1:], GRPO["generation"][1:])])
+    )
+    per_tok = lambda v: statistics.median(
+        [1000 * t / (N_SAMPLES * n) for n, t in zip(v["length"][1:], v["step_total"][1:])]
+    )  # noqa: E731
     assert r["s_per_1k_gen_tokens_median"] == pytest.approx(per_tok(LENS) / per_tok(GRPO))
     # negative groups: mean over steps 2..5
     assert g["negative_group_ratio"]["mean"] == pytest.approx(statistics.fmean(GRPO["neg"][1:]))
@@ -138,7 +148,9 @@ def test_report_numbers_from_tensorboard(tb_runs, tmp_path):
     assert "| 5 | 0.300 | 0.280 |" in md  # the per-step negative-group table covers every step
     png = tmp_path / "out" / "report.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["lens_over_grpo"]["step_total_median"] == pytest.approx(12.5 / 11.5)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["lens_over_grpo"][
+        "step_total_median"
+    ] == pytest.approx(12.5 / 11.5)
 
 
 def test_warmup_zero_and_too_few_steps(tb_runs, tmp_path):
@@ -152,17 +164,40 @@ def test_warmup_zero_and_too_few_steps(tb_runs, tmp_path):
 def test_cli_writes_report_and_prints_ratio(tb_runs, tmp_path):
     out = tmp_path / "cli"
     res = subprocess.run(
-        [sys.executable, str(REPORT), "--grpo", str(tb_runs / "grpo"), "--lens", str(tb_runs / "lens"), "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPORT),
+            "--grpo",
+            str(tb_runs / "grpo"),
+            "--lens",
+            str(tb_runs / "lens"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr
     assert f"LENS / GRPO median step time      {12.5 / 11.5:.3f}" in res.stdout
     assert (out / "report.md").exists() and (out / "report.png").exists() and (out / "summary.json").exists()
     # the same through `python -m benchmarks.cluster.report`, with an error: a missing folder is named
     res = subprocess.run(
-        [sys.executable, "-m", "benchmarks.cluster.report", "--grpo", str(tmp_path / "nope"), "--lens",
-         str(tb_runs / "lens"), "--out", str(out)],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.cluster.report",
+            "--grpo",
+            str(tmp_path / "nope"),
+            "--lens",
+            str(tb_runs / "lens"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert res.returncode == 2
     assert f"error: GRPO: {tmp_path / 'nope'} does not exist" in res.stderr
@@ -261,7 +296,7 @@ def write_wandb_file(path: Path, rows, gpu_bytes=(), pad_key_bytes=0):
             if left < 7:
                 out += b"\0" * left
                 continue
-            chunk, data = data[: left - 7], data[left - 7:]
+            chunk, data = data[: left - 7], data[left - 7 :]
             kind = (1 if not data else 2) if first else (4 if not data else 3)
             out += struct.pack("<IHB", 0, len(chunk), kind) + chunk
             first = False
@@ -274,8 +309,12 @@ def write_wandb_file(path: Path, rows, gpu_bytes=(), pad_key_bytes=0):
 
 def test_wandb_file_framed_here(tb_runs, tmp_path):
     pytest.importorskip("wandb.proto.wandb_internal_pb2")
-    w = write_wandb_file(tmp_path / "w" / "offline-run-1" / "run-abc.wandb", _wandb_rows(LENS),
-                         gpu_bytes=[10 * 2**30, 50 * 2**30, 20 * 2**30], pad_key_bytes=20000)
+    w = write_wandb_file(
+        tmp_path / "w" / "offline-run-1" / "run-abc.wandb",
+        _wandb_rows(LENS),
+        gpu_bytes=[10 * 2**30, 50 * 2**30, 20 * 2**30],
+        pad_key_bytes=20000,
+    )
     assert w.stat().st_size > 3 * 32768  # records cross block boundaries
     s = report.build_report(tb_runs / "grpo", tmp_path / "w", tmp_path / "out", png=False)
     l = s["runs"]["LENS"]
@@ -311,10 +350,21 @@ def test_wandb_offline_run_written_by_wandb(tb_runs, tmp_path):
     pytest.importorskip("wandb")
     d = tmp_path / "wb"
     d.mkdir()
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(d),
-           "WANDB_DISABLE_GIT": "true", "WANDB__SERVICE_WAIT": "60"}
-    res = subprocess.run([sys.executable, "-c", WANDB_WRITER, str(d), json.dumps(_wandb_rows(LENS)), "40"],
-                         capture_output=True, text=True, env=env, timeout=240)
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(d),
+        "WANDB_DISABLE_GIT": "true",
+        "WANDB__SERVICE_WAIT": "60",
+    }
+    res = subprocess.run(
+        [sys.executable, "-c", WANDB_WRITER, str(d), json.dumps(_wandb_rows(LENS)), "40"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     if res.returncode != 0:
         pytest.skip(f"wandb could not write an offline run here: {res.stderr[-500:]}")
     files = list(d.rglob("*.wandb"))
@@ -330,10 +380,19 @@ def test_wandb_offline_run_written_by_wandb(tb_runs, tmp_path):
 # run.sh: the two jobs differ only in the estimator and where they log
 # ---------------------------------------------------------------------------------------------------------
 def test_run_sh_dry_run(tmp_path):
-    env = {**os.environ, "DRY_RUN": "1", "PREFLIGHT": "0", "RAY_ADDRESS": "http://127.0.0.1:8265",
-           "MODEL": "/models/qwen", "PROMPT_DATA": "/data/train.jsonl", "STEPS": "7", "ROLLOUT_BATCH": "4"}
-    res = subprocess.run(["bash", str(RUN_SH), str(tmp_path / "out")], capture_output=True, text=True, env=env,
-                         cwd=REPO, timeout=60)
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "PREFLIGHT": "0",
+        "RAY_ADDRESS": "http://127.0.0.1:8265",
+        "MODEL": "/models/qwen",
+        "PROMPT_DATA": "/data/train.jsonl",
+        "STEPS": "7",
+        "ROLLOUT_BATCH": "4",
+    }
+    res = subprocess.run(
+        ["bash", str(RUN_SH), str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=REPO, timeout=60
+    )
     assert res.returncode == 0, res.stderr + res.stdout
     cmds = [l for l in res.stdout.splitlines() if l.startswith("+ ") and " job submit " in l]
     assert len(cmds) == 2, res.stdout
@@ -348,8 +407,11 @@ def test_run_sh_dry_run(tmp_path):
 
     def common(cmd, name, tail):
         cmd = re.sub(r"--submission-id lens-bench-\w+-\d+", "", cmd[: -len(tail)])
-        return cmd.replace(f"/out/{name}/", "/out/X/").replace(f"--logger.wandb.run_name {name}", "--logger.wandb.run_name X")
+        return cmd.replace(f"/out/{name}/", "/out/X/").replace(
+            f"--logger.wandb.run_name {name}", "--logger.wandb.run_name X"
+        )
 
     assert common(grpo, "grpo", " --advantage_estimator grpo") == common(
-        lens, "lens", " --advantage_estimator lens --algo.lens.alpha 0.25")
+        lens, "lens", " --advantage_estimator lens --algo.lens.alpha 0.25"
+    )
     assert "python -m benchmarks.cluster.report" in res.stdout

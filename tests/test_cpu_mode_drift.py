@@ -74,7 +74,12 @@ def scan_gpu_uses(source: str) -> List[dict]:
         use = None
         if isinstance(node, ast.Attribute):
             v = node.value
-            if isinstance(v, ast.Attribute) and v.attr == "cuda" and isinstance(v.value, ast.Name) and v.value.id == "torch":
+            if (
+                isinstance(v, ast.Attribute)
+                and v.attr == "cuda"
+                and isinstance(v.value, ast.Name)
+                and v.value.id == "torch"
+            ):
                 use = f"torch.cuda.{node.attr}"
             elif "nccl" in node.attr.lower():
                 use = f"nccl:{node.attr}"
@@ -130,30 +135,86 @@ _UNUSED_SYNC = "unused: P5 replaces the NCCL/CUDA-IPC weight sync (broadcast_to_
 #: ``cpu-value`` (a flag value CPU mode sets). this file checks this table against
 #: :func:`scan_gpu_uses` over the installed OpenRLHF's PPO-path modules, both ways.
 HANDLED_GPU_USES: Dict[Tuple[str, str, str], str] = {
-    ("openrlhf.cli.train_ppo_ray", "train", "nccl:'NCCL_DEBUG'"): "unused: an env var of the ray.init in train(); the adapter starts Ray itself",
-    ("openrlhf.cli.train_ppo_ray", "<module>", "nccl:'nccl'"): "cpu-value: --vllm.sync_backend defaults to nccl; CPU mode sets gloo",
-    ("openrlhf.models.ring_attn_utils", "reset_ring_attn_position_ids", "torch.cuda.current_device"): "refused: --ds.ring_attn_size > 1 / --ds.packing_samples",
+    (
+        "openrlhf.cli.train_ppo_ray",
+        "train",
+        "nccl:'NCCL_DEBUG'",
+    ): "unused: an env var of the ray.init in train(); the adapter starts Ray itself",
+    (
+        "openrlhf.cli.train_ppo_ray",
+        "<module>",
+        "nccl:'nccl'",
+    ): "cpu-value: --vllm.sync_backend defaults to nccl; CPU mode sets gloo",
+    (
+        "openrlhf.models.ring_attn_utils",
+        "reset_ring_attn_position_ids",
+        "torch.cuda.current_device",
+    ): "refused: --ds.ring_attn_size > 1 / --ds.packing_samples",
     (_RB, "NaiveReplayBuffer.__init__", "f'cuda:...'"): "P1: torch.device('cuda:<current_device>') -> cpu",
-    (_RB, "NaiveReplayBuffer.setup_dynamic_batch", "torch.cuda.current_device"): "P1 (and refused: --train.dynamic_batch_enable)",
+    (
+        _RB,
+        "NaiveReplayBuffer.setup_dynamic_batch",
+        "torch.cuda.current_device",
+    ): "P1 (and refused: --train.dynamic_batch_enable)",
     (_LAUNCHER, "BaseModelActor.empty_cache", "torch.cuda.empty_cache"): "P1",
     (_LAUNCHER, "BaseModelActor.empty_cache", "torch.cuda.synchronize"): "P1",
     (_LAUNCHER, "ReferenceModelActor.forward", "torch.cuda.current_device"): "P1",
     (_LAUNCHER, "RewardModelActor.forward", "torch.cuda.current_device"): "P1",
-    (_PPO_ACTOR, "ActorPPOTrainer.__init__", "nccl:'nccl'"): "cpu-value: --vllm.sync_backend gloo (no CUDA IPC); P5 replaces _init_vllm_sync_group",
+    (
+        _PPO_ACTOR,
+        "ActorPPOTrainer.__init__",
+        "nccl:'nccl'",
+    ): "cpu-value: --vllm.sync_backend gloo (no CUDA IPC); P5 replaces _init_vllm_sync_group",
     (_PPO_ACTOR, "ActorPPOTrainer._init_vllm_sync_group", "torch.cuda.current_device"): "P5: replaced (no sync group)",
     (_PPO_ACTOR, "ActorPPOTrainer.ppo_train", "torch.cuda.current_device"): "P1",
-    (_PPO_ACTOR, "ActorPPOTrainer.training_step", "'cuda'"): "refused: --train.enable_ema (the EMA update runs on 'cuda')",
-    (_PPO_ACTOR, "ActorPPOTrainer.broadcast_to_vllm", "torch.cuda.empty_cache"): "P5: replaced by broadcast_to_vllm_cpu",
-    (_PPO_ACTOR, "ActorPPOTrainer.broadcast_to_vllm._broadcast_param", "torch.cuda.current_stream"): "P5: replaced by broadcast_to_vllm_cpu",
-    (_PPO_ACTOR, "PolicyModelActor.init_model_from_pretrained", "nccl:'nccl'"): "cpu-value: --vllm.sync_backend gloo skips the NCCL env branch",
-    (_PPO_ACTOR, "PolicyModelActor.init_model_from_pretrained", "nccl:'NCCL_CUMEM_ENABLE'"): "cpu-value: --vllm.sync_backend gloo skips the NCCL env branch",
+    (
+        _PPO_ACTOR,
+        "ActorPPOTrainer.training_step",
+        "'cuda'",
+    ): "refused: --train.enable_ema (the EMA update runs on 'cuda')",
+    (
+        _PPO_ACTOR,
+        "ActorPPOTrainer.broadcast_to_vllm",
+        "torch.cuda.empty_cache",
+    ): "P5: replaced by broadcast_to_vllm_cpu",
+    (
+        _PPO_ACTOR,
+        "ActorPPOTrainer.broadcast_to_vllm._broadcast_param",
+        "torch.cuda.current_stream",
+    ): "P5: replaced by broadcast_to_vllm_cpu",
+    (
+        _PPO_ACTOR,
+        "PolicyModelActor.init_model_from_pretrained",
+        "nccl:'nccl'",
+    ): "cpu-value: --vllm.sync_backend gloo skips the NCCL env branch",
+    (
+        _PPO_ACTOR,
+        "PolicyModelActor.init_model_from_pretrained",
+        "nccl:'NCCL_CUMEM_ENABLE'",
+    ): "cpu-value: --vllm.sync_backend gloo skips the NCCL env branch",
     (_PPO_ACTOR, "PolicyModelActor.fit", "torch.cuda.empty_cache"): "P1",
     (_PPO_ACTOR, "PolicyModelActor.fit", "torch.cuda.synchronize"): "P1",
     (_PPO_ACTOR, "PolicyModelActor.forward", "torch.cuda.current_device"): "P1",
-    (_CRITIC, "CriticPPOTrainer.ppo_train", "torch.cuda.current_device"): "P1 (and refused: the critic, --algo.advantage.estimator gae)",
-    (_CRITIC, "CriticModelActor.forward", "torch.cuda.current_device"): "P1 (and refused: the critic, --algo.advantage.estimator gae)",
-    (_CRITIC, "CriticModelActor.fit", "torch.cuda.empty_cache"): "P1 (and refused: the critic, --algo.advantage.estimator gae)",
-    (_CRITIC, "CriticModelActor.fit", "torch.cuda.synchronize"): "P1 (and refused: the critic, --algo.advantage.estimator gae)",
+    (
+        _CRITIC,
+        "CriticPPOTrainer.ppo_train",
+        "torch.cuda.current_device",
+    ): "P1 (and refused: the critic, --algo.advantage.estimator gae)",
+    (
+        _CRITIC,
+        "CriticModelActor.forward",
+        "torch.cuda.current_device",
+    ): "P1 (and refused: the critic, --algo.advantage.estimator gae)",
+    (
+        _CRITIC,
+        "CriticModelActor.fit",
+        "torch.cuda.empty_cache",
+    ): "P1 (and refused: the critic, --algo.advantage.estimator gae)",
+    (
+        _CRITIC,
+        "CriticModelActor.fit",
+        "torch.cuda.synchronize",
+    ): "P1 (and refused: the critic, --algo.advantage.estimator gae)",
     ("openrlhf.trainer.ray.utils", "get_physical_gpu_id", "torch.cuda.current_device"): _UNUSED_SYNC,
     ("openrlhf.trainer.ray.utils", "get_physical_gpu_id", "torch.cuda.get_device_properties"): _UNUSED_SYNC,
     (_WRAP, "WorkerWrap.init_process_group", "nccl:'nccl'"): _UNUSED_SYNC,
@@ -162,20 +223,36 @@ HANDLED_GPU_USES: Dict[Tuple[str, str, str], str] = {
     (_WRAP, "WorkerWrap.update_weight_cuda_ipc", "torch.cuda.synchronize"): _UNUSED_SYNC,
     (_DS, "DeepspeedStrategy.setup_distributed", "torch.cuda.set_device"): "P1 (a no-op) and P3 (gloo first)",
     (_DS, "DeepspeedStrategy.setup_distributed", "'cuda'"): "P3: init_device_mesh('cuda', ...) -> 'cpu'",
-    (_DS, "DeepspeedStrategy._ds_init_train_model", "torch.cuda.empty_cache"): "P1 (reached with --ds.tensor_parallel_size > 1: AutoTP)",
+    (
+        _DS,
+        "DeepspeedStrategy._ds_init_train_model",
+        "torch.cuda.empty_cache",
+    ): "P1 (reached with --ds.tensor_parallel_size > 1: AutoTP)",
     (_DS, "DeepspeedStrategy.all_reduce", "torch.cuda.current_device"): "P1",
     (_DS, "DeepspeedStrategy.all_gather", "torch.cuda.current_device"): "P1",
     (_DSU, "offload_deepspeed_states", "torch.cuda.empty_cache"): "refused: --ds.enable_sleep (and P1)",
     (_DSU, "offload_deepspeed_states", "torch.cuda.synchronize"): "refused: --ds.enable_sleep (and P1)",
     (_DSU, "reload_deepspeed_states", "torch.cuda.empty_cache"): "refused: --ds.enable_sleep",
     (_DSU, "reload_deepspeed_states", "torch.cuda.synchronize"): "refused: --ds.enable_sleep",
-    (_DU, "torch_dist_barrier_and_cuda_sync", "torch.cuda.synchronize"): "P2: the name is replaced in every module that imports it",
+    (
+        _DU,
+        "torch_dist_barrier_and_cuda_sync",
+        "torch.cuda.synchronize",
+    ): "P2: the name is replaced in every module that imports it",
     (_DU, "stateless_init_process_group", "nccl:from vllm.distributed.device_communicators.pynccl"): _UNUSED_SYNC,
     (_DU, "stateless_init_process_group", "nccl:import PyNcclCommunicator"): _UNUSED_SYNC,
     (_DU, "stateless_init_process_group", "nccl:PyNcclCommunicator"): _UNUSED_SYNC,
     (_DU, "stateless_init_process_group", "nccl:pynccl"): _UNUSED_SYNC,
-    ("openrlhf.utils.loss_utils", "_optimizer_step_loss_norm", "torch.cuda.is_available"): "guarded: is_available() is False on a CPU",
-    ("openrlhf.utils.loss_utils", "_optimizer_step_loss_norm", "torch.cuda.current_device"): "guarded: is_available() is False on a CPU",
+    (
+        "openrlhf.utils.loss_utils",
+        "_optimizer_step_loss_norm",
+        "torch.cuda.is_available",
+    ): "guarded: is_available() is False on a CPU",
+    (
+        "openrlhf.utils.loss_utils",
+        "_optimizer_step_loss_norm",
+        "torch.cuda.current_device",
+    ): "guarded: is_available() is False on a CPU",
 }
 
 
@@ -185,7 +262,8 @@ from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
 ensure_flash_attn_importable()
 for m in json.loads(sys.argv[1]):
     importlib.import_module(m)
-mods = {k: v.__file__ for k, v in sorted(sys.modules.items()) if k.split(".")[0] == "openrlhf" and getattr(v, "__file__", None)}
+mods = {k: v.__file__ for k, v in sorted(sys.modules.items())
+        if k.split(".")[0] == "openrlhf" and getattr(v, "__file__", None)}
 print("PPO_PATH=" + json.dumps(mods))
 """
 
@@ -193,10 +271,16 @@ print("PPO_PATH=" + json.dumps(mods))
 @pytest.fixture(scope="module")
 def ppo_path():
     env = dict(os.environ, DS_ACCELERATOR="cpu")
-    out = subprocess.run([sys.executable, "-c", LIST_PPO_PATH, json.dumps(PPO_PATH_ENTRY_MODULES)], capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", LIST_PPO_PATH, json.dumps(PPO_PATH_ENTRY_MODULES)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     line = [l for l in out.stdout.splitlines() if l.startswith("PPO_PATH=")]
     assert line, out.stderr[-3000:]
-    mods = json.loads(line[-1][len("PPO_PATH="):])
+    mods = json.loads(line[-1][len("PPO_PATH=") :])
     site = os.path.dirname(importlib.util.find_spec("openrlhf").origin)
     assert all(f.startswith(site) for f in mods.values()), "not the installed OpenRLHF"
     # the modules CPU mode patches must be on the path (else the path detection broke)
@@ -269,7 +353,9 @@ def test_p1_entries_are_reached_by_the_torch_proxy(ppo_path, uses):
             continue
         mod, qual, use = key
         assert mod in cpu_mode.PROXIED_MODULES, key
-        assert not any(h["local_torch_import"] for h in uses[key]), f"{_where(ppo_path, key, uses[key])}: local import torch"
+        assert not any(h["local_torch_import"] for h in uses[key]), (
+            f"{_where(ppo_path, key, uses[key])}: local import torch"
+        )
         if use.startswith("torch.cuda."):
             assert use.split(".", 2)[2] in cpu_mode.CUDA_STANDINS, key
         else:
@@ -291,7 +377,11 @@ def _imported_names(path, source_module):
 def test_p2_p3_reach_every_importer(ppo_path):
     """``torch_dist_barrier_and_cuda_sync`` and ``init_device_mesh`` are imported BY NAME: CPU mode replaces
     the name in each importing module, so a new importer upstream would escape the patch."""
-    barrier = {m for m, p in ppo_path.items() if "torch_dist_barrier_and_cuda_sync" in _imported_names(p, "openrlhf.utils.distributed_util")}
+    barrier = {
+        m
+        for m, p in ppo_path.items()
+        if "torch_dist_barrier_and_cuda_sync" in _imported_names(p, "openrlhf.utils.distributed_util")
+    }
     assert barrier | {"openrlhf.utils.distributed_util"} == set(cpu_mode.BARRIER_IMPORTERS), barrier
     mesh = {m for m, p in ppo_path.items() if "init_device_mesh" in _imported_names(p, "torch.distributed.device_mesh")}
     assert mesh == {"openrlhf.utils.deepspeed.deepspeed"}, mesh
@@ -330,7 +420,9 @@ def test_proxy_pickles_by_name():
         "import sys, ray.cloudpickle as c; m = c.loads(sys.stdin.buffer.read()); "
         "print(m.__name__, m.cuda.current_device())"
     )
-    out = subprocess.run([sys.executable, "-c", code], input=cloudpickle.dumps(cpu_mode.torch_cpu), capture_output=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=cloudpickle.dumps(cpu_mode.torch_cpu), capture_output=True, timeout=120
+    )
     assert out.stdout.decode().split() == ["lens_openrlhf.cpu.standins._torch", "cpu"], out.stderr.decode()[-2000:]
 
 
@@ -359,5 +451,5 @@ def test_install_patches_everything_it_claims():
     out = subprocess.run([sys.executable, "-c", INSTALL_CHECK], capture_output=True, text=True, timeout=300, env=env)
     line = [l for l in out.stdout.splitlines() if l.startswith("INSTALLED=")]
     assert line, out.stderr[-3000:]
-    res = json.loads(line[-1][len("INSTALLED="):])
+    res = json.loads(line[-1][len("INSTALLED=") :])
     assert all(res.values()), res

@@ -30,23 +30,68 @@ DAPO_WRAP = (
 
 TEST_ROWS = [
     {"problem": "What is $3 \\cdot 4$?", "solution": "It is $\\boxed{12}$.", "level": "Level 1", "type": "Prealgebra"},
-    {"problem": "Solve $x^2 = 9$ for $x>0$.", "solution": "So $x = \\boxed{3}$.", "level": "Level 2", "type": "Algebra"},
-    {"problem": "Find $\\dfrac{1}{3}+\\dfrac{1}{6}$.", "solution": "$\\boxed{\\frac{1}{2}}$", "level": "Level 3", "type": "Prealgebra"},
-    {"problem": "How many primes are below 20?", "solution": "There are $\\boxed{8}$.", "level": "Level 4", "type": "Number Theory"},
-    {"problem": "Compute $\\binom{6}{2}$.", "solution": "$\\boxed{15}$", "level": "Level 5", "type": "Counting & Probability"},
-    {"problem": "An unlabelled-level problem: $2^5$?", "solution": "$\\boxed{32}$", "level": "Level ?", "type": "Algebra"},
-    {"problem": "A test problem whose solution lost its box.", "solution": "The answer is 4.", "level": "Level 5", "type": "Geometry"},
+    {
+        "problem": "Solve $x^2 = 9$ for $x>0$.",
+        "solution": "So $x = \\boxed{3}$.",
+        "level": "Level 2",
+        "type": "Algebra",
+    },
+    {
+        "problem": "Find $\\dfrac{1}{3}+\\dfrac{1}{6}$.",
+        "solution": "$\\boxed{\\frac{1}{2}}$",
+        "level": "Level 3",
+        "type": "Prealgebra",
+    },
+    {
+        "problem": "How many primes are below 20?",
+        "solution": "There are $\\boxed{8}$.",
+        "level": "Level 4",
+        "type": "Number Theory",
+    },
+    {
+        "problem": "Compute $\\binom{6}{2}$.",
+        "solution": "$\\boxed{15}$",
+        "level": "Level 5",
+        "type": "Counting & Probability",
+    },
+    {
+        "problem": "An unlabelled-level problem: $2^5$?",
+        "solution": "$\\boxed{32}$",
+        "level": "Level ?",
+        "type": "Algebra",
+    },
+    {
+        "problem": "A test problem whose solution lost its box.",
+        "solution": "The answer is 4.",
+        "level": "Level 5",
+        "type": "Geometry",
+    },
 ]
 
 TRAIN_ROWS = [
     {"problem": "What is $1+1$?", "solution": "Clearly $\\boxed{2}$.", "level": "Level 1", "type": "Algebra"},
-    {"problem": "Compute $\\frac{1}{2}+\\frac{1}{4}$.", "solution": "$\\boxed{\\frac{3}{4}}$", "level": "Level 2", "type": "Prealgebra"},
+    {
+        "problem": "Compute $\\frac{1}{2}+\\frac{1}{4}$.",
+        "solution": "$\\boxed{\\frac{3}{4}}$",
+        "level": "Level 2",
+        "type": "Prealgebra",
+    },
     {"problem": "No box in this solution.", "solution": "The answer is 5.", "level": "Level 3", "type": "Algebra"},
     {"problem": "Garbled answer.", "solution": "$\\boxed{)(}$", "level": "Level 3", "type": "Algebra"},
     {"problem": "Level unknown: $7 \\times 6$?", "solution": "$\\boxed{42}$", "level": "Level ?", "type": "Prealgebra"},
     # a test problem with different spacing, case and \left/\right-free fraction macros: decontaminated
-    {"problem": "find  $\\frac{1}{3} + \\tfrac{1}{6}$.", "solution": "$\\boxed{\\frac12}$", "level": "Level 3", "type": "Prealgebra"},
-    {"problem": "What is  $1 + 1$ ?", "solution": "$\\boxed{2}$", "level": "Level 1", "type": "Algebra"},  # duplicate of row 0
+    {
+        "problem": "find  $\\frac{1}{3} + \\tfrac{1}{6}$.",
+        "solution": "$\\boxed{\\frac12}$",
+        "level": "Level 3",
+        "type": "Prealgebra",
+    },
+    {
+        "problem": "What is  $1 + 1$ ?",
+        "solution": "$\\boxed{2}$",
+        "level": "Level 1",
+        "type": "Algebra",
+    },  # duplicate of row 0
     {"problem": "", "solution": "$\\boxed{1}$", "level": "Level 1", "type": "Algebra"},  # missing problem
 ]
 
@@ -73,18 +118,72 @@ def dapo_rows():
 
 
 NUMINA_ROWS = [
-    {"problem": "Numina: what is 2+2?", "solution": "... \\boxed{4}", "answer": "4", "problem_type": "Algebra",
-     "question_type": "math-word-problem", "source": "cn_k12", "problem_is_valid": "Yes", "solution_is_valid": "Yes", "synthetic": False},
-    {"problem": "Numina: prove that 1 < 2.", "solution": "...", "answer": "proof", "problem_type": "Inequalities",
-     "question_type": "proof", "source": "olympiads", "problem_is_valid": "Yes", "solution_is_valid": "Yes", "synthetic": False},
-    {"problem": "Numina: lost answer.", "solution": "...", "answer": "notfound", "problem_type": "Algebra",
-     "question_type": "math-word-problem", "source": "olympiads", "problem_is_valid": "Yes", "solution_is_valid": "Yes", "synthetic": False},
-    {"problem": "Numina: invalid problem.", "solution": "...", "answer": "3", "problem_type": "Algebra",
-     "question_type": "math-word-problem", "source": "olympiads", "problem_is_valid": "No", "solution_is_valid": "Yes", "synthetic": False},
-    {"problem": "Numina: x such that 2x = 10.", "solution": "...", "answer": "x=5", "problem_type": "Algebra",
-     "question_type": "math-word-problem", "source": "amc_aime", "problem_is_valid": "Yes", "solution_is_valid": "Yes", "synthetic": True},
-    {"problem": "Compute $\\binom{6}{2}$.", "solution": "...", "answer": "15", "problem_type": "Combinatorics",
-     "question_type": "math-word-problem", "source": "math", "problem_is_valid": "Yes", "solution_is_valid": "Yes", "synthetic": False},
+    {
+        "problem": "Numina: what is 2+2?",
+        "solution": "... \\boxed{4}",
+        "answer": "4",
+        "problem_type": "Algebra",
+        "question_type": "math-word-problem",
+        "source": "cn_k12",
+        "problem_is_valid": "Yes",
+        "solution_is_valid": "Yes",
+        "synthetic": False,
+    },
+    {
+        "problem": "Numina: prove that 1 < 2.",
+        "solution": "...",
+        "answer": "proof",
+        "problem_type": "Inequalities",
+        "question_type": "proof",
+        "source": "olympiads",
+        "problem_is_valid": "Yes",
+        "solution_is_valid": "Yes",
+        "synthetic": False,
+    },
+    {
+        "problem": "Numina: lost answer.",
+        "solution": "...",
+        "answer": "notfound",
+        "problem_type": "Algebra",
+        "question_type": "math-word-problem",
+        "source": "olympiads",
+        "problem_is_valid": "Yes",
+        "solution_is_valid": "Yes",
+        "synthetic": False,
+    },
+    {
+        "problem": "Numina: invalid problem.",
+        "solution": "...",
+        "answer": "3",
+        "problem_type": "Algebra",
+        "question_type": "math-word-problem",
+        "source": "olympiads",
+        "problem_is_valid": "No",
+        "solution_is_valid": "Yes",
+        "synthetic": False,
+    },
+    {
+        "problem": "Numina: x such that 2x = 10.",
+        "solution": "...",
+        "answer": "x=5",
+        "problem_type": "Algebra",
+        "question_type": "math-word-problem",
+        "source": "amc_aime",
+        "problem_is_valid": "Yes",
+        "solution_is_valid": "Yes",
+        "synthetic": True,
+    },
+    {
+        "problem": "Compute $\\binom{6}{2}$.",
+        "solution": "...",
+        "answer": "15",
+        "problem_type": "Combinatorics",
+        "question_type": "math-word-problem",
+        "source": "math",
+        "problem_is_valid": "Yes",
+        "solution_is_valid": "Yes",
+        "synthetic": False,
+    },
 ]
 
 
@@ -119,9 +218,24 @@ def run_main(*argv):
 
 def train_args(files, out, mix="math-dapo", fmt="qwen-base", *extra):
     return [
-        "train", "--mix", mix, "--format", fmt, "--out", out, "--workers", "1",
-        "--math-train", files["math_train"], "--math-test", files["math_test"],
-        "--dapo", files["dapo"], "--numina", files["numina"], *extra,
+        "train",
+        "--mix",
+        mix,
+        "--format",
+        fmt,
+        "--out",
+        out,
+        "--workers",
+        "1",
+        "--math-train",
+        files["math_train"],
+        "--math-test",
+        files["math_test"],
+        "--dapo",
+        files["dapo"],
+        "--numina",
+        files["numina"],
+        *extra,
     ]
 
 
@@ -134,7 +248,16 @@ def test_normalize_problem_and_level():
     )
     assert D.normalize_problem("$\\left( x \\right)$") == D.normalize_problem("(x)")
     assert D.normalize_problem("What is 1+1?") != D.normalize_problem("What is 1+2?")
-    assert [D.parse_level(v) for v in ("Level 4", "level 5", 3, "2", "Level ?", None, 7, True)] == [4, 5, 3, 2, None, None, None, None]
+    assert [D.parse_level(v) for v in ("Level 4", "level 5", 3, "2", "Level ?", None, 7, True)] == [
+        4,
+        5,
+        3,
+        2,
+        None,
+        None,
+        None,
+        None,
+    ]
 
 
 def test_prompt_formats():
@@ -161,9 +284,7 @@ def test_math_dapo_mix(files, tmp_path):
         assert r["prompt"] == D.QWEN_BASE_TEMPLATE.replace("{problem}", r["problem"])
         by_source.setdefault(r["source"], []).append(r)
     # MATH train: rows 0, 1, 4 survive (2 no answer, 3 garbled gold, 5 in test, 6 duplicate, 7 no problem)
-    assert sorted(r["problem"] for r in by_source["math_train"]) == sorted(
-        TRAIN_ROWS[i]["problem"] for i in (0, 1, 4)
-    )
+    assert sorted(r["problem"] for r in by_source["math_train"]) == sorted(TRAIN_ROWS[i]["problem"] for i in (0, 1, 4))
     math_labels = {r["problem"]: r["label"] for r in by_source["math_train"]}
     assert math_labels["Compute $\\frac{1}{2}+\\frac{1}{4}$."] == "\\frac{3}{4}"
     assert {r["problem"]: r["level"] for r in by_source["math_train"]}["Level unknown: $7 \\times 6$?"] is None
@@ -273,8 +394,22 @@ def test_test_set_keeps_levels_and_subjects(files, tmp_path):
 
 def test_math500_style_file_with_answer_column(tmp_path):
     rows = [
-        {"problem": "P1", "solution": "... \\boxed{wrong}", "answer": "\\frac{3}{5}", "subject": "Algebra", "level": 2, "unique_id": "test/algebra/1.json"},
-        {"problem": "P2", "solution": "... \\boxed{7}", "answer": "", "subject": "Geometry", "level": 5, "unique_id": "test/geometry/2.json"},
+        {
+            "problem": "P1",
+            "solution": "... \\boxed{wrong}",
+            "answer": "\\frac{3}{5}",
+            "subject": "Algebra",
+            "level": 2,
+            "unique_id": "test/algebra/1.json",
+        },
+        {
+            "problem": "P2",
+            "solution": "... \\boxed{7}",
+            "answer": "",
+            "subject": "Geometry",
+            "level": 5,
+            "unique_id": "test/geometry/2.json",
+        },
     ]
     src = write_jsonl(tmp_path / "math500.jsonl", rows)
     out = tmp_path / "t.jsonl"
@@ -315,13 +450,20 @@ def test_missing_column_names_file_and_column(files, tmp_path, capsys):
 
 def test_bad_source_specs(tmp_path, capsys):
     out = tmp_path / "o.jsonl"
-    assert D.main(["test", "--format", "qwen-base", "--math-test", str(tmp_path / "nope.jsonl"), "--out", str(out)]) == 2
+    assert (
+        D.main(["test", "--format", "qwen-base", "--math-test", str(tmp_path / "nope.jsonl"), "--out", str(out)]) == 2
+    )
     assert "--math-test" in capsys.readouterr().err
     (tmp_path / "broken.jsonl").write_text('{"problem": "a"}\nnot json\n')
-    assert D.main(["test", "--format", "qwen-base", "--math-test", str(tmp_path / "broken.jsonl"), "--out", str(out)]) == 2
+    assert (
+        D.main(["test", "--format", "qwen-base", "--math-test", str(tmp_path / "broken.jsonl"), "--out", str(out)]) == 2
+    )
     assert "broken.jsonl:2" in capsys.readouterr().err
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    assert D.main(["test", "--format", "qwen-base", "--math-test", "hf:no-such-org/no-such-dataset", "--out", str(out)]) == 2
+    assert (
+        D.main(["test", "--format", "qwen-base", "--math-test", "hf:no-such-org/no-such-dataset", "--out", str(out)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--math-test" in err and "local .jsonl/.parquet path" in err
 
@@ -335,7 +477,21 @@ def test_missing_verifier_is_an_error_not_bad_rows(files, tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert "needs Math-Verify, which is not installed" in err and "--no-gold-check" in err
     assert not out.exists()
-    assert D.main(["test", "--format", "qwen-base", "--math-test", str(files["math_test"]), "--out", str(out), "--no-gold-check"]) == 0
+    assert (
+        D.main(
+            [
+                "test",
+                "--format",
+                "qwen-base",
+                "--math-test",
+                str(files["math_test"]),
+                "--out",
+                str(out),
+                "--no-gold-check",
+            ]
+        )
+        == 0
+    )
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -345,8 +501,19 @@ def test_cli_subprocess(files, tmp_path):
     out = tmp_path / "cli" / "train.jsonl"
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "lens_openrlhf.data", *map(str, train_args(files, out, "math-dapo", "llama-instruct", "--dapo-size", "5")), "--workers", "2"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "lens_openrlhf.data",
+            *map(str, train_args(files, out, "math-dapo", "llama-instruct", "--dapo-size", "5")),
+            "--workers",
+            "2",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "wrote 8 rows" in proc.stdout and "in_test_set" in proc.stdout and "report:" in proc.stdout
@@ -359,8 +526,11 @@ def test_cli_subprocess(files, tmp_path):
 
 
 def _dapo_row(content, gt, idx):
-    return {"prompt": [{"role": "user", "content": content}], "reward_model": {"ground_truth": gt},
-            "extra_info": {"index": idx}}
+    return {
+        "prompt": [{"role": "user", "content": content}],
+        "reward_model": {"ground_truth": gt},
+        "extra_info": {"index": idx},
+    }
 
 
 def _one_line_error(capsys):
@@ -374,11 +544,15 @@ def test_dapo_rows_without_a_blank_line_after_the_instruction(files, tmp_path, c
     that starts like DAPO's but cannot be split is dropped and counted as unparsed_prompt, never guessed."""
     instruction = DAPO_WRAP.split("\n\n")[0]
     reminder = DAPO_WRAP.split("\n\n")[2]
-    rows = [_dapo_row(f"{instruction}\n{p}\n\n{reminder}", str(k + 7), f"nl-{k}")
-            for k, p in enumerate(f"What is {k} + 7?" for k in range(20))]
+    rows = [
+        _dapo_row(f"{instruction}\n{p}\n\n{reminder}", str(k + 7), f"nl-{k}")
+        for k, p in enumerate(f"What is {k} + 7?" for k in range(20))
+    ]
     rows.append(_dapo_row(f"{instruction} What is 100 + 1?\n{reminder}", "101", "space"))
     rows.append(_dapo_row("Solve the following math problem step by step. Think hard. What is 5 + 5?", "10", "unsplit"))
-    rows.append(_dapo_row("Solve the following math problem step by step. Be brief.\nWhat is 6 + 6?", "12", "other-line"))
+    rows.append(
+        _dapo_row("Solve the following math problem step by step. Be brief.\nWhat is 6 + 6?", "12", "other-line")
+    )
     dapo = write_jsonl(tmp_path / "dapo_nl.jsonl", rows)
     out = tmp_path / "o.jsonl"
     args = train_args(files, out)
@@ -399,14 +573,19 @@ def test_dapo_rows_without_a_blank_line_after_the_instruction(files, tmp_path, c
 def test_every_row_dropped_is_an_error_not_an_empty_file(files, tmp_path, capsys):
     bad_test = write_jsonl(tmp_path / "nothing.jsonl", [{"problem": "P", "solution": "no box", "level": 1}] * 3)
     out = tmp_path / "t.jsonl"
-    assert D.main(["test", "--format", "qwen-base", "--math-test", str(bad_test), "--out", str(out), "--workers", "1"]) == 2
+    assert (
+        D.main(["test", "--format", "qwen-base", "--math-test", str(bad_test), "--out", str(out), "--workers", "1"])
+        == 2
+    )
     err = _one_line_error(capsys)
     assert "--math-test" in err and "nothing.jsonl" in err and "every one of its 3 rows was dropped" in err
     assert "no_answer 3" in err and not out.exists()
     assert Path(str(out) + ".report.json").exists()  # the report says which rows and why
     # a training mix whose DAPO part loses every row (here: all are test problems) is refused too
-    dapo = write_jsonl(tmp_path / "dapo_all_test.jsonl", [_dapo_row(DAPO_WRAP.format(p=t["problem"]), "1", f"t{i}")
-                                                         for i, t in enumerate(TEST_ROWS[:3])])
+    dapo = write_jsonl(
+        tmp_path / "dapo_all_test.jsonl",
+        [_dapo_row(DAPO_WRAP.format(p=t["problem"]), "1", f"t{i}") for i, t in enumerate(TEST_ROWS[:3])],
+    )
     args = train_args(files, tmp_path / "train.jsonl")
     args[args.index("--dapo") + 1] = dapo
     assert D.main([str(a) for a in args]) == 2
@@ -428,15 +607,21 @@ def test_wrong_typed_fields_are_counted_drops_naming_the_field(tmp_path, capsys)
     src = write_jsonl(tmp_path / "typed.jsonl", rows)
     out = tmp_path / "t.jsonl"
     run_main("test", "--format", "qwen-base", "--math-test", src, "--out", out, "--workers", "1")
-    assert [(r["problem"], r["label"]) for r in read_jsonl(out)] == [("Fine: $2+3$?", "5"), ("Numeric answer is fine", "12")]
+    assert [(r["problem"], r["label"]) for r in read_jsonl(out)] == [
+        ("Fine: $2+3$?", "5"),
+        ("Numeric answer is fine", "12"),
+    ]
     dropped = json.loads(Path(str(out) + ".report.json").read_text())["sources"]["math_test"]["dropped"]
     assert dropped["wrong_type_solution"]["ids"] == ["math_test/typed.jsonl#1"]
     assert dropped["wrong_type_problem"]["ids"] == ["math_test/typed.jsonl#2"]
     assert dropped["wrong_type_answer"]["ids"] == ["math_test/typed.jsonl#3"]
     assert "dropped wrong_type_solution: 1" in capsys.readouterr().out
     # DAPO: a list-valued ground truth and a non-text prompt
-    dapo = [_dapo_row(DAPO_WRAP.format(p="What is 1 + 9?"), "10", "ok"), _dapo_row(DAPO_WRAP.format(p="Q2"), ["4"], "gt"),
-            {"prompt": 42, "reward_model": {"ground_truth": "1"}, "extra_info": {"index": "p"}}]
+    dapo = [
+        _dapo_row(DAPO_WRAP.format(p="What is 1 + 9?"), "10", "ok"),
+        _dapo_row(DAPO_WRAP.format(p="Q2"), ["4"], "gt"),
+        {"prompt": 42, "reward_model": {"ground_truth": "1"}, "extra_info": {"index": "p"}},
+    ]
     rep = D.SourceReport("dapo", "x")
     ex = D.dapo_examples([D.Row(f"r#{i}", r, "x") for i, r in enumerate(dapo)], "dapo", rep, "--dapo")
     assert [e.answer for e in ex] == ["10"]
@@ -465,9 +650,24 @@ def test_unwritable_out_is_one_line(files, tmp_path, capsys):
         assert D.main(argv) == 2
         err = _one_line_error(capsys)
         assert ("--out " in err or "--out-dir " in err) and str(tmp_path) in err
-    proc = subprocess.run([sys.executable, "-m", "lens_openrlhf.data", "test", "--format", "qwen-base", "--math-test",
-                           str(files["math_test"]), "--out", str(blocker / "t.jsonl")], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lens_openrlhf.data",
+            "test",
+            "--format",
+            "qwen-base",
+            "--math-test",
+            str(files["math_test"]),
+            "--out",
+            str(blocker / "t.jsonl"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 

@@ -255,7 +255,14 @@ def test_errors_are_clear():
 
 def test_registry_is_the_single_source_of_names_and_options():
     assert set(E.estimator_names()) >= {
-        "grpo", "lens", "lens_mixed_only", "lens_negative_only", "lens_length_pref", "w_reinforce", "nsr", "psr",
+        "grpo",
+        "lens",
+        "lens_mixed_only",
+        "lens_negative_only",
+        "lens_length_pref",
+        "w_reinforce",
+        "nsr",
+        "psr",
     }
     assert ADV_ESTIMATORS["lens"].options["alpha"].default == 0.25
     assert ADV_ESTIMATORS["w_reinforce"].options["lam"].default == 0.1
@@ -270,7 +277,8 @@ def test_registry_is_the_single_source_of_names_and_options():
 def test_importing_estimators_pulls_in_nothing_heavy():
     code = (
         "import sys, lens_openrlhf, lens_openrlhf.estimators\n"
-        "heavy = [m for m in ('openrlhf', 'vllm', 'ray', 'deepspeed', 'flash_attn', 'transformers') if m in sys.modules]\n"
+        "heavy = [m for m in ('openrlhf', 'vllm', 'ray', 'deepspeed', 'flash_attn', 'transformers')\n"
+        "         if m in sys.modules]\n"
         "print(heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

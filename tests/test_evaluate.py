@@ -69,8 +69,16 @@ def test_pass_at_k_large_n_is_exact_and_stable(nck):
 
 @pytest.mark.parametrize(
     "args, err",
-    [((0, 0, 1), ValueError), ((4, 5, 1), ValueError), ((4, -1, 1), ValueError), ((4, 2, 0), ValueError),
-     ((4, 2, 5), ValueError), ((4.0, 2, 1), TypeError), ((4, True, 1), TypeError), (("4", 2, 1), TypeError)],
+    [
+        ((0, 0, 1), ValueError),
+        ((4, 5, 1), ValueError),
+        ((4, -1, 1), ValueError),
+        ((4, 2, 0), ValueError),
+        ((4, 2, 5), ValueError),
+        ((4.0, 2, 1), TypeError),
+        ((4, True, 1), TypeError),
+        (("4", 2, 1), TypeError),
+    ],
 )
 def test_pass_at_k_rejects_bad_arguments(args, err):
     with pytest.raises(err):
@@ -154,7 +162,9 @@ def test_cli_from_saved_results(tmp_path, capsys):
     E.save_results(tmp_path / "results.GRPO.jsonl", a)
     E.save_results(tmp_path / "results.LENS.jsonl", b)
     out = tmp_path / "report"
-    rc = E.main(["--results", str(tmp_path / "results.GRPO.jsonl"), str(tmp_path / "results.LENS.jsonl"), "--out", str(out)])
+    rc = E.main(
+        ["--results", str(tmp_path / "results.GRPO.jsonl"), str(tmp_path / "results.LENS.jsonl"), "--out", str(out)]
+    )
     assert rc == 0
     saved = json.loads((out / "report.json").read_text())
     assert saved["models"]["GRPO"] == json.loads(json.dumps(build_report(a)))
@@ -171,7 +181,12 @@ def test_cli_errors_name_the_flag(tmp_path, capsys):
     (tmp_path / "d.jsonl").write_text(json.dumps({"question": "x", "label": "1"}) + "\n")
     assert E.main(["--model", "m", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path)]) == 2
     assert "--input-key" in capsys.readouterr().err
-    assert E.main(["--model", "a", "--model", "b", "--name", "x", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path)]) == 2
+    assert (
+        E.main(
+            ["--model", "a", "--model", "b", "--name", "x", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path)]
+        )
+        == 2
+    )
     assert "--name" in capsys.readouterr().err
     (tmp_path / "bad.jsonl").write_text('{"id": "a", "n": 4, "c": 9}\n')
     assert E.main(["--results", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path)]) == 2
@@ -224,7 +239,9 @@ def build_tiny_model(path: Path, answer_token: str = "\\boxed{2}"):
     corpus = ["Question: what is 1 + 1? Answer: 2", "Please reason step by step.", "0123456789 + - = { }"] * 20
     tok.train_from_iterator(
         corpus,
-        trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
     )
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     hf_tok.add_tokens([answer_token])
@@ -235,9 +252,17 @@ def build_tiny_model(path: Path, answer_token: str = "\\boxed{2}"):
 
     torch.manual_seed(0)
     cfg = Qwen2Config(
-        vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=32, max_position_embeddings=256, tie_word_embeddings=False,
-        eos_token_id=eos_id, bos_token_id=eos_id,
+        vocab_size=len(hf_tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        eos_token_id=eos_id,
+        bos_token_id=eos_id,
     )
     model = Qwen2ForCausalLM(cfg).to(torch.float32)
     with torch.no_grad():
@@ -268,15 +293,52 @@ def test_cli_end_to_end_with_vllm_cpu(tmp_path):
     data = tmp_path / "test.jsonl"
     rows = [
         {"prompt": "Question: what is 1 + 1?\nAnswer:", "label": "2", "level": 1, "subject": "Algebra", "id": "a"},
-        {"prompt": [{"role": "user", "content": "what is 2 + 2?"}], "label": "4", "level": 5, "subject": "Algebra", "id": "b"},
-        {"prompt": "Question: what is 4 / 2?\nAnswer:", "label": "\\frac{4}{2}", "level": 4, "subject": "Prealgebra", "id": "c"},
+        {
+            "prompt": [{"role": "user", "content": "what is 2 + 2?"}],
+            "label": "4",
+            "level": 5,
+            "subject": "Algebra",
+            "id": "b",
+        },
+        {
+            "prompt": "Question: what is 4 / 2?\nAnswer:",
+            "label": "\\frac{4}{2}",
+            "level": 4,
+            "subject": "Prealgebra",
+            "id": "c",
+        },
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "eval"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "LENS_MATH_WORKERS": "1"}
-    cmd = [sys.executable, "-m", "lens_openrlhf.evaluate", "--model", str(model), "--name", "tiny", "--data", str(data),
-           "--n", "4", "--max-tokens", "8", "--temperature", "1.0", "--top-p", "1.0", "--seed", "1", "--dtype", "float32",
-           "--max-model-len", "128", "--save-responses", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lens_openrlhf.evaluate",
+        "--model",
+        str(model),
+        "--name",
+        "tiny",
+        "--data",
+        str(data),
+        "--n",
+        "4",
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "1.0",
+        "--top-p",
+        "1.0",
+        "--seed",
+        "1",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "128",
+        "--save-responses",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = [json.loads(line) for line in (out / "results.tiny.jsonl").read_text().splitlines()]
@@ -306,6 +368,17 @@ def test_passk_module_imports_nothing_heavy_and_evaluate_reexports_it():
     assert out.strip() == "[]"
     from lens_openrlhf import passk
 
-    for name in ("KS", "ProblemResult", "UsageError", "build_report", "format_report", "load_results",
-                 "pass_at_k", "plot_pass_at_k", "save_results", "summarize", "write_outputs"):
+    for name in (
+        "KS",
+        "ProblemResult",
+        "UsageError",
+        "build_report",
+        "format_report",
+        "load_results",
+        "pass_at_k",
+        "plot_pass_at_k",
+        "save_results",
+        "summarize",
+        "write_outputs",
+    ):
         assert getattr(E, name) is getattr(passk, name), name

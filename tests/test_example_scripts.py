@@ -38,16 +38,27 @@ def parser():
 def test_there_are_scripts_for_every_paper_run():
     names = {p.name for p in SCRIPTS}
     for want in (
-        "train_lens_qwen2.5_3b.sh", "train_grpo_qwen2.5_3b.sh", "train_lens_llama3.1_8b.sh", "train_grpo_llama3.1_8b.sh",
-        "train_lens_mixed_only_llama3.1_8b.sh", "train_lens_negative_only_llama3.1_8b.sh",
-        "train_lens_multinode.sh", "train_lens_large_model.sh", "train_lens_llama3.1_70b.sh",
+        "train_lens_qwen2.5_3b.sh",
+        "train_grpo_qwen2.5_3b.sh",
+        "train_lens_llama3.1_8b.sh",
+        "train_grpo_llama3.1_8b.sh",
+        "train_lens_mixed_only_llama3.1_8b.sh",
+        "train_lens_negative_only_llama3.1_8b.sh",
+        "train_lens_multinode.sh",
+        "train_lens_large_model.sh",
+        "train_lens_llama3.1_70b.sh",
     ):
         assert want in names
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_script_flags_parse_and_match_the_paper(parser, script):
-    out = subprocess.run(["bash", str(script)], env={**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}, capture_output=True, text=True)
+    out = subprocess.run(
+        ["bash", str(script)],
+        env={**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     argv = shlex.split(out.stdout)
     assert argv[:3] == ["python", "-m", "lens_openrlhf.train_ppo_ray"]
@@ -59,7 +70,7 @@ def test_script_flags_parse_and_match_the_paper(parser, script):
     stem = script.stem.removeprefix("train_")
     assert stem.startswith(est) or est == "lens"
     spec = ADV_ESTIMATORS.get(est)
-    for name, opt in (spec.options.items() if spec else ()):  # stated at the registry default (the paper's)
+    for name, opt in spec.options.items() if spec else ():  # stated at the registry default (the paper's)
         assert getattr(args.algo.lens, name) == opt.default
     for tag, lr in LR.items():
         if tag in script.name:
@@ -70,7 +81,10 @@ def test_script_flags_parse_and_match_the_paper(parser, script):
     if "qwen" in script.name:
         assert not args.data.apply_chat_template and "math_test.qwen" in args.eval.dataset
     if args.train.colocate_all:
-        assert args.actor.num_nodes * args.actor.num_gpus_per_node == args.vllm.num_engines * args.vllm.tensor_parallel_size
+        assert (
+            args.actor.num_nodes * args.actor.num_gpus_per_node
+            == args.vllm.num_engines * args.vllm.tensor_parallel_size
+        )
     if "large_model" in script.name or "70b" in script.name:
         # every Megatron-style axis OpenRLHF has: AutoTP (with ZeRO-2, the stage AutoTP ran at on CPU here),
         # ring attention (sequence parallel), vLLM tensor parallel, the optimizer in CPU memory
@@ -96,11 +110,16 @@ def test_common_sh_states_every_registry_option_without_listing_estimators(tmp_p
     text = common.read_text()
     assert not re.search(r"lens_negative_only|--algo\.lens\.alpha", text)  # no estimator list of its own
     for name in list(ADV_ESTIMATORS) + ["group_norm"]:
-        driver = f'set -euo pipefail; ESTIMATOR={name} LR=1e-6 FORMAT=qwen-base RUN_NAME=t; source "{common}"; echo "${{PAPER_RECIPE[@]}}"'
-        out = subprocess.run(["bash", "-c", driver], env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
+        driver = (
+            f"set -euo pipefail; ESTIMATOR={name} LR=1e-6 FORMAT=qwen-base RUN_NAME=t; "
+            f'source "{common}"; echo "${{PAPER_RECIPE[@]}}"'
+        )
+        out = subprocess.run(
+            ["bash", "-c", driver], env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True
+        )
         assert out.returncode == 0, out.stderr
         spec = ADV_ESTIMATORS.get(name)
-        for opt in (spec.options.values() if spec else ()):
+        for opt in spec.options.values() if spec else ():
             assert f"--algo.lens.{opt.name} {opt.default:g}" in out.stdout, (name, opt.name)
         if spec is None:
             assert "--algo.lens." not in out.stdout

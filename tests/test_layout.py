@@ -60,7 +60,7 @@ def _cycle(graph):
         stack.append(n)
         for m in sorted(graph[n]):
             if state.get(m) == 1:
-                return stack[stack.index(m):] + [m]
+                return stack[stack.index(m) :] + [m]
             if m not in state:
                 c = visit(m)
                 if c:

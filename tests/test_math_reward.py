@@ -334,8 +334,19 @@ def test_split_modules_are_light_and_math_reward_reexports_them():
 
     for mod, names in (
         (answers, ("extract_last_boxed", "normalize_label", "split_response")),
-        (verifier, ("ProcessPool", "RewardConfig", "Verdict", "VerifierPool", "VerifierUnavailable",
-                    "WorkerStartError", "get_pool", "shutdown_pool")),
+        (
+            verifier,
+            (
+                "ProcessPool",
+                "RewardConfig",
+                "Verdict",
+                "VerifierPool",
+                "VerifierUnavailable",
+                "WorkerStartError",
+                "get_pool",
+                "shutdown_pool",
+            ),
+        ),
         (verify_worker, ("gold_is_parseable", "parse_gold", "serve_worker", "verify_answer")),
     ):
         for name in names:

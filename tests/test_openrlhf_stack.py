@@ -64,8 +64,20 @@ def run_real_compute_advantages(exps, estimator, n_samples):
 
     # OpenRLHF's own parser and defaults (reward clip range, gamma, KL off), as a job gets them
     _, args = openrlhf_adapter.parse_args(
-        ["--advantage_estimator", estimator, "--n_samples_per_prompt", str(n_samples), "--pretrain", "x",
-         "--remote_rm_url", "r.py", "--vllm_num_engines", "1", "--init_kl_coef", "0"]
+        [
+            "--advantage_estimator",
+            estimator,
+            "--n_samples_per_prompt",
+            str(n_samples),
+            "--pretrain",
+            "x",
+            "--remote_rm_url",
+            "r.py",
+            "--vllm_num_engines",
+            "1",
+            "--init_kl_coef",
+            "0",
+        ]
     )
     strategy = SimpleNamespace(args=args)
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), strategy, None)

@@ -113,6 +113,13 @@ try:
 except Exception as e:
     print(type(e).__name__, e)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, LENS_OPENRLHF_NO_WORKER_PATCHES="0"))
-    assert "UpstreamChanged" in out.stdout and "found 0.11.3" in out.stdout and "openrlhf==0.11.2" in out.stdout, out.stderr[-2000:]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, LENS_OPENRLHF_NO_WORKER_PATCHES="0"),
+    )
+    assert "UpstreamChanged" in out.stdout and "found 0.11.3" in out.stdout and "openrlhf==0.11.2" in out.stdout, (
+        out.stderr[-2000:]
+    )

@@ -52,8 +52,15 @@ def test_plan_warns_on_layouts_that_cannot_run():
 
 def test_model_from_config(tmp_path):
     # a Qwen2-like config: params = untied embed/head 2 V h + L (attention + 3 h ffn + 2 h norms) + final norm
-    cfg = {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 512, "num_attention_heads": 2,
-           "num_key_value_heads": 1, "intermediate_size": 128, "tie_word_embeddings": False}
+    cfg = {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "vocab_size": 512,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "intermediate_size": 128,
+        "tie_word_embeddings": False,
+    }
     (tmp_path / "config.json").write_text(__import__("json").dumps(cfg))
     m = P.model_from_config(tmp_path)
     # attention: q 64x64 + k, v 64x32 each + o 64x64 = 4096 + 4096 + 4096 = 12288; mlp 3 x 64 x 128 = 24576

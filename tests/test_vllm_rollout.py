@@ -8,7 +8,6 @@ samples per prompt with `logprobs=1` (the adapter's SamplingParams), OpenRLHF's 
 Then pbar from vLLM is compared with pbar from `openrlhf.models.Actor` on the same sequences.
 """
 
-import os
 import sys
 import textwrap
 from types import SimpleNamespace
@@ -25,7 +24,7 @@ PROMPTS = ["What is 2 + 3? Put the final answer in \\boxed{}.", "Solve for x: x 
 LABELS = ["5", "5", "42"]
 
 REWARD = textwrap.dedent(
-    '''
+    """
     import re, torch
     def reward_func(queries, prompts, labels):
         r = []
@@ -34,7 +33,7 @@ REWARD = textwrap.dedent(
             r.append(1.0 if m and m[-1].strip() == l else 0.0)
         r = torch.tensor(r)
         return {"rewards": r, "scores": r, "extra_logs": {}}
-    '''
+    """
 )
 
 
@@ -61,7 +60,10 @@ def rollout(tmp_path_factory):
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"worker_process_setup_hook": "lens_openrlhf.cpu_shims.ensure_flash_attn_importable", "env_vars": env},
+        runtime_env={
+            "worker_process_setup_hook": "lens_openrlhf.cpu_shims.ensure_flash_attn_importable",
+            "env_vars": env,
+        },
     )
     try:
         engine = RolloutRayActor.options(num_cpus=1, num_gpus=0).remote(
@@ -80,14 +82,21 @@ def rollout(tmp_path_factory):
             agent_func_path=None,
             mm_pad_token_ids=set(),
         )
-        params = samples_generator.SamplingParams(temperature=1.0, top_p=1.0, max_tokens=24)  # no per-request seed: G different samples
+        params = samples_generator.SamplingParams(
+            temperature=1.0, top_p=1.0, max_tokens=24
+        )  # no per-request seed: G different samples
         assert params.logprobs == 1
         responses = []
         for prompt, label in zip(PROMPTS, LABELS):
             responses.append(
                 ray.get(
                     engine.generate_responses.remote(
-                        prompt=prompt, label=label, sampling_params=params, max_length=256, hf_tokenizer=tokenizer, num_samples=G
+                        prompt=prompt,
+                        label=label,
+                        sampling_params=params,
+                        max_length=256,
+                        hf_tokenizer=tokenizer,
+                        num_samples=G,
                     ),
                     timeout=600,
                 )
@@ -115,8 +124,20 @@ def test_vllm_log_probs_feed_lens(rollout):
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
     _, args = A.parse_args(
-        ["--pretrain", "x", "--remote_rm_url", "r.py", "--vllm_num_engines", "1", "--n_samples_per_prompt", str(G),
-         "--advantage_estimator", "lens", "--init_kl_coef", "0"],
+        [
+            "--pretrain",
+            "x",
+            "--remote_rm_url",
+            "r.py",
+            "--vllm_num_engines",
+            "1",
+            "--n_samples_per_prompt",
+            str(G),
+            "--advantage_estimator",
+            "lens",
+            "--init_kl_coef",
+            "0",
+        ],
         parser=A.build_parser(),
     )
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
@@ -126,7 +147,9 @@ def test_vllm_log_probs_feed_lens(rollout):
         m = e.action_mask[0].bool()
         torch.testing.assert_close(e.advantages[0][m], want[i].expand(int(m.sum())), rtol=1e-6, atol=1e-7)
     # a random tiny model answers nothing right: all groups are negative, and LENS still gives gradient
-    assert float(out[0].info["lens/negative_group_ratio"][0]) == pytest.approx(float((rewards.sum(-1) == 0).float().mean()))
+    assert float(out[0].info["lens/negative_group_ratio"][0]) == pytest.approx(
+        float((rewards.sum(-1) == 0).float().mean())
+    )
     assert float(out[0].info["lens/nonzero_adv_frac"][0]) > 0.5
 
 
@@ -144,7 +167,10 @@ def test_vllm_and_actor_pbar_agree(rollout):
             diffs.append(abs(v - a))
             mean_v.append(v)
     # log pbar from vLLM vs the actor, bf16 weights in both, different kernels: measured ~4e-4 nats here
-    print(f"max |log pbar_vllm - log pbar_actor| = {max(diffs):.2e} nats; spread of log pbar {max(mean_v) - min(mean_v):.3f}")
+    print(
+        f"max |log pbar_vllm - log pbar_actor| = {max(diffs):.2e} nats; "
+        f"spread of log pbar {max(mean_v) - min(mean_v):.3f}"
+    )
     assert max(diffs) < 2e-2, diffs
     # and the agreement is much finer than the confidence differences LENS acts on
     assert max(mean_v) - min(mean_v) > 5 * max(diffs)

@@ -55,7 +55,12 @@ MODELS: Dict[str, ModelShape] = {
     "qwen2.5-32b": ModelShape(32.8e9, 5120, 64, 152064, 40, 8),
     "llama3.1-70b": ModelShape(70.6e9, 8192, 80, 128256, 64, 8),
 }
-_ALIASES = {"qwen2.5-3b": "qwen2.5-3b", "llama-3.1-8b": "llama3.1-8b", "qwen2.5-32b": "qwen2.5-32b", "llama-3.1-70b": "llama3.1-70b"}
+_ALIASES = {
+    "qwen2.5-3b": "qwen2.5-3b",
+    "llama-3.1-8b": "llama3.1-8b",
+    "qwen2.5-32b": "qwen2.5-32b",
+    "llama-3.1-70b": "llama3.1-70b",
+}
 
 
 def model_from_name(name: str) -> Optional[ModelShape]:
@@ -228,8 +233,12 @@ def format_plan(p: Plan) -> str:
         ("vLLM weights per GPU", p.gib_vllm_weights),
     ]
     lines = [f"{k:<36} {v:8.2f} GiB" for k, v in rows]
-    lines.append(f"data-parallel size {p.dp}, ZeRO shards {p.zero_shards}, tokens per micro-batch per GPU {p.tokens_per_gpu}")
-    lines.append("GPUs asked of Ray: " + ", ".join(f"{k} {v}" for k, v in p.ray_gpus.items()) + f" = {p.total_ray_gpus}")
+    lines.append(
+        f"data-parallel size {p.dp}, ZeRO shards {p.zero_shards}, tokens per micro-batch per GPU {p.tokens_per_gpu}"
+    )
+    lines.append(
+        "GPUs asked of Ray: " + ", ".join(f"{k} {v}" for k, v in p.ray_gpus.items()) + f" = {p.total_ray_gpus}"
+    )
     lines.extend(f"warning: {w}" for w in p.warnings)
     return "\n".join(lines)
 
@@ -251,7 +260,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ap.error("give --script or training flags after --")
     model = None
     if a.model:
-        model = model_from_name(a.model) or (model_from_config(Path(a.model)) if Path(a.model, "config.json").exists() else None)
+        model = model_from_name(a.model) or (
+            model_from_config(Path(a.model)) if Path(a.model, "config.json").exists() else None
+        )
         if model is None:
             ap.error(f"--model {a.model}: not a preset ({', '.join(MODELS)}) nor a folder with config.json")
     p = plan_command(train_argv, model)

@@ -102,9 +102,7 @@ def _runs_in(root: Path, pattern: str) -> List[Path]:
 def _one(label: str, root: Path, found: List[Path], what: str) -> Path:
     if len(found) > 1:
         listed = "\n  ".join(str(p) for p in found)
-        raise ReportError(
-            f"{label}: {root} holds {len(found)} {what}; pass the folder of the one to read:\n  {listed}"
-        )
+        raise ReportError(f"{label}: {root} holds {len(found)} {what}; pass the folder of the one to read:\n  {listed}")
     return found[0]
 
 
@@ -332,8 +330,12 @@ def per_step_throughput(run: RunLogs) -> Dict[str, Series]:
     gen = run.scalars.get("train/timing/generation", {})
     n = run.scalars.get(NUM_SAMPLES, {})
     length = run.scalars.get(RESPONSE_LENGTH) or run.scalars.get(RESPONSE_LENGTH_FALLBACK, {})
-    out: Dict[str, Series] = {"samples_per_s": {}, "gen_tokens_per_s": {}, "gen_tokens_per_s_generation": {},
-                              "s_per_1k_gen_tokens": {}}
+    out: Dict[str, Series] = {
+        "samples_per_s": {},
+        "gen_tokens_per_s": {},
+        "gen_tokens_per_s_generation": {},
+        "s_per_1k_gen_tokens": {},
+    }
     for step, t in total.items():
         if step not in n or t <= 0:
             continue
@@ -394,7 +396,8 @@ def compare(grpo: dict, lens: dict) -> dict:
         ),
         "gpu_memory_peak": (
             lens["gpu_memory_peak_mib"] / grpo["gpu_memory_peak_mib"]
-            if lens["gpu_memory_peak_mib"] and grpo["gpu_memory_peak_mib"] else None
+            if lens["gpu_memory_peak_mib"] and grpo["gpu_memory_peak_mib"]
+            else None
         ),
     }
 
@@ -420,29 +423,50 @@ def markdown(grpo: dict, lens: dict, ratios: dict, warmup: int) -> str:
     L += ["| run | logs | read from | steps |", "| --- | --- | --- | --- |"]
     for s in (grpo, lens):
         L.append(f"| {s['label']} | {s['kind']} | `{s['source']}` | {_steps_text(s)} |")
-    L += ["", f"Medians and means leave out the first {warmup} logged step(s) of each run (warm-up); plots show all.", ""]
+    L += [
+        "",
+        f"Medians and means leave out the first {warmup} logged step(s) of each run (warm-up); plots show all.",
+        "",
+    ]
 
     L += ["## LENS overhead (LENS / GRPO)", ""]
     st_g, st_l = _med(grpo["step_total"]), _med(lens["step_total"])
     me_g, me_l = _med(grpo["parts"]["make_experience"]), _med(lens["parts"]["make_experience"])
-    L.append(f"- **median step time: {_f(ratios['step_total_median'], '{:.3f}')}** "
-             f"({_f(st_l, '{:.3f}')} s / {_f(st_g, '{:.3f}')} s; ratio of means {_f(ratios['step_total_mean'], '{:.3f}')})")
-    L.append(f"- **median make_experience time: {_f(ratios['make_experience_median'], '{:.3f}')}** "
-             f"({_f(me_l, '{:.3f}')} s / {_f(me_g, '{:.3f}')} s): the part where LENS computes its advantages")
-    L.append(f"- median step time per generated token: {_f(ratios['s_per_1k_gen_tokens_median'], '{:.3f}')} "
-             "(corrects for the runs generating responses of different lengths)")
+    L.append(
+        f"- **median step time: {_f(ratios['step_total_median'], '{:.3f}')}** "
+        f"({_f(st_l, '{:.3f}')} s / {_f(st_g, '{:.3f}')} s; ratio of means {_f(ratios['step_total_mean'], '{:.3f}')})"
+    )
+    L.append(
+        f"- **median make_experience time: {_f(ratios['make_experience_median'], '{:.3f}')}** "
+        f"({_f(me_l, '{:.3f}')} s / {_f(me_g, '{:.3f}')} s): the part where LENS computes its advantages"
+    )
+    L.append(
+        f"- median step time per generated token: {_f(ratios['s_per_1k_gen_tokens_median'], '{:.3f}')} "
+        "(corrects for the runs generating responses of different lengths)"
+    )
     L.append("")
 
-    L += ["## Step time and its parts (median s per step)", "",
-          "| part | GRPO | LENS | LENS / GRPO | GRPO mean | LENS mean |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    L += [
+        "## Step time and its parts (median s per step)",
+        "",
+        "| part | GRPO | LENS | LENS / GRPO | GRPO mean | LENS mean |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     rows = [("step_total", grpo["step_total"], lens["step_total"], ratios["step_total_median"])]
     rows += [(k, grpo["parts"][k], lens["parts"][k], ratios["parts_median"][k]) for k, _ in PARTS]
     for name, g, l, r in rows:
-        L.append(f"| {name} | {_f(_med(g), '{:.3f}')} | {_f(_med(l), '{:.3f}')} | {_f(r, '{:.3f}')} | "
-                 f"{_f(g and g['mean'], '{:.3f}')} | {_f(l and l['mean'], '{:.3f}')} |")
+        L.append(
+            f"| {name} | {_f(_med(g), '{:.3f}')} | {_f(_med(l), '{:.3f}')} | {_f(r, '{:.3f}')} | "
+            f"{_f(g and g['mean'], '{:.3f}')} | {_f(l and l['mean'], '{:.3f}')} |"
+        )
     L.append("")
 
-    L += ["## Throughput and memory (median over steps)", "", "| | GRPO | LENS | LENS / GRPO |", "| --- | ---: | ---: | ---: |"]
+    L += [
+        "## Throughput and memory (median over steps)",
+        "",
+        "| | GRPO | LENS | LENS / GRPO |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     thr_rows = [
         ("samples / s (whole step)", "samples_per_s", ratios["samples_per_s_median"]),
         ("generated tokens / s (whole step)", "gen_tokens_per_s", ratios["gen_tokens_per_s_median"]),
@@ -452,25 +476,37 @@ def markdown(grpo: dict, lens: dict, ratios: dict, warmup: int) -> str:
         g, l = _med(grpo["throughput"][key]), _med(lens["throughput"][key])
         r = r if r is not None else (l / g if g and l is not None else None)
         L.append(f"| {text} | {_f(g, '{:.1f}')} | {_f(l, '{:.1f}')} | {_f(r, '{:.3f}')} |")
-    for text, key in (("samples per step", "num_samples"), ("response length (tokens, mean)", "response_length"),
-                      ("reward mean", "reward_mean")):
+    for text, key in (
+        ("samples per step", "num_samples"),
+        ("response length (tokens, mean)", "response_length"),
+        ("reward mean", "reward_mean"),
+    ):
         g, l = _med(grpo[key]), _med(lens[key])
-        L.append(f"| {text} | {_f(g, '{:.4g}')} | {_f(l, '{:.4g}')} | {_f(l / g if g and l is not None else None, '{:.3f}')} |")
-    L.append(f"| peak GPU memory (MiB) | {_f(grpo['gpu_memory_peak_mib'], '{:.0f}')} | "
-             f"{_f(lens['gpu_memory_peak_mib'], '{:.0f}')} | {_f(ratios['gpu_memory_peak'], '{:.3f}')} |")
+        L.append(
+            f"| {text} | {_f(g, '{:.4g}')} | {_f(l, '{:.4g}')} "
+            f"| {_f(l / g if g and l is not None else None, '{:.3f}')} |"
+        )
+    L.append(
+        f"| peak GPU memory (MiB) | {_f(grpo['gpu_memory_peak_mib'], '{:.0f}')} | "
+        f"{_f(lens['gpu_memory_peak_mib'], '{:.0f}')} | {_f(ratios['gpu_memory_peak'], '{:.3f}')} |"
+    )
     L.append("")
     for s in (grpo, lens):
         if s["gpu_memory_source"]:
             L.append(f"- {s['label']} GPU memory from {s['gpu_memory_source']}")
     if not (grpo["gpu_memory_source"] or lens["gpu_memory_source"]):
-        L.append("- GPU memory: not logged (OpenRLHF 0.11.2 logs none; run.sh records `gpu_memory.csv` with nvidia-smi "
-                 "where it is available, and W&B runs carry system metrics).")
+        L.append(
+            "- GPU memory: not logged (OpenRLHF 0.11.2 logs none; run.sh records `gpu_memory.csv` with nvidia-smi "
+            "where it is available, and W&B runs carry system metrics)."
+        )
     L.append("")
 
     L += ["## Negative groups (all answers wrong) per step", ""]
     neg_g, neg_l = grpo["negative_group_ratio"], lens["negative_group_ratio"]
-    L.append(f"Mean `train/lens/negative_group_ratio` over the steps used: GRPO {_f(neg_g and neg_g['mean'], '{:.3f}')}, "
-             f"LENS {_f(neg_l and neg_l['mean'], '{:.3f}')}. GRPO gives these groups zero advantage; LENS does not.")
+    L.append(
+        f"Mean `train/lens/negative_group_ratio` over the steps used: GRPO {_f(neg_g and neg_g['mean'], '{:.3f}')}, "
+        f"LENS {_f(neg_l and neg_l['mean'], '{:.3f}')}. GRPO gives these groups zero advantage; LENS does not."
+    )
     L += ["", ""]
     return "\n".join(L)
 
@@ -481,7 +517,9 @@ def negative_table(runs: Dict[str, RunLogs]) -> str:
         return "`train/lens/negative_group_ratio` was not logged by either run.\n"
     lines = ["| step | " + " | ".join(runs) + " |", "| ---: |" + " ---: |" * len(runs)]
     for s in steps:
-        lines.append(f"| {s} | " + " | ".join(_f(r.scalars.get(NEGATIVE, {}).get(s), "{:.3f}") for r in runs.values()) + " |")
+        lines.append(
+            f"| {s} | " + " | ".join(_f(r.scalars.get(NEGATIVE, {}).get(s), "{:.3f}") for r in runs.values()) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -513,13 +551,23 @@ def plot(runs: Dict[str, RunLogs], summaries: Dict[str, dict], warmup: int, path
         a.legend(fontsize=8)
     ax[1, 0].set_ylim(-0.05, 1.05)
     used = [summaries[k]["steps_used"] for k in runs]
-    after = [runs[k].scalars[STEP_TOTAL][s] for k, u in zip(runs, used) for s in u if s not in
-             sorted(runs[k].scalars[STEP_TOTAL])[:warmup]]
+    after = [
+        runs[k].scalars[STEP_TOTAL][s]
+        for k, u in zip(runs, used)
+        for s in u
+        if s not in sorted(runs[k].scalars[STEP_TOTAL])[:warmup]
+    ]
     every = [v for r in runs.values() for v in r.scalars.get(STEP_TOTAL, {}).values()]
     if after and max(every) > 3 * max(after):  # the warm-up step would flatten the rest
         ax[0, 0].set_ylim(0, 1.3 * max(after))
-        ax[0, 0].text(0.02, 0.95, f"warm-up step(s) off scale (max {max(every):.1f} s)", transform=ax[0, 0].transAxes,
-                      fontsize=8, va="top")
+        ax[0, 0].text(
+            0.02,
+            0.95,
+            f"warm-up step(s) off scale (max {max(every):.1f} s)",
+            transform=ax[0, 0].transAxes,
+            fontsize=8,
+            va="top",
+        )
 
     a = ax[0, 1]
     labels = list(summaries)
@@ -565,14 +613,20 @@ def build_report(grpo_dir, lens_dir, out_dir, warmup: int = 1, fmt: str = "auto"
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.cluster.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.cluster.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--grpo", required=True, help="the GRPO job's log folder (TensorBoard or W&B)")
     p.add_argument("--lens", required=True, help="the LENS job's log folder (TensorBoard or W&B)")
     p.add_argument("--out", required=True, help="where report.md, report.png and summary.json go")
     p.add_argument("--warmup", type=int, default=1, help="logged steps left out of medians (default 1)")
-    p.add_argument("--format", choices=("auto", "tensorboard", "wandb"), default="auto",
-                   help="auto (default): TensorBoard if the folder has event files, else W&B")
+    p.add_argument(
+        "--format",
+        choices=("auto", "tensorboard", "wandb"),
+        default="auto",
+        help="auto (default): TensorBoard if the folder has event files, else W&B",
+    )
     p.add_argument("--no-png", action="store_true", help="skip the plot")
     a = p.parse_args(argv)
     try:
@@ -582,13 +636,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     r = summary["lens_over_grpo"]
     g, l = summary["runs"]["GRPO"], summary["runs"]["LENS"]
-    print(f"LENS / GRPO median step time      {_f(r['step_total_median'], '{:.3f}')}  "
-          f"({_f(_med(l['step_total']), '{:.3f}')} s / {_f(_med(g['step_total']), '{:.3f}')} s)")
+    print(
+        f"LENS / GRPO median step time      {_f(r['step_total_median'], '{:.3f}')}  "
+        f"({_f(_med(l['step_total']), '{:.3f}')} s / {_f(_med(g['step_total']), '{:.3f}')} s)"
+    )
     print(f"LENS / GRPO median make_experience {_f(r['make_experience_median'], '{:.3f}')}")
-    print(f"mean negative-group ratio          GRPO {_f(g['negative_group_ratio'] and g['negative_group_ratio']['mean'], '{:.3f}')}"
-          f"  LENS {_f(l['negative_group_ratio'] and l['negative_group_ratio']['mean'], '{:.3f}')}")
+    print(
+        "mean negative-group ratio          GRPO "
+        f"{_f(g['negative_group_ratio'] and g['negative_group_ratio']['mean'], '{:.3f}')}"
+        f"  LENS {_f(l['negative_group_ratio'] and l['negative_group_ratio']['mean'], '{:.3f}')}"
+    )
     out = Path(a.out)
-    print(f"report: {out / 'report.md'}" + ("" if a.no_png else f", {out / 'report.png'}") + f", {out / 'summary.json'}")
+    print(
+        f"report: {out / 'report.md'}" + ("" if a.no_png else f", {out / 'report.png'}") + f", {out / 'summary.json'}"
+    )
     return 0
 
 

@@ -109,4 +109,3 @@ def compute_advantages_and_returns(self, experiences):
         experience.info["return"] = reward.sum(dim=-1)
         experience.kl = None
     return experiences
-

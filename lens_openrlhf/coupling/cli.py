@@ -215,9 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.prog = "python -m lens_openrlhf.train_ppo_ray"
     action = next(a for a in parser._actions if a.dest == "algo.advantage.estimator")
     action.choices = list(action.choices) + [n for n in ADV_ESTIMATORS if n not in action.choices]
-    action.help = (
-        f"{action.help.rstrip('. ')}. Added by lens_openrlhf: "
-        + "; ".join(f"{s.name}: {s.help.rstrip('.')}" for s in ADV_ESTIMATORS.values())
+    action.help = f"{action.help.rstrip('. ')}. Added by lens_openrlhf: " + "; ".join(
+        f"{s.name}: {s.help.rstrip('.')}" for s in ADV_ESTIMATORS.values()
     )
     group = parser.add_argument_group("LENS (lens_openrlhf)")
     for name, (opt, users) in _lens_option_names().items():
@@ -255,12 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the pipeline, CI and debugging a recipe. Changes nothing unless given. See README.",
     )
     parser.error = _short_error.__get__(parser)  # one line and "see --help", not 15 KB of usage first
-    parser.epilog = (
-        "Flat flags of OpenRLHF <= 0.10 are accepted and translated: "
-        + ", ".join(f"{k}->{v if isinstance(v, str) else ' '.join(v)}" for k, v in FLAT_FLAGS.items())
+    parser.epilog = "Flat flags of OpenRLHF <= 0.10 are accepted and translated: " + ", ".join(
+        f"{k}->{v if isinstance(v, str) else ' '.join(v)}" for k, v in FLAT_FLAGS.items()
     )
     return parser
-
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None):

@@ -58,4 +58,3 @@ def compute_eval_metrics(eval_dataloader, samples_list, n_samples_per_prompt):
     if samples_list:
         logs.update(unbiased_eval_logs(eval_dataloader, samples_list, n_samples_per_prompt))
     return logs
-

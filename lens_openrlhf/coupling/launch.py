@@ -36,8 +36,10 @@ def ray_worker_setup() -> None:
         return
     problem = version_problem()
     if problem:
-        raise UpstreamChanged(f"Ray worker {os.getpid()}: {problem} (this node's Python environment differs "
-                              f"from the driver's, which runs OpenRLHF {OPENRLHF_VERSION})")
+        raise UpstreamChanged(
+            f"Ray worker {os.getpid()}: {problem} (this node's Python environment differs "
+            f"from the driver's, which runs OpenRLHF {OPENRLHF_VERSION})"
+        )
     for hook in filter(None, os.environ.get(ENV_EXTRA_HOOKS, "").split(",")):
         module, _, fn = hook.rpartition(".")
         getattr(importlib.import_module(module), fn)()

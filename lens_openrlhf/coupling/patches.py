@@ -86,7 +86,11 @@ COUPLING = PatchTable(
             "preemption: registers the job's actors with RunControl; stops before training if asked to",
             fingerprint="dc599fd787e2",
             owners=preemption.trainer_classes,
-            watch=(f"{_PT}:BasePPOTrainer.init_checkpoint_states", f"{_PT}:PPOTrainer.fit", f"{_PTA}:PPOTrainerAsync.fit"),
+            watch=(
+                f"{_PT}:BasePPOTrainer.init_checkpoint_states",
+                f"{_PT}:PPOTrainer.fit",
+                f"{_PTA}:PPOTrainerAsync.fit",
+            ),
         ),
         Patch(
             "T2",

@@ -68,7 +68,11 @@ PATCHES: Dict[tuple, tuple] = {
         "when a stop was requested before training began",
         (
             ("openrlhf.trainer.ppo_trainer", "PPOTrainer.fit", "self.init_checkpoint_states"),
-            ("openrlhf.trainer.ppo_trainer_async", "PPOTrainerAsync.fit", "self.trainer_actor.init_checkpoint_states.remote"),
+            (
+                "openrlhf.trainer.ppo_trainer_async",
+                "PPOTrainerAsync.fit",
+                "self.trainer_actor.init_checkpoint_states.remote",
+            ),
         ),
     ),
     ("openrlhf.trainer.ppo_trainer", "BasePPOTrainer.save_logs_and_checkpoints"): (
@@ -79,7 +83,11 @@ PATCHES: Dict[tuple, tuple] = {
             ("openrlhf.trainer.ppo_trainer_async", "TrainingActor.fit", "self.save_logs_and_checkpoints"),
             # the save condition T2 forces, and the attributes it reads
             ("openrlhf.trainer.ppo_trainer", "BasePPOTrainer.save_logs_and_checkpoints", "self.args.ckpt.save_steps"),
-            ("openrlhf.trainer.ppo_trainer", "BasePPOTrainer.save_logs_and_checkpoints", "self.actor_model_group.async_run_method"),
+            (
+                "openrlhf.trainer.ppo_trainer",
+                "BasePPOTrainer.save_logs_and_checkpoints",
+                "self.actor_model_group.async_run_method",
+            ),
             ("openrlhf.trainer.ray.launcher", "RayActorGroup._initiate_actors", "self._actor_handlers"),
         ),
     ),
@@ -129,8 +137,13 @@ class RunControl:
         self.result = result
 
     def state(self) -> dict:
-        return {"reason": self.reason, "fitting": self.fitting, "step": self.step, "result": self.result,
-                "n_handles": len(self.handles)}
+        return {
+            "reason": self.reason,
+            "fitting": self.fitting,
+            "step": self.step,
+            "result": self.result,
+            "n_handles": len(self.handles),
+        }
 
     def get_handles(self) -> List:
         return self.handles
@@ -190,8 +203,11 @@ def init_checkpoint_states(self):
         step = int(states.get("global_step", 0) or 0)
         handles = _job_actor_handles(self)
         reason = ray.get(control.begin_fit.remote(handles, step))
-        print(f"[lens_openrlhf] SIGTERM/SIGINT will checkpoint and stop this run ({len(handles)} actors "
-              f"registered; resuming from global step {step})", flush=True)
+        print(
+            f"[lens_openrlhf] SIGTERM/SIGINT will checkpoint and stop this run ({len(handles)} actors "
+            f"registered; resuming from global step {step})",
+            flush=True,
+        )
         if reason:
             _close_trackers(self)
             raise StopRequested(reason, step=step, saved=False)
@@ -217,8 +233,14 @@ def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=N
     _close_trackers(self)
     saved = not getattr(ckpt, "disable_ds", False)
     ckpt_dir = os.path.join(ckpt.path, "_actor")
-    result = {"reason": reason, "step": int(global_step), "saved": saved, "ckpt_dir": ckpt_dir,
-              "tag": f"global_step{global_step}", "save_seconds": round(time.time() - t0, 2)}
+    result = {
+        "reason": reason,
+        "step": int(global_step),
+        "saved": saved,
+        "ckpt_dir": ckpt_dir,
+        "tag": f"global_step{global_step}",
+        "save_seconds": round(time.time() - t0, 2),
+    }
     ray.get(control.stopped.remote(result))
     raise StopRequested(reason, step=int(global_step), saved=saved, ckpt_dir=ckpt_dir, tag=result["tag"])
 
@@ -276,11 +298,15 @@ class GracefulStop:
     def __enter__(self):
         import ray
 
-        self.control = ray.remote(RunControl).options(
-            name=CONTROL_NAME,
-            num_cpus=0,
-            runtime_env={"env_vars": {ENV_NO_WORKER_PATCHES: "1"}},  # a light process: no OpenRLHF/vLLM imports
-        ).remote()
+        self.control = (
+            ray.remote(RunControl)
+            .options(
+                name=CONTROL_NAME,
+                num_cpus=0,
+                runtime_env={"env_vars": {ENV_NO_WORKER_PATCHES: "1"}},  # a light process: no OpenRLHF/vLLM imports
+            )
+            .remote()
+        )
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._on_signal)
@@ -350,17 +376,21 @@ class GracefulStop:
             self._say(f"{name} received after training had finished; the run completed (exit 0)")
             return False
         if stop is not None and stop.saved:
-            msg = (f"stopped by {name} after global step {stop.step}: checkpoint {stop.tag} written to "
-                   f"{stop.ckpt_dir} (model, optimizer, scheduler, consumed prompts); {len(handles)} actors "
-                   f"stopped in {stop_seconds:.1f} s; {resume}")
+            msg = (
+                f"stopped by {name} after global step {stop.step}: checkpoint {stop.tag} written to "
+                f"{stop.ckpt_dir} (model, optimizer, scheduler, consumed prompts); {len(handles)} actors "
+                f"stopped in {stop_seconds:.1f} s; {resume}"
+            )
         elif stop is not None:
-            msg = (f"stopped by {name} before the first training step of this run (nothing to save); {resume}")
+            msg = f"stopped by {name} before the first training step of this run (nothing to save); {resume}"
         elif not state.get("fitting"):
             msg = f"stopped by {name} before training began (nothing to save); {resume}"
         else:
             last = state.get("step", 0)
-            msg = (f"stopped by {name} without finishing the step after global step {last} (second signal): "
-                   f"that step is lost; the latest checkpoint in {os.path.join(ckpt.path, '_actor')} is kept; "
-                   f"{resume}")
+            msg = (
+                f"stopped by {name} without finishing the step after global step {last} (second signal): "
+                f"that step is lost; the latest checkpoint in {os.path.join(ckpt.path, '_actor')} is kept; "
+                f"{resume}"
+            )
         self._say(msg)
         raise SystemExit(code) from None

@@ -25,4 +25,3 @@ def _create_vllm_engines_processed_logprobs(*args, **kwargs):
     else:
         kwargs["logprobs_mode"] = kwargs.get("logprobs_mode") or "processed_logprobs"
     return patching.original("coupling", "V2")(*args, **kwargs)
-

@@ -113,11 +113,16 @@ def validate(args) -> List[str]:
         )
     if spec.needs_log_probs and logprob_source(args) == "vllm" and not (args.vllm.num_engines or 0) > 0:
         errors.append(
-            f"--algo.lens.logprob_source vllm (the default) needs vLLM engines (--vllm.num_engines >= 1); "
+            "--algo.lens.logprob_source vllm (the default) needs vLLM engines (--vllm.num_engines >= 1); "
             "without vLLM use --algo.lens.logprob_source actor"
         )
     top_p = args.rollout.top_p
-    if spec.needs_log_probs and logprob_source(args) == "vllm" and top_p < 1 and not given.get("allow_truncated_logprobs"):
+    if (
+        spec.needs_log_probs
+        and logprob_source(args) == "vllm"
+        and top_p < 1
+        and not given.get("allow_truncated_logprobs")
+    ):
         errors.append(
             f"--rollout.top_p {top_p:g} with --algo.lens.logprob_source vllm (the default): vLLM's log-probs would "
             "be those of the top-p truncated, renormalised distribution, not the pi_old of the actor and the PPO "
@@ -145,7 +150,11 @@ def _model_errors(flag: str, name: Optional[str]) -> List[str]:
         return [f"{flag} is required: a local model folder or a hub id (e.g. Qwen/Qwen2.5-3B)"]
     path = os.path.expanduser(name)
     if os.path.isdir(path):
-        return [] if os.path.isfile(os.path.join(path, "config.json")) else [f"{flag} {name}: the folder has no config.json"]
+        return (
+            []
+            if os.path.isfile(os.path.join(path, "config.json"))
+            else [f"{flag} {name}: the folder has no config.json"]
+        )
     if _looks_local(name) or os.path.exists(path):
         return [f"{flag} {name}: no such model folder"]
     from huggingface_hub.utils import HFValidationError, validate_repo_id

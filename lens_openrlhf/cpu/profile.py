@@ -29,15 +29,27 @@ REFUSED_FLAGS = (
     ("--vllm.enable_sleep", lambda a: a.vllm.enable_sleep, "vLLM sleep mode needs CUDA memory pools"),
     ("--ds.enable_sleep", lambda a: a.ds.enable_sleep, "DeepSpeed state offload/reload calls torch.cuda directly"),
     ("--vllm.tensor_parallel_size", lambda a: a.vllm.tensor_parallel_size > 1, "vLLM tensor parallelism needs NCCL"),
-    ("--ds.param_dtype fp16", lambda a: a.ds.param_dtype == "fp16", "DeepSpeed's CPU accelerator refuses fp16; use bf16"),
+    (
+        "--ds.param_dtype fp16",
+        lambda a: a.ds.param_dtype == "fp16",
+        "DeepSpeed's CPU accelerator refuses fp16; use bf16",
+    ),
     ("--train.colocate_all", lambda a: a.train.colocate_all, "the hybrid engine shares GPU memory via CUDA IPC/sleep"),
     ("--train.enable_ema", lambda a: a.train.enable_ema, "the EMA update is hard-coded to device 'cuda'"),
-    ("--ds.adam_offload", lambda a: a.ds.adam_offload, "offloading to the CPU is meaningless on a CPU (and pins memory)"),
+    (
+        "--ds.adam_offload",
+        lambda a: a.ds.adam_offload,
+        "offloading to the CPU is meaningless on a CPU (and pins memory)",
+    ),
     ("--ref.offload", lambda a: a.ref.offload, "offloading to the CPU is meaningless on a CPU (and pins memory)"),
     ("--reward.offload", lambda a: a.reward.offload, "offloading to the CPU is meaningless on a CPU (and pins memory)"),
     ("--ds.load_in_4bit", lambda a: a.ds.load_in_4bit, "bitsandbytes 4-bit needs CUDA"),
     ("--ds.use_liger_kernel", lambda a: a.ds.use_liger_kernel, "Liger kernels are Triton (GPU)"),
-    ("--vllm.sync_with_ray", lambda a: a.vllm.sync_with_ray, "ray.util.collective weight sync needs NCCL; CPU mode syncs through Ray's object store"),
+    (
+        "--vllm.sync_with_ray",
+        lambda a: a.vllm.sync_with_ray,
+        "ray.util.collective weight sync needs NCCL; CPU mode syncs through Ray's object store",
+    ),
     (
         "--algo.advantage.estimator gae",
         lambda a: a.algo.advantage.estimator == "gae",
@@ -90,9 +102,15 @@ def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
     tp = args.ds.tensor_parallel_size
     for role in ("actor", "ref", "reward"):
         if _get(args, f"{role}.num_nodes") != 1:
-            errors.append(f"--{role}.num_nodes {_get(args, f'{role}.num_nodes')}: --lens.cpu_mode runs on one machine (use 1)")
+            errors.append(
+                f"--{role}.num_nodes {_get(args, f'{role}.num_nodes')}: --lens.cpu_mode runs on one machine (use 1)"
+            )
         n = _get(args, f"{role}.num_gpus_per_node")
-        used = role == "actor" or (role == "ref" and args.algo.kl.init_coef > 0) or (role == "reward" and not args.reward.remote_url)
+        used = (
+            role == "actor"
+            or (role == "ref" and args.algo.kl.init_coef > 0)
+            or (role == "reward" and not args.reward.remote_url)
+        )
         if n == OPENRLHF_DEFAULT_GPUS_PER_NODE:
             _set(args, flat, f"{role}.num_gpus_per_node", tp)
             if used:
@@ -172,5 +190,3 @@ def check_ray_resources(args) -> None:
             f"cluster has {have:g}. Start it with `ray start --head --num-gpus {need}` (fake GPUs are fine), "
             "or run without RAY_ADDRESS to let CPU mode start a private Ray."
         )
-
-

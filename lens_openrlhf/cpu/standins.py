@@ -106,5 +106,3 @@ BARRIER_IMPORTERS = (
 def torch_dist_barrier_and_cuda_sync() -> None:
     """P2: ``torch.distributed.barrier()`` without ``torch.cuda.synchronize()``."""
     torch.distributed.barrier()
-
-

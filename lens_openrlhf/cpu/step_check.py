@@ -42,8 +42,11 @@ def training_step_recording(self, experience, kl_ctl, step, loss_batch_info=None
     def rows(t):
         return None if t is None else [r[m].tolist() for r, m in zip(t.detach().float().cpu(), mask)]
 
-    shapes = {n: list(p.shape) for n, p in self.actor.model.module.named_parameters()
-              if n.endswith(("layers.0.self_attn.q_proj.weight", "layers.0.mlp.down_proj.weight"))}
+    shapes = {
+        n: list(p.shape)
+        for n, p in self.actor.model.module.named_parameters()
+        if n.endswith(("layers.0.self_attn.q_proj.weight", "layers.0.mlp.down_proj.weight"))
+    }
     metrics = status["metrics"]
     self._lens_step_check_calls = getattr(self, "_lens_step_check_calls", 0) + 1
     record = {
@@ -51,7 +54,9 @@ def training_step_recording(self, experience, kl_ctl, step, loss_batch_info=None
         "rank": torch.distributed.get_rank(),
         "world": torch.distributed.get_world_size(),
         "tp": self.args.ds.tensor_parallel_size,
-        "sequences": [s[a].tolist() for s, a in zip(experience.sequences.cpu(), experience.attention_mask.bool().cpu())],
+        "sequences": [
+            s[a].tolist() for s, a in zip(experience.sequences.cpu(), experience.attention_mask.bool().cpu())
+        ],
         "advantages": rows(experience.advantages),
         "rollout_log_probs": rows(experience.rollout_log_probs),
         "old_log_probs": rows(experience.action_log_probs),
@@ -64,4 +69,3 @@ def training_step_recording(self, experience, kl_ctl, step, loss_batch_info=None
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
     return status
-

@@ -17,6 +17,7 @@ import torch
 
 from .profile import ENV_SYNC_CHECK, PREFIX
 
+
 def init_vllm_sync_group_cpu(self, backend: str) -> None:
     """P5: no NCCL/gloo group with the engines; :func:`broadcast_to_vllm_cpu` uses Ray's object store."""
     self._model_update_group = None
@@ -182,5 +183,3 @@ def _write_sync_check(path, index, check_data, before, after, n_tensors, seconds
     }
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
-
-

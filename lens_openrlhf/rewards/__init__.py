@@ -15,5 +15,13 @@ from lens_openrlhf.rewards.math_reward import (  # noqa: F401
     split_response,
 )
 
-__all__ = ["REASONS", "RewardConfig", "Verdict", "VerifierPool", "extract_last_boxed", "reward_func", "score_responses",
-           "split_response"]
+__all__ = [
+    "REASONS",
+    "RewardConfig",
+    "Verdict",
+    "VerifierPool",
+    "extract_last_boxed",
+    "reward_func",
+    "score_responses",
+    "split_response",
+]

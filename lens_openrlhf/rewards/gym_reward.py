@@ -203,6 +203,7 @@ def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None
     Returns ``{"rewards": float tensor [B], "scores": same, "extra_logs": {"reward/<reason>": 0/1 tensors,
     "reward/prompt_not_prefix", "reward/verify_seconds"}}``. Raises when the scorer cannot run (see module doc).
     """
+
     def score(responses, labels):
         try:
             return score_responses(responses, labels, pool=pool)

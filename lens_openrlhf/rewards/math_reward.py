@@ -73,14 +73,30 @@ REASONS = (
 _CANONICAL_NAME = "lens_openrlhf.rewards.math_reward"
 
 __all__ = [  # the reward entry, and the names callers have imported from this file since before the split
-    "REASONS", "reward_func", "score_responses", "outcome_reward",
-    "extract_last_boxed", "normalize_label", "split_response",
-    "ProcessPool", "RewardConfig", "Verdict", "VerifierPool", "VerifierUnavailable", "WorkerStartError",
-    "get_pool", "shutdown_pool",
-    "gold_is_parseable", "parse_gold", "serve_worker", "verify_answer",
+    "REASONS",
+    "reward_func",
+    "score_responses",
+    "outcome_reward",
+    "extract_last_boxed",
+    "normalize_label",
+    "split_response",
+    "ProcessPool",
+    "RewardConfig",
+    "Verdict",
+    "VerifierPool",
+    "VerifierUnavailable",
+    "WorkerStartError",
+    "get_pool",
+    "shutdown_pool",
+    "gold_is_parseable",
+    "parse_gold",
+    "serve_worker",
+    "verify_answer",
 ]
 
-if __name__ != _CANONICAL_NAME:  # loaded by file path (OpenRLHF's --reward.remote_url x.py): make the package importable
+if (
+    __name__ != _CANONICAL_NAME
+):  # loaded by file path (OpenRLHF's --reward.remote_url x.py): make the package importable
     _root = str(Path(__file__).resolve().parents[2])
     if _root not in sys.path:
         sys.path.insert(0, _root)
@@ -110,9 +126,7 @@ from lens_openrlhf.rewards.verify_worker import (  # noqa: E402,F401
 )
 
 
-def score_responses(
-    responses: Sequence[str], labels: Sequence[Any], pool: Optional[VerifierPool] = None
-) -> list:
+def score_responses(responses: Sequence[str], labels: Sequence[Any], pool: Optional[VerifierPool] = None) -> list:
     """Score model responses (text after the prompt) against labels; one ``Verdict`` each.
 
     Boxed extraction happens here; only answers that have a non-empty box go to the workers.
@@ -160,6 +174,7 @@ def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None
     verifier cannot run at all, raises :class:`VerifierUnavailable` naming the cause: scoring every answer
     0 would still train the model under LENS.
     """
+
     def score(responses, labels):
         try:
             return score_responses(responses, labels, pool=pool)

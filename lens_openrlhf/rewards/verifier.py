@@ -31,6 +31,7 @@ from lens_openrlhf.rewards.verify_worker import _worker_main
 
 logger = logging.getLogger(__name__)
 
+
 class WorkerStartError(RuntimeError):
     """A verifier process could not start (e.g. it cannot import Math-Verify or this package)."""
 
@@ -66,7 +67,8 @@ class RewardConfig:
             raise ValueError(f"LENS_MATH_TIMEOUT_S / timeout_s must be a finite number > 0, got {self.timeout_s!r}")
         if not (math.isfinite(self.startup_timeout_s) and self.startup_timeout_s > 0):
             raise ValueError(
-                f"LENS_MATH_STARTUP_TIMEOUT_S / startup_timeout_s must be a finite number > 0, got {self.startup_timeout_s!r}"
+                "LENS_MATH_STARTUP_TIMEOUT_S / startup_timeout_s must be a finite number > 0, "
+                f"got {self.startup_timeout_s!r}"
             )
         # Math-Verify's timeouts are wall-clock: generous, so that a legitimate answer on a loaded machine is
         # not cut short; the outer deadline still bounds the total.
@@ -90,7 +92,9 @@ class RewardConfig:
         )
 
     @classmethod
-    def from_env(cls, environ: Optional[dict] = None, prefix: str = "LENS_MATH", workers: Optional[int] = None) -> "RewardConfig":
+    def from_env(
+        cls, environ: Optional[dict] = None, prefix: str = "LENS_MATH", workers: Optional[int] = None
+    ) -> "RewardConfig":
         """Settings from ``<prefix>_TIMEOUT_S``, ``_INNER_TIMEOUT_S``, ``_WORKERS`` (default ``workers``),
         ``_MP_CONTEXT`` and ``_STARTUP_TIMEOUT_S``, resolved and checked."""
         env = os.environ if environ is None else environ
@@ -127,9 +131,7 @@ class _Worker:
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         target = target or _worker_main
         self.module = getattr(target, "__module__", None) or "lens_openrlhf.rewards"
-        self.proc = ctx.Process(
-            target=target, args=(child_conn, inner_timeout_s), daemon=True, name="lens-math-verify"
-        )
+        self.proc = ctx.Process(target=target, args=(child_conn, inner_timeout_s), daemon=True, name="lens-math-verify")
         self.proc.start()
         child_conn.close()
         self.conn = parent_conn

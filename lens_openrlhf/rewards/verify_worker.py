@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from lens_openrlhf.rewards.answers import _as_math
 
+
 class _TimeoutFlag(logging.Handler):
     """Notices Math-Verify's "Timeout during ..." warnings (it swallows the exception itself)."""
 
@@ -109,7 +110,9 @@ def verify_answer(gold: Optional[str], pred: str, inner_timeout_s: int) -> str:
     return "wrong"
 
 
-def serve_worker(conn, setup: Callable[[], None], score: Callable[[Any, str], str], name: str, startup_prefix: str = "") -> None:
+def serve_worker(
+    conn, setup: Callable[[], None], score: Callable[[Any, str], str], name: str, startup_prefix: str = ""
+) -> None:
     """The worker side of :class:`VerifierPool`'s protocol, for every scorer: ``setup()`` (imports paid before
     "ready"; an exception is reported as ``startup_error``), then ``(task_id, gold, pred)`` ->
     ``(task_id, score(gold, pred), seconds)`` until ``None`` or EOF. A scorer that raises on one answer gives
@@ -157,4 +160,6 @@ def _math_verify_setup() -> None:
 
 def _worker_main(conn, inner_timeout_s: int) -> None:
     """Body of a verifier process: Math-Verify behind :func:`serve_worker`."""
-    serve_worker(conn, _math_verify_setup, lambda gold, pred: verify_answer(gold, pred, inner_timeout_s), "lens math verifier")
+    serve_worker(
+        conn, _math_verify_setup, lambda gold, pred: verify_answer(gold, pred, inner_timeout_s), "lens math verifier"
+    )

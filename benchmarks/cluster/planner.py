@@ -176,7 +176,10 @@ def plan(model: ModelShape, layout: Layout, ray_gpus: Dict[str, int]) -> Plan:
 def script_argv(script: Path, env: Optional[Dict[str, str]] = None) -> List[str]:
     """The training flags an example script would submit (its DRY_RUN output, minus ``python -m ...``)."""
     out = subprocess.run(
-        ["bash", str(script)], env={**os.environ, **(env or {}), "DRY_RUN": "1"}, capture_output=True, text=True
+        ["bash", str(script)],
+        env={"PYTHON": sys.executable, **os.environ, **(env or {}), "DRY_RUN": "1"},
+        capture_output=True,
+        text=True,
     )
     if out.returncode != 0:
         raise SystemExit(f"planner: {script} failed with DRY_RUN=1: {out.stderr.strip()}")

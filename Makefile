@@ -3,12 +3,16 @@
 #   make test   # the test suite
 PY := .venv/bin/python
 
-.PHONY: venv test demo demo-submit bench bench-pipeline
+.PHONY: venv test lint demo demo-submit bench bench-pipeline
 venv:
 	bash .ci/setup_venv.sh
 
 test: venv
 	$(PY) -m pytest --import-mode=importlib -q -p no:cacheprovider tests
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 demo: venv
 	$(PY) -m lens_openrlhf.demo

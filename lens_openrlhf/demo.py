@@ -34,13 +34,14 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from lens_openrlhf.ray_head import LocalRayHead
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_NAME = "lens_cpu_demo"
@@ -249,88 +250,18 @@ def run_streaming(cmd: List[str], env: Dict[str, str], log_path: Path, echo_all:
 # ----------------------------------------------------------------------------------------------------
 # --submit: a private Ray head on loopback, started and stopped through our own handle
 # ----------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def job_gpus(cmd: List[str]) -> int:
+    """Logical GPUs the CPU-mode job ``cmd`` asks Ray for: :func:`lens_openrlhf.placement.total_gpus` of its
+    own flags, after CPU mode's defaults (one rank per model)."""
+    from lens_openrlhf.coupling import parse_args
+    from lens_openrlhf.cpu import check_and_default_args
+    from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
+    from lens_openrlhf.placement import total_gpus
 
-
-class LocalRayHead:
-    """``ray start --head --block`` with its own temp dir; stopped by signalling that process (never ``ray stop``).
-
-    ``--block`` keeps the ``ray start`` process alive as the parent of the cluster's processes; on SIGTERM
-    it kills the processes it started. Any descendant still alive afterwards (recorded by PID before the
-    stop) is killed by PID.
-    """
-
-    def __init__(self, temp_dir: Path, num_cpus: int, num_gpus: int, log_path: Path):
-        self.temp_dir, self.num_cpus, self.num_gpus, self.log_path = Path(temp_dir), num_cpus, num_gpus, log_path
-        self.gcs_port, self.dashboard_port = _free_port(), _free_port()
-        self.proc: Optional[subprocess.Popen] = None
-
-    @property
-    def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    def start(self, env: Dict[str, str], timeout_s: float = 180) -> "LocalRayHead":
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
-        ray_bin = str(Path(sys.executable).with_name("ray"))
-        cmd = [
-            ray_bin, "start", "--head", "--block",
-            "--node-ip-address", "127.0.0.1",
-            "--port", str(self.gcs_port),
-            "--num-cpus", str(self.num_cpus),
-            "--num-gpus", str(self.num_gpus),  # fake logical GPUs: OpenRLHF asks for {"GPU": 1} bundles
-            "--temp-dir", str(self.temp_dir),
-            "--include-dashboard", "true",  # the job server lives in the dashboard
-            "--dashboard-host", "127.0.0.1",
-            "--dashboard-port", str(self.dashboard_port),
-            "--object-store-memory", str(512 * 1024**2),
-            "--disable-usage-stats",
-        ]
-        self._log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ray start exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                import urllib.request
-
-                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except Exception:  # noqa: BLE001 - not up yet
-                pass
-            time.sleep(2)
-        self.stop()
-        raise RuntimeError(f"the Ray head did not come up in {timeout_s:.0f} s; see {self.log_path}")
-
-    def stop(self, grace_s: float = 30) -> None:
-        if self.proc is None:
-            return
-        import psutil
-
-        try:
-            descendants = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            descendants = []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # ray start --block: kills the processes it started
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        gone, alive = psutil.wait_procs(descendants, timeout=10)
-        for p in alive:  # only processes this head started (recorded above), by PID
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
-        self._log.close()
-        self.proc = None
+    ensure_flash_attn_importable()
+    flat, args = parse_args(cmd[cmd.index("lens_openrlhf.train_ppo_ray") + 1 :])
+    check_and_default_args(args, flat)
+    return total_gpus(args)
 
 
 def submit(cmd: List[str], env: Dict[str, str], out: Path, log_path: Path, num_gpus: int, t0: Optional[float] = None) -> int:
@@ -356,17 +287,13 @@ def submit(cmd: List[str], env: Dict[str, str], out: Path, log_path: Path, num_g
 # results
 # ----------------------------------------------------------------------------------------------------
 def read_tensorboard(tb_dir: Path) -> Dict[str, Dict[int, float]]:
-    """tag -> {step: value} from every event file under ``tb_dir``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """tag -> {step: value} of the run's TensorBoard logs ({} when the run logged nothing)."""
+    from lens_openrlhf.tblogs import TensorBoardLogError, read_scalars
 
-    scalars: Dict[str, Dict[int, float]] = {}
-    for events in sorted(Path(tb_dir).rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags().get("scalars", []):
-            for ev in acc.Scalars(tag):
-                scalars.setdefault(tag, {})[int(ev.step)] = float(ev.value)
-    return scalars
+    try:
+        return read_scalars(tb_dir, "demo")
+    except TensorBoardLogError:
+        return {}
 
 
 SUMMARY_TAGS = (
@@ -610,7 +537,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     log_path = out / "train.log"
     print("[demo] " + ("ray job submit -- " if a.submit else "") + " ".join(cmd[1:]), flush=True)
     if a.submit:
-        rc = submit(cmd, env, out, log_path, num_gpus=2, t0=t0)  # the policy + one vLLM engine
+        rc = submit(cmd, env, out, log_path, num_gpus=job_gpus(cmd), t0=t0)
     else:
         rc = run_streaming(cmd, env, log_path, echo_all=a.verbose, t0=t0)
     if gym and rc == 0 and not a.no_eval and (out / "checkpoint" / "config.json").exists():

@@ -7,72 +7,29 @@ the GPUs it needs (not a traceback, and not Ray waiting forever for a placement 
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
-from lens_openrlhf.demo import _free_port as free_port
-
-HEAD = textwrap.dedent(
-    """
-    import signal, sys, time, ray
-    ray.init(address="local", num_cpus=1, num_gpus=0, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=int(sys.argv[1]), _temp_dir=sys.argv[2])
-    print("READY", flush=True)
-    try:
-        while True:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        ray.shutdown()
-        print("STOPPED", flush=True)
-    """
-)
+from lens_openrlhf.ray_head import LocalRayHead
 
 
 @pytest.fixture(scope="module")
-def ray_head():
-    port = free_port()
+def ray_head(tmp_path_factory):
+    """A private Ray head without GPUs (lens_openrlhf.ray_head, the demo's --submit helper), stopped through
+    its own process handle."""
     temp_dir = tempfile.mkdtemp(prefix="lensray", dir="/tmp")  # short: Ray's socket paths have a length limit
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HEAD, str(port), temp_dir],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "RAY_ADDRESS": ""},
-    )
+    log = tmp_path_factory.mktemp("ray_head") / "ray_head.log"
+    head = LocalRayHead(Path(temp_dir), num_cpus=1, num_gpus=0, log_path=log)
     try:
-        deadline = time.time() + 180
-        lines = []
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if line.startswith("READY") or proc.poll() is not None:
-                break
-        assert lines and lines[-1].startswith("READY"), "".join(lines)[-3000:]
-        address = f"http://127.0.0.1:{port}"
-        # the job agent can lag the dashboard by a few seconds
-        for _ in range(60):
-            ok = subprocess.run(
-                [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "list", "--address", address],
-                capture_output=True,
-                text=True,
-            )
-            if ok.returncode == 0:
-                break
-            time.sleep(1)
-        yield address
+        head.start({**os.environ, "RAY_ADDRESS": ""})
+        yield head.dashboard_url
     finally:
-        proc.send_signal(signal.SIGINT)  # our own handle: the head shuts its Ray down and exits
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        head.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -3,6 +3,7 @@ stopped through its own process handle: never ``ray stop``, never a process foun
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -37,7 +38,7 @@ class LocalRayHead:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def start(self, env: Dict[str, str], timeout_s: float = 180) -> "LocalRayHead":
+    def start(self, env: Dict[str, str], timeout_s: float = 300) -> "LocalRayHead":
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         ray_bin = str(Path(sys.executable).with_name("ray"))
         cmd = [
@@ -71,11 +72,25 @@ class LocalRayHead:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ray start exited with {self.proc.returncode}; see {self.log_path}")
-            if self._answers("/api/version") and self._answers("/api/jobs/"):  # the job server lags the dashboard
+            if self._answers("/api/version") and self._accepts_a_job():
                 return self
             time.sleep(2)
         self.stop()
         raise RuntimeError(f"the Ray head did not come up in {timeout_s:.0f} s; see {self.log_path}")
+
+    def _accepts_a_job(self) -> bool:
+        """Submit a no-op job (``true``): the job server answers 500 "No available agent" until the head's
+        dashboard agent has registered, which can lag the dashboard by tens of seconds on a loaded machine."""
+        self._probes = getattr(self, "_probes", 0) + 1
+        body = json.dumps({"entrypoint": "true", "submission_id": f"lens_openrlhf_probe_{self._probes}"}).encode()
+        req = urllib.request.Request(
+            f"{self.dashboard_url}/api/jobs/", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status == 200
+        except Exception:  # noqa: BLE001 - not ready yet (500 "No available agent", connection refused)
+            return False
 
     def _answers(self, path: str) -> bool:
         try:

@@ -144,6 +144,8 @@ def convert(out, gguf: Optional[str] = None, wheel: Optional[str] = None, log=pr
     log(f"[smollm2] dequantising {path} ({path.stat().st_size / 1e6:.0f} MB) with transformers (gguf_file=)...")
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    if tok.pad_token is None:  # the GGUF carries none; OpenRLHF and batched sampling need one
+        tok.pad_token = tok.eos_token
     plain = rebuild(model, torch.float32)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -214,6 +216,8 @@ def sample_with_pbar(model_path, rows: Sequence[dict], n: int = 4, max_new_token
 
     tok = AutoTokenizer.from_pretrained(model_path)
     tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     torch.manual_seed(seed)
     out = []

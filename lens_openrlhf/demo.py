@@ -31,22 +31,26 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 
 from lens_openrlhf.demo_job import (  # noqa: F401 - the demo's public names, used by tests and benchmarks
+    GYM_TASKS,
     REPO,
     RUN_NAME,
+    clear_outputs,
     compact_step_line,
+    gym_reward_path,
     job_env,
     job_gpus,
+    prepare_gym_data,
     run_streaming,
     submit,
     train_command,
+    write_rows,
 )
 from lens_openrlhf.demo_report import (  # noqa: F401
     LEVEL_NAMES,
@@ -149,63 +153,6 @@ def reward_path(out: Path) -> Path:
     path.write_text(EXACT_MATCH_REWARD)
     print(f"[demo] lens_openrlhf/rewards/math_reward.py is not usable ({why}); using {path}", flush=True)
     return path
-
-
-# ----------------------------------------------------------------------------------------------------
-# the embedded default: reasoning-gym tasks, a warm start, before/after, a plot
-# ----------------------------------------------------------------------------------------------------
-GYM_TASKS = ("basic_arithmetic", "chain_sum")
-
-
-def prepare_gym_data(
-    data_dir: Path, seed: int = 0, train_per_level: int = 64, test_per_level: int = 10, warmup_per_level: int = 1000
-) -> Dict[str, Path]:
-    """train.jsonl / test.jsonl / warmup.jsonl of reasoning-gym tasks at levels 1-5
-    (``python -m lens_openrlhf.data gym``)."""
-    from lens_openrlhf import gym_data
-
-    rep = gym_data.write(
-        data_dir,
-        tasks=GYM_TASKS,
-        levels=(1, 2, 3, 4, 5),
-        train_per_level=train_per_level,
-        test_per_level=test_per_level,
-        seed=seed,
-        warmup_per_level=warmup_per_level,
-        warmup_levels=(1, 2, 3),
-    )
-    if rep["train_test_overlap"]:
-        raise RuntimeError(f"reasoning-gym data: {rep['train_test_overlap']} questions in both train and test")
-    return {
-        "train": Path(rep["train"]["path"]),
-        "test": Path(rep["test"]["path"]),
-        "warmup": Path(rep["warmup"]["path"]),
-    }
-
-
-def write_rows(path: Path, rows) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def gym_reward_path() -> Path:
-    from lens_openrlhf.rewards import gym_reward
-
-    gym_reward.known_tasks()  # fail here, before Ray starts, if reasoning-gym cannot score
-    return Path(gym_reward.__file__).resolve()
-
-
-def clear_outputs(out: Path, keep=("warm_start", "smollm2")) -> None:
-    """Empty ``out`` except the warm-start and SmolLM2 caches."""
-    out.mkdir(parents=True, exist_ok=True)
-    for child in out.iterdir():
-        if child.name in keep:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

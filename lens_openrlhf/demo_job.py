@@ -1,8 +1,9 @@
-"""The demo's training job: the ``lens_openrlhf.train_ppo_ray --lens.cpu_mode`` command, its environment,
-running it with compact progress lines, and ``--submit`` through a private Ray head."""
+"""The demo's training job: its reasoning-gym inputs, the ``lens_openrlhf.train_ppo_ray --lens.cpu_mode``
+command, its environment, running it with compact progress lines, and ``--submit`` through a private Ray head."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -265,3 +266,60 @@ def submit(
         print("[demo] stopping the Ray head (its own process handle) ...", flush=True)
         head.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the inputs of the embedded default: reasoning-gym tasks and their reward
+# ----------------------------------------------------------------------------------------------------
+GYM_TASKS = ("basic_arithmetic", "chain_sum")
+
+
+def prepare_gym_data(
+    data_dir: Path, seed: int = 0, train_per_level: int = 64, test_per_level: int = 10, warmup_per_level: int = 1000
+) -> Dict[str, Path]:
+    """train.jsonl / test.jsonl / warmup.jsonl of reasoning-gym tasks at levels 1-5
+    (``python -m lens_openrlhf.data gym``)."""
+    from lens_openrlhf import gym_data
+
+    rep = gym_data.write(
+        data_dir,
+        tasks=GYM_TASKS,
+        levels=(1, 2, 3, 4, 5),
+        train_per_level=train_per_level,
+        test_per_level=test_per_level,
+        seed=seed,
+        warmup_per_level=warmup_per_level,
+        warmup_levels=(1, 2, 3),
+    )
+    if rep["train_test_overlap"]:
+        raise RuntimeError(f"reasoning-gym data: {rep['train_test_overlap']} questions in both train and test")
+    return {
+        "train": Path(rep["train"]["path"]),
+        "test": Path(rep["test"]["path"]),
+        "warmup": Path(rep["warmup"]["path"]),
+    }
+
+
+def write_rows(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def gym_reward_path() -> Path:
+    from lens_openrlhf.rewards import gym_reward
+
+    gym_reward.known_tasks()  # fail here, before Ray starts, if reasoning-gym cannot score
+    return Path(gym_reward.__file__).resolve()
+
+
+def clear_outputs(out: Path, keep=("warm_start", "smollm2")) -> None:
+    """Empty ``out`` except the warm-start and SmolLM2 caches."""
+    out.mkdir(parents=True, exist_ok=True)
+    for child in out.iterdir():
+        if child.name in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()

@@ -287,7 +287,7 @@ def demo_run(
     pbar and the LENS / group_norm step time."""
     import statistics
 
-    from lens_openrlhf import demo
+    from lens_openrlhf import demo_job as demo, demo_report
 
     t0 = time.time()
     log = lambda m: print(f"[smollm2 {time.time() - t0:6.1f}s] {m}", flush=True)  # noqa: E731
@@ -378,7 +378,7 @@ def demo_run(
         if rc != 0:
             log(f"{e} FAILED (exit code {rc}); see {run_dir / 'train.log'}")
             return rc
-        runs[e] = demo.read_tensorboard(run_dir / "tensorboard")
+        runs[e] = demo_report.read_tensorboard(run_dir / "tensorboard")
     summary = {"model": str(model), "start": start_report, "runs": {}}
     print("\n==================== SmolLM2-135M-Instruct: LENS through the real pipeline ====================")
     for e, sc in runs.items():

@@ -219,11 +219,6 @@ class PatchTable:
 _TABLES: List[PatchTable] = []
 
 
-def tables() -> List[PatchTable]:
-    """Every table defined so far (imported modules only)."""
-    return list(_TABLES)
-
-
 def applied() -> Dict[str, List[str]]:
     """Table name -> ids applied in this process."""
     return {t.name: t.applied() for t in _TABLES}

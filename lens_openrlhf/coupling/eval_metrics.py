@@ -8,6 +8,7 @@ from typing import Dict
 import torch
 
 from .. import patching
+from ..passk import ProblemResult, build_report
 
 LEVEL_RE = re.compile(r"level[_ -]?([1-5])\b", re.IGNORECASE)
 
@@ -21,8 +22,6 @@ def unbiased_eval_logs(eval_dataloader, samples_list, n_samples_per_prompt: int)
     prompts without one are 'unknown' (overall only). Keys: ``unbiased_pass@k``,
     ``unbiased_levels_4_5_pass@k``, ``unbiased_level_<L>_pass@k`` (logged as ``eval/<key>``).
     """
-    from ..passk import ProblemResult, build_report
-
     prompt_level = {}
     for datasources, prompts, _labels, _images in eval_dataloader:
         for prompt, ds in zip(prompts, datasources):

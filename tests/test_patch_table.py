@@ -65,8 +65,11 @@ def test_apply_revert_status_roundtrip():
     assert status["A1"] and status["R1"] and status["T2"] and not status["V1"] and not status["V2"]
     assert COUPLING.original("A1") is before
     COUPLING.apply(tags=("rollout_logprobs",))
+    status = COUPLING.status()
+    assert status["V1"] and status["V2"] and not status["V3"]
+    COUPLING.apply(tags=("rollout_logprobs", "vllm_dtype"))
     assert all(COUPLING.status().values())
-    COUPLING.apply(tags=("rollout_logprobs",))  # idempotent: originals stay the upstream ones
+    COUPLING.apply(tags=("rollout_logprobs", "vllm_dtype"))  # idempotent: originals stay the upstream ones
     assert COUPLING.original("V1") is sp_before
     COUPLING.revert()
     assert not any(COUPLING.status().values())
@@ -83,7 +86,7 @@ def test_fingerprint_reads_upstream_source_while_patched():
     """Applied or not, the fingerprint is that of OpenRLHF's code (the originals), so a patched process
     can check itself."""
     before = COUPLING.drift()
-    COUPLING.apply(tags=("rollout_logprobs",))
+    COUPLING.apply(tags=("rollout_logprobs", "vllm_dtype"))
     try:
         assert COUPLING.drift() == before == []
     finally:

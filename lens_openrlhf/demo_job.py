@@ -40,12 +40,18 @@ def train_command(
     eval_n_samples: Optional[int] = None,
     micro_train_batch_size: Optional[int] = None,
     prompt_max_len: int = 96,
+    train_batch_size: Optional[int] = None,
 ) -> List[str]:
     """``python -m lens_openrlhf.train_ppo_ray ...`` for ``steps`` PPO steps (flat flags where they exist).
 
     With ``eval_data``: an evaluation every ``eval_steps`` steps (default: once, after the last step) with
-    ``eval_n_samples`` samples per prompt (default ``n_samples``), temperature 1.
+    ``eval_n_samples`` samples per prompt (default ``n_samples``), temperature 1. ``train_batch_size``: samples
+    per optimizer step (default: the whole rollout, ``prompts * n_samples``, one step per PPO step; a quarter of
+    it gives 4 steps, PPO-clipped against the rollout's log-probs).
     """
+    train_batch_size = train_batch_size or prompts * n_samples
+    if (prompts * n_samples) % train_batch_size:
+        raise ValueError(f"train_batch_size {train_batch_size} must divide the rollout's {prompts * n_samples} samples")
     evaluation = (
         []
         if eval_data is None
@@ -88,9 +94,9 @@ def train_command(
             "--micro_rollout_batch_size",
             str(prompts),
             "--train_batch_size",
-            str(prompts * n_samples),
+            str(train_batch_size),
             "--micro_train_batch_size",
-            str(min(micro_train_batch_size or 8, prompts * n_samples)),
+            str(min(micro_train_batch_size or 8, train_batch_size)),
             "--max_epochs",
             "1",
             "--num_episodes",

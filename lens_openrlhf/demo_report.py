@@ -22,6 +22,7 @@ def read_tensorboard(tb_dir: Path) -> Dict[str, Dict[int, float]]:
 
 SUMMARY_TAGS = (
     "train/reward",
+    "train/reward/no_boxed",
     "train/policy_loss",
     "train/lens/negative_group_ratio",
     "train/lens/mixed_group_ratio",
@@ -109,8 +110,14 @@ def summarize(out: Path, seconds: float, rc: int) -> dict:
 
 
 def print_before_after(before: dict, after: dict) -> None:
-    ks = sorted({k for t in (before, after) for g in t.values() for k in g}, key=lambda k: int(k.split("@")[1]))
-    print("held-out problems, unbiased pass@k (Hugging Face sampling at temperature 1, the same for both models):")
+    """Columns: pass@k (unbiased) before/after, then the share of answers with a ``\\boxed{}`` (``boxed``)."""
+    keys = {k for t in (before, after) for g in t.values() for k in g}
+    ks = sorted((k for k in keys if k.startswith("pass@")), key=lambda k: int(k.split("@")[1]))
+    ks += [k for k in ("boxed",) if k in keys]
+    print(
+        "held-out problems, unbiased pass@k and the share of boxed answers (Hugging Face sampling at temperature 1, "
+        "the same for both models):"
+    )
     print(f"  {'':12s} " + " ".join(f"{'before ' + k:>14s} {'after ' + k:>13s}" for k in ks))
     for g in before:
         name = {"all": "all levels", "levels_4_5": "Levels 4-5"}.get(g, g.replace("level_", "Level "))
@@ -127,6 +134,7 @@ def plot_run(
     path: Path,
     title: str = "LENS on reasoning-gym (CPU demo)",
     before: Optional[dict] = None,
+    after: Optional[dict] = None,
 ) -> Path:
     """PNG: reward, held-out pass@1, negative/mixed/all-correct group ratios and nonzero_adv_frac per step."""
     import matplotlib
@@ -143,6 +151,7 @@ def plot_run(
             ax.plot(xs, [d[x] for x in xs], marker="o", ms=3, label=label, **kw)
 
     line(axes[0], "train/reward", "train reward (mean)")
+    line(axes[0], "train/reward/no_boxed", "answers without \\boxed{}", ls="--")
     axes[0].set_title("reward")
     for tag, label in (
         ("eval/unbiased_pass@1", "all levels"),
@@ -154,6 +163,11 @@ def plot_run(
     if before:
         axes[1].scatter(
             [0], [before["all"]["pass@1"]], marker="*", s=80, c="k", label="warm start (HF sampling)", zorder=3
+        )
+    steps = sorted({s for d in scalars.values() for s in d})
+    if after and steps:
+        axes[1].scatter(
+            [steps[-1]], [after["all"]["pass@1"]], marker="*", s=80, c="m", label="final policy (HF sampling)", zorder=3
         )
     axes[1].set_title("held-out pass@1")
     for tag, label in (

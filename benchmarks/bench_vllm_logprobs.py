@@ -2,15 +2,17 @@
 
     VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
         .venv/bin/python benchmarks/bench_vllm_logprobs.py [--repeats 15] [--prompts 8] [--n 8] [--max-tokens 32]
-        [--vocab 151936] [--omp-wait-policy passive|unset] [--json OUT.json]
+        [--vocab 151936] [--model HF_DIR] [--dtype bfloat16|float32] [--omp-wait-policy passive|unset]
+        [--json OUT.json]
 
 LENS needs pi_old(o_i | q) of every sample. With ``--algo.lens.logprob_source vllm`` (the default) the
 adapter makes OpenRLHF's rollouts request ``SamplingParams(logprobs=1)`` and creates the engines with
 ``logprobs_mode="processed_logprobs", max_logprobs=1`` (exactly what OpenRLHF 0.11.2 itself does when its
 importance-sampling correction is on); a GRPO run asks for neither. Two engines on the same tiny model
-(``lens_openrlhf.tiny.build_tiny_model``, built locally; no download), both alive in this process:
+(``lens_openrlhf.tiny.build_tiny_model``, built locally; no download; or ``--model``, e.g. the SmolLM2 folder),
+both alive in this process (``--dtype``, default bfloat16 as in OpenRLHF):
 
-  default engine    vllm.LLM(model, enforce_eager=True, dtype="bfloat16", max_model_len, seed=0)
+  default engine    vllm.LLM(model, enforce_eager=True, dtype=<--dtype>, max_model_len, seed=0)
   processed engine  the same + logprobs_mode="processed_logprobs", max_logprobs=1
 
 and four conditions, each the same batch (``--prompts`` prompts x ``--n`` samples, ``--max-tokens`` new tokens,
@@ -106,10 +108,10 @@ def build_model(out: Path, vocab: int | None) -> Path:
     return path
 
 
-def engines(model: Path, max_model_len: int):
+def engines(model: Path, max_model_len: int, dtype: str = "bfloat16"):
     import vllm
 
-    common = dict(model=str(model), enforce_eager=True, dtype="bfloat16", max_model_len=max_model_len, seed=0)
+    common = dict(model=str(model), enforce_eager=True, dtype=dtype, max_model_len=max_model_len, seed=0)
     return {
         "default": vllm.LLM(**common),
         "processed": vllm.LLM(**common, logprobs_mode="processed_logprobs", max_logprobs=1),
@@ -164,6 +166,18 @@ def main(argv=None) -> int:
     p.add_argument("--max-tokens", type=int, default=32, help="new tokens per sample (ignore_eos; default 32)")
     p.add_argument("--vocab", type=int, default=None, help="resize the tiny model's vocabulary (e.g. 151936)")
     p.add_argument(
+        "--model",
+        default=None,
+        help="an HF model folder instead of the tiny model (e.g. the SmolLM2 folder `python -m lens_openrlhf.smollm2 "
+        "convert` writes)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float32"),
+        default="bfloat16",
+        help="the engines' dtype (default bfloat16, what OpenRLHF 0.11.2 uses; --lens.vllm_dtype changes it there)",
+    )
+    p.add_argument(
         "--omp-wait-policy",
         choices=("passive", "unset"),
         default="passive",
@@ -171,6 +185,10 @@ def main(argv=None) -> int:
     )
     p.add_argument("--json", default=None, help="also write the figures here")
     a = p.parse_args(argv)
+    if a.model and a.vocab:
+        p.error("--vocab resizes the tiny model; it does not apply with --model")
+    if a.model and not (Path(a.model) / "config.json").is_file():
+        p.error(f"--model {a.model}: no config.json there")
     if a.omp_wait_policy == "passive":
         if "torch" in sys.modules:
             raise SystemExit("OMP_WAIT_POLICY must be set before torch is imported: run this script as a program")
@@ -178,9 +196,9 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_vllm_lp_") as tmp:
-        model = build_model(Path(tmp), a.vocab)
+        model = Path(a.model) if a.model else build_model(Path(tmp), a.vocab)
         prompts = prompts_for(a.prompts)
-        llms = engines(model, max_model_len=128 + a.max_tokens)
+        llms = engines(model, max_model_len=128 + a.max_tokens, dtype=a.dtype)
 
         # warm-up, and the sanity checks on the warm-up outputs
         warm = {name: run_once(llms[eng], prompts, a, lp)[2] for name, (eng, lp) in CONDITIONS.items()}
@@ -218,8 +236,9 @@ def main(argv=None) -> int:
 
     print()
     print(
-        f"vLLM {vllm.__version__} log-prob cost, tiny Qwen2 (hidden 64, 2 layers, "
-        f"vocab {a.vocab or 'tiny tokenizer'}), "
+        f"vLLM {vllm.__version__} log-prob cost, "
+        + (f"{a.model}, " if a.model else f"tiny Qwen2 (hidden 64, 2 layers, vocab {a.vocab or 'tiny tokenizer'}), ")
+        + f"dtype {a.dtype}, "
         f"{a.prompts} prompts x n={a.n} x {a.max_tokens} new tokens, {a.repeats} interleaved rounds, medians; "
         f"detokenize={a.vocab is None}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
     )

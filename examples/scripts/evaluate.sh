@@ -7,5 +7,5 @@ DATA=${DATA:-data/math_test.qwen.jsonl}   # data/math_test.llama.jsonl + CHAT=1 
 OUT=${OUT:-eval}
 args=()
 for ckpt in "$@"; do args+=(--model "${ckpt}"); done
-python -m lens_openrlhf.evaluate "${args[@]}" --data "${DATA}" --out "${OUT}" \
+python -m lens_openrlhf.evaluation "${args[@]}" --data "${DATA}" --out "${OUT}" \
   --n 16 --temperature 1.0 --top-p 1.0 --max-tokens 4096 ${CHAT:+--apply-chat-template}

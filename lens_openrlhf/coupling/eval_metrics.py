@@ -8,7 +8,7 @@ from typing import Dict
 import torch
 
 from .. import patching
-from ..passk import ProblemResult, build_report
+from ..evaluation.passk import ProblemResult, build_report
 
 LEVEL_RE = re.compile(r"level[_ -]?([1-5])\b", re.IGNORECASE)
 

@@ -25,7 +25,8 @@ from .vllm_dtype import ENV_VLLM_DTYPE
 
 #: Environment variable (set in the Ray runtime_env) telling workers to request vLLM log-probs.
 ENV_ROLLOUT_LOGPROBS = "LENS_OPENRLHF_ROLLOUT_LOGPROBS"
-#: Environment variable naming extra setup hooks (the CPU mode) to run in every Ray worker.
+#: Environment variable naming extra setup hooks (``module.function``, comma-separated) to run in every Ray worker
+#: before the patch table: CPU mode's, and any the user's environment names (instrumentation, tests).
 ENV_EXTRA_HOOKS = "LENS_OPENRLHF_WORKER_HOOKS"
 WORKER_HOOK = "lens_openrlhf.coupling.launch.ray_worker_setup"
 
@@ -60,8 +61,9 @@ def runtime_env(args, extra_env: Optional[Dict[str, str]] = None, extra_hooks: S
     }
     if getattr(args.lens, "vllm_dtype", None):
         env[ENV_VLLM_DTYPE] = args.lens.vllm_dtype
-    if extra_hooks:
-        env[ENV_EXTRA_HOOKS] = ",".join(extra_hooks)
+    hooks = list(extra_hooks) + [h for h in os.environ.get(ENV_EXTRA_HOOKS, "").split(",") if h]
+    if hooks:
+        env[ENV_EXTRA_HOOKS] = ",".join(dict.fromkeys(hooks))
     env.update(extra_env or {})
     return {"worker_process_setup_hook": WORKER_HOOK, "env_vars": env}
 

@@ -54,9 +54,6 @@ methods use at that moment, while plain classes are imported by reference in the
      log-probs of the same tokens before and after the reload, with their max/mean absolute differences.
      Under AutoTP (``--ds.tensor_parallel_size`` > 1) the split Linear weights are gathered first, with
      DeepSpeed's ``GatherReplacedLayerParams`` as OpenRLHF's own ``broadcast_to_vllm`` does.
-  P6 (only with ``LENS_OPENRLHF_CPU_STEP_CHECK=<prefix>``, for tests) ``ActorPPOTrainer.training_step`` and
-     ``PolicyLoss.forward`` record, per micro-batch and actor rank, the tokens, advantages, per-token
-     log-probs (vLLM's, the experience's pi_old, the training forward's), the loss and the gradient norm.
 
 AutoTP (``--ds.tensor_parallel_size N``): OpenRLHF's own path (``deepspeed.tp_model_init``, the
 ``("dp", "sp", "tp")`` mesh, duplicate actor ranks) on DeepSpeed's CPU accelerator and gloo, with P3's "cpu"
@@ -73,7 +70,7 @@ NCCL use in the installed OpenRLHF's PPO-path modules with how CPU mode handles 
 sources and fails on any use missing from its table; tests/test_patch_table.py fingerprints every target.
 
 Modules: :mod:`.profile` (flags, environment, Ray start; nothing heavy), :mod:`.standins` (P1, P2),
-:mod:`.distributed` (P3, P4), :mod:`.weight_sync` (P5), :mod:`.step_check` (P6), :mod:`.patches` (the
+:mod:`.distributed` (P3, P4), :mod:`.weight_sync` (P5), :mod:`.patches` (the
 table, install, the worker hook). The package's only import from the rest of lens_openrlhf is the leaf
 modules :mod:`lens_openrlhf.errors`, :mod:`lens_openrlhf.placement` and :mod:`lens_openrlhf.patching`.
 """
@@ -83,13 +80,11 @@ from .profile import (
     CPU_VALUES,
     ENV_CPU_MODE,
     ENV_OBJECT_STORE,
-    ENV_STEP_CHECK,
     ENV_SYNC_CHECK,
     REFUSED_FLAGS,
     check_and_default_args,
     check_ray_resources,
     ray_init_kwargs,
-    required_gpus,
     worker_env,
 )
 from .standins import BARRIER_IMPORTERS, CUDA_STANDINS, PROXIED_MODULES, torch_cpu, torch_cuda_cpu
@@ -101,7 +96,6 @@ __all__ = [
     "CUDA_STANDINS",
     "ENV_CPU_MODE",
     "ENV_OBJECT_STORE",
-    "ENV_STEP_CHECK",
     "ENV_SYNC_CHECK",
     "PROXIED_MODULES",
     "REFUSED_FLAGS",
@@ -112,7 +106,6 @@ __all__ = [
     "installed",
     "prepare_driver",
     "ray_init_kwargs",
-    "required_gpus",
     "torch_cpu",
     "torch_cuda_cpu",
     "worker_env",

@@ -1,4 +1,4 @@
-"""CPU mode's patch table (P1-P6) and its set-up in the driver and in every Ray worker."""
+"""CPU mode's patch table (P1-P5) and its set-up in the driver and in every Ray worker."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ from typing import Dict
 
 from ..errors import exit_with
 from ..patching import Patch, PatchTable, ray_actor_classes
-from . import distributed, standins, step_check, weight_sync
-from .profile import ENV_STEP_CHECK, PREFIX, check_and_default_args, worker_env
+from . import distributed, standins, weight_sync
+from .profile import PREFIX, check_and_default_args, worker_env
 
 #: Ray ``worker_process_setup_hook`` target (run before the coupling's patches in every Ray worker).
 WORKER_HOOK = "lens_openrlhf.cpu.patches.worker_setup"
-#: tag of P6 (applied only with ``LENS_OPENRLHF_CPU_STEP_CHECK``)
-STEP_CHECK = "step_check"
 
 _DS = "openrlhf.utils.deepspeed.deepspeed"
 _ACTOR = "openrlhf.trainer.ray.ppo_actor"
@@ -115,37 +113,21 @@ CPU = PatchTable(
                 "vllm.model_executor.layers.linear:UnquantizedLinearMethod.process_weights_after_loading",
             ),
         ),
-        Patch(
-            "P6a",
-            "openrlhf.models.loss:PolicyLoss.forward",
-            step_check.policy_loss_forward_recording,
-            "records the training forward's log-probs and loss",
-            fingerprint="522fd7190451",
-            tag=STEP_CHECK,
-        ),
-        Patch(
-            "P6b",
-            f"{_ACTOR}:ActorPPOTrainer.training_step",
-            step_check.training_step_recording,
-            "records one micro-batch per rank",
-            fingerprint="8027e141c369",
-            tag=STEP_CHECK,
-        ),
     ),
 )
 
 
 def install() -> None:
-    """Apply the CPU table in this process (idempotent); P6 only with ``LENS_OPENRLHF_CPU_STEP_CHECK``."""
+    """Apply the CPU table in this process (idempotent)."""
     from ..cpu_shims import ensure_flash_attn_importable
 
     ensure_flash_attn_importable()
-    CPU.apply(tags=(STEP_CHECK,) if os.environ.get(ENV_STEP_CHECK) else ())
+    CPU.apply()
 
 
 def installed() -> Dict[str, bool]:
     """Entry id -> live in this process (tests, debugging)."""
-    return {pid: on for pid, on in CPU.status().items() if CPU[pid].tag is None or os.environ.get(ENV_STEP_CHECK)}
+    return CPU.status()
 
 
 def prepare_driver(args, flat=None) -> None:

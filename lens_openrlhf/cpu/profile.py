@@ -14,8 +14,6 @@ from ..placement import total_gpus
 ENV_CPU_MODE = "LENS_OPENRLHF_CPU_MODE"
 #: path of a JSONL file: each weight sync writes actor-vs-vLLM log-probs of fixed sequences there (P5)
 ENV_SYNC_CHECK = "LENS_OPENRLHF_CPU_SYNC_CHECK"
-#: path prefix: each actor rank writes what it computes in the PPO update to <prefix>.rank<r>.jsonl (P6)
-ENV_STEP_CHECK = "LENS_OPENRLHF_CPU_STEP_CHECK"
 #: bytes of Ray's object store for the private CPU-mode Ray (default 512 MiB)
 ENV_OBJECT_STORE = "LENS_OPENRLHF_CPU_OBJECT_STORE_BYTES"
 
@@ -137,12 +135,6 @@ def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
     return errors, notes
 
 
-def required_gpus(args) -> int:
-    """Logical GPUs OpenRLHF's launcher asks Ray for (:func:`lens_openrlhf.placement.gpus_needed`), with CPU
-    mode's one rank per model."""
-    return total_gpus(args)
-
-
 def worker_env() -> Dict[str, str]:
     """Environment of every process of a CPU-mode job (the Ray runtime_env's env_vars)."""
     env = {
@@ -156,7 +148,7 @@ def worker_env() -> Dict[str, str]:
         "HF_DATASETS_OFFLINE": os.environ.get("HF_DATASETS_OFFLINE", "1"),
         "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"),
     }
-    for var in (ENV_SYNC_CHECK, ENV_STEP_CHECK):
+    for var in (ENV_SYNC_CHECK,):
         if os.environ.get(var):
             env[var] = os.path.abspath(os.environ[var])
     return env
@@ -167,7 +159,7 @@ def ray_init_kwargs(args) -> dict:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         return {"address": address}
-    gpus = required_gpus(args)
+    gpus = total_gpus(args)
     return {
         "address": "local",
         # logical CPUs: 1 per model rank/engine bundle + the PPOTrainer; Ray does not pin cores
@@ -182,7 +174,7 @@ def check_ray_resources(args) -> None:
     """After ``ray.init``: the cluster must offer the logical GPUs OpenRLHF will ask for (else it waits forever)."""
     import ray
 
-    need = required_gpus(args)
+    need = total_gpus(args)
     have = ray.cluster_resources().get("GPU", 0)
     if have < need:
         exit_with(

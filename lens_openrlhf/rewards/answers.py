@@ -66,6 +66,16 @@ def extract_last_boxed(text: str) -> Optional[str]:
     return None
 
 
+def boxed_answer(text: Any) -> Optional[str]:
+    """The answer a reward scores: the last ``\\boxed{}``'s content with unescaped ``$`` and outer spaces removed;
+    None when the response has no (closed) box or its box is empty. The one definition of "a boxed answer"
+    (rewards, evaluation, the demo's boxed share)."""
+    boxed = extract_last_boxed(text if isinstance(text, str) else "")
+    if boxed is None:
+        return None
+    return _UNESCAPED_DOLLAR.sub("", boxed).strip() or None
+
+
 def split_response(query: str, prompt: str) -> tuple[str, bool]:
     """The response part of an OpenRLHF query (prompt + response) and whether the prompt was found."""
     if not prompt:

@@ -10,8 +10,8 @@ Same contract as ``math_reward.py``: ``reward_func(queries, prompts, labels)`` r
 How an answer is scored
 -----------------------
 1. The response is the query minus its prompt; the answer is the content of its LAST ``\\boxed{...}``
-   (the prompts ask for it; ``math_reward.extract_last_boxed``).
-2. The label is the JSON string ``{"task", "answer", "metadata"}`` that ``lens_openrlhf.gym_data`` writes;
+   (the prompts ask for it; ``answers.boxed_answer``).
+2. The label is the JSON string ``{"task", "answer", "metadata"}`` that ``lens_openrlhf.data.gym`` writes;
    the entry ``{"answer", "metadata"}`` is rebuilt from it and the task's ``score_answer(answer, entry)``
    (reasoning-gym's own scorer: ``chain_sum`` tolerates signs, leading zeros and commas; ``basic_arithmetic``
    takes the exact string) runs in a worker process.
@@ -49,15 +49,9 @@ if __name__ != _CANONICAL_NAME:  # loaded by file path: make the package importa
     if _root not in sys.path:
         sys.path.insert(0, _root)
 
-from lens_openrlhf.rewards.answers import extract_last_boxed  # noqa: E402
-from lens_openrlhf.rewards.math_reward import outcome_reward  # noqa: E402
-from lens_openrlhf.rewards.verifier import (  # noqa: E402
-    ProcessPool,
-    RewardConfig,
-    Verdict,
-    VerifierPool,
-    WorkerStartError,
-)
+from lens_openrlhf.rewards.answers import boxed_answer  # noqa: E402
+from lens_openrlhf.rewards.outcome import outcome_reward, use_package_module, verdicts  # noqa: E402
+from lens_openrlhf.rewards.verifier import ProcessPool, RewardConfig, VerifierPool, WorkerStartError  # noqa: E402
 from lens_openrlhf.rewards.verify_worker import serve_worker  # noqa: E402
 
 
@@ -77,7 +71,7 @@ def import_reasoning_gym():
 
 
 def parse_label(label: Any) -> dict:
-    """``{"task", "answer", "metadata"}`` from a label written by ``lens_openrlhf.gym_data``; ValueError otherwise."""
+    """``{"task", "answer", "metadata"}`` from a label written by ``lens_openrlhf.data.gym``; ValueError otherwise."""
     if isinstance(label, dict):
         d = label
     else:
@@ -109,14 +103,6 @@ def score_one(datasets: dict, gold: str, pred: str) -> str:
 
 
 _LOCAL_DATASETS: dict = {}
-
-
-def boxed_answer(response: Any) -> Optional[str]:
-    """The answer the scorer reads: the last ``\\boxed{}``'s content without ``$`` and spaces, or None when there
-    is no box or it is empty."""
-    boxed = extract_last_boxed(response if isinstance(response, str) else "")
-    answer = boxed.strip("$ ").strip() if boxed is not None else ""
-    return answer or None
 
 
 def score_text(response: str, label: Any) -> float:
@@ -185,24 +171,11 @@ def score_responses(responses: Sequence[str], labels: Sequence[Any], pool: Optio
     for p in parsed:
         if p["task"] not in tasks:
             raise ScorerUnavailable(f"gym_reward: reasoning-gym has no task {p['task']!r} (label {p})")
-    verdicts: list = [None] * len(responses)
-    todo_idx, todo = [], []
-    for i, (resp, p) in enumerate(zip(responses, parsed)):
-        boxed = extract_last_boxed(resp if isinstance(resp, str) else "")
-        if boxed is None:
-            verdicts[i] = Verdict(0.0, "no_boxed")
-        elif not boxed.strip("$ ").strip():
-            verdicts[i] = Verdict(0.0, "empty_boxed")
-        else:
-            todo_idx.append(i)
-            todo.append((json.dumps(p, sort_keys=True, default=list), boxed.strip("$ ").strip()))
-    if todo:
-        results = (pool or get_pool()).verify_many(todo)  # WorkerStartError propagates: no scorer, no reward
-        for i, v in zip(todo_idx, results):
-            if v.reason == "worker_error":
-                logger.error("gym_reward: the scorer failed on an answer (worker_error); it scores 0 and is counted")
-            verdicts[i] = v
-    return verdicts
+    golds = [json.dumps(p, sort_keys=True, default=list) for p in parsed]
+    got = verdicts(responses, golds, lambda todo: (pool or get_pool()).verify_many(todo))
+    if any(v.reason == "worker_error" for v in got):  # WorkerStartError propagates: no scorer, no reward
+        logger.error("gym_reward: the scorer failed on an answer (worker_error); it scores 0 and is counted")
+    return got
 
 
 def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None) -> dict:
@@ -224,13 +197,9 @@ def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None
 
 if __name__ == _CANONICAL_NAME:
     atexit.register(shutdown_pool)
-else:  # loaded by file path (OpenRLHF): use the package module, whose worker body pickles by module name
-    import importlib as _importlib
-
-    _canonical = _importlib.import_module(_CANONICAL_NAME)
-    reward_func = _canonical.reward_func  # noqa: F811
-    score_responses = _canonical.score_responses  # noqa: F811
-    get_pool = _canonical.get_pool  # noqa: F811
-    shutdown_pool = _canonical.shutdown_pool  # noqa: F811
-    GymScorerPool = _canonical.GymScorerPool  # noqa: F811
-    score_text = _canonical.score_text  # noqa: F811
+else:  # loaded by file path (OpenRLHF): the package module's pool, whose worker body pickles by module name
+    use_package_module(
+        globals(),
+        _CANONICAL_NAME,
+        ("reward_func", "score_responses", "get_pool", "shutdown_pool", "GymScorerPool", "score_text"),
+    )

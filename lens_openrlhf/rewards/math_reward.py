@@ -36,8 +36,8 @@ The time limit and the pool
 Math-Verify runs in worker PROCESSES with its own signal timeouts on, and each answer has an outer deadline
 after which its worker is killed and replaced (reason ``timeout``): :mod:`lens_openrlhf.rewards.verifier`
 (the pool, parent side) and :mod:`lens_openrlhf.rewards.verify_worker` (the worker side). Text handling
-(boxes, cutting responses, labels) is :mod:`lens_openrlhf.rewards.answers`. This file is the reward entry
-and re-exports their public names for existing callers.
+(boxes, cutting responses, labels) is :mod:`lens_openrlhf.rewards.answers`; the verdict loop and OpenRLHF's reward
+dict are :mod:`lens_openrlhf.rewards.outcome`, shared with ``gym_reward``. This file is the reward entry.
 
 Configuration (environment variables, read when the pool is first used):
 
@@ -72,88 +72,26 @@ REASONS = (
 
 _CANONICAL_NAME = "lens_openrlhf.rewards.math_reward"
 
-__all__ = [  # the reward entry, and the names callers have imported from this file since before the split
-    "REASONS",
-    "reward_func",
-    "score_responses",
-    "outcome_reward",
-    "extract_last_boxed",
-    "normalize_label",
-    "split_response",
-    "ProcessPool",
-    "RewardConfig",
-    "Verdict",
-    "VerifierPool",
-    "VerifierUnavailable",
-    "WorkerStartError",
-    "get_pool",
-    "shutdown_pool",
-    "gold_is_parseable",
-    "parse_gold",
-    "serve_worker",
-    "verify_answer",
-]
-
-if (
-    __name__ != _CANONICAL_NAME
-):  # loaded by file path (OpenRLHF's --reward.remote_url x.py): make the package importable
+if __name__ != _CANONICAL_NAME:  # loaded by file path (--reward.remote_url x.py): make the package importable
     _root = str(Path(__file__).resolve().parents[2])
     if _root not in sys.path:
         sys.path.insert(0, _root)
 
-# re-exported: callers import these from math_reward (data, evaluate, gym_reward, tests, benchmarks)
-from lens_openrlhf.rewards.answers import (  # noqa: E402,F401
-    _UNESCAPED_DOLLAR,
-    extract_last_boxed,
-    normalize_label,
-    split_response,
-)
-from lens_openrlhf.rewards.verifier import (  # noqa: E402,F401
-    ProcessPool,
-    RewardConfig,
-    Verdict,
-    VerifierPool,
-    VerifierUnavailable,
-    WorkerStartError,
-    get_pool,
-    shutdown_pool,
-)
-from lens_openrlhf.rewards.verify_worker import (  # noqa: E402,F401
-    gold_is_parseable,
-    parse_gold,
-    serve_worker,
-    verify_answer,
-)
+from lens_openrlhf.rewards.answers import normalize_label  # noqa: E402
+from lens_openrlhf.rewards.outcome import outcome_reward, use_package_module, verdicts  # noqa: E402
+from lens_openrlhf.rewards.verifier import VerifierPool, VerifierUnavailable, get_pool  # noqa: E402
 
 
 def score_responses(responses: Sequence[str], labels: Sequence[Any], pool: Optional[VerifierPool] = None) -> list:
     """Score model responses (text after the prompt) against labels; one ``Verdict`` each.
 
-    Boxed extraction happens here; only answers that have a non-empty box go to the workers.
     Raises ``WorkerStartError`` when the verifier processes cannot start.
     """
     if len(responses) != len(labels):
         raise ValueError(f"{len(responses)} responses but {len(labels)} labels")
-    verdicts: list = [None] * len(responses)
-    todo_idx, todo = [], []
-    for i, (resp, label) in enumerate(zip(responses, labels)):
-        boxed = extract_last_boxed(resp if isinstance(resp, str) else "")
-        if boxed is None:
-            verdicts[i] = Verdict(0.0, "no_boxed")
-        elif not _UNESCAPED_DOLLAR.sub("", boxed).strip():
-            verdicts[i] = Verdict(0.0, "empty_boxed")
-        else:
-            gold = normalize_label(label)
-            if gold is None:
-                verdicts[i] = Verdict(0.0, "gold_error")
-            else:
-                todo_idx.append(i)
-                todo.append((gold, boxed))
-    if todo:
-        results = (pool or get_pool()).verify_many(todo)
-        for i, v in zip(todo_idx, results):
-            verdicts[i] = v
-    return verdicts
+    return verdicts(
+        responses, [normalize_label(lb) for lb in labels], lambda todo: (pool or get_pool()).verify_many(todo)
+    )
 
 
 def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None) -> dict:
@@ -187,37 +125,5 @@ def reward_func(queries, prompts, labels, *, pool: Optional[VerifierPool] = None
     return outcome_reward(queries, prompts, labels, score, REASONS)
 
 
-def outcome_reward(queries, prompts, labels, score, reasons: Sequence[str]) -> dict:
-    """The body every reward file shares: cut each response out of its query, ``score(responses, labels)``
-    -> one :class:`Verdict` each, and build OpenRLHF's reward dict with one ``reward/<reason>`` 0/1 tensor per
-    reason, ``reward/prompt_not_prefix`` and ``reward/verify_seconds``."""
-    import torch
-
-    queries = list(queries)
-    prompts = list(prompts) if prompts is not None else [""] * len(queries)
-    labels = list(labels) if labels is not None else [None] * len(queries)
-    if not (len(queries) == len(prompts) == len(labels)):
-        raise ValueError(f"reward_func: {len(queries)} queries, {len(prompts)} prompts, {len(labels)} labels")
-
-    responses, not_prefix = [], []
-    for q, p in zip(queries, prompts):
-        resp, found = split_response(q if isinstance(q, str) else "", p if isinstance(p, str) else "")
-        responses.append(resp)
-        not_prefix.append(0.0 if found else 1.0)
-    verdicts = score(responses, labels)
-    rewards = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
-    extra_logs = {
-        f"reward/{r}": torch.tensor([1.0 if v.reason == r else 0.0 for v in verdicts], dtype=torch.float32)
-        for r in reasons
-    }
-    extra_logs["reward/prompt_not_prefix"] = torch.tensor(not_prefix, dtype=torch.float32)
-    extra_logs["reward/verify_seconds"] = torch.tensor([v.seconds for v in verdicts], dtype=torch.float32)
-    return {"rewards": rewards, "scores": rewards.clone(), "extra_logs": extra_logs}
-
-
-# Loaded by file path: hand out the package module's functions (one pool singleton, one set of workers).
-if __name__ != _CANONICAL_NAME:
-    import importlib as _importlib
-
-    _canonical = _importlib.import_module(_CANONICAL_NAME)
-    globals().update({name: getattr(_canonical, name) for name in ("reward_func", "score_responses", "outcome_reward")})
+if __name__ != _CANONICAL_NAME:  # loaded by file path: one pool singleton and one set of workers
+    use_package_module(globals(), _CANONICAL_NAME, ("reward_func", "score_responses"))

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+from lens_openrlhf.rewards.outcome import Verdict
 from lens_openrlhf.rewards.verify_worker import _worker_main
 
 logger = logging.getLogger(__name__)
@@ -40,15 +41,6 @@ class VerifierUnavailable(RuntimeError):
     """The verifier cannot run at all (a bad ``LENS_MATH_*`` setting, workers that cannot start, Math-Verify
     missing). ``reward_func`` raises it instead of scoring every answer 0: under LENS an all-zero batch is
     all-negative groups that still train the model."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The result for one answer: ``score`` 1.0/0.0, its ``reason``, and worker seconds spent."""
-
-    score: float
-    reason: str
-    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""Held-out pass@k of any checkpoint the same way: Hugging Face sampling at temperature 1 and the gym scorer.
+
+The demo's before/after table, the warm start's report and the benchmarks use it: the same sampler, scorer and
+problems for the warm start and the trained policy. ``boxed``: the share of answers with a non-empty ``\\boxed{}``
+(``rewards.answers.boxed_answer``), so that a rise in pass@1 can be split into format and accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+from lens_openrlhf.demo.tiny import chat_prompt, torch_threads
+
+
+def sample_eval(
+    model_path, rows: Sequence[dict], n: int = 8, max_new_tokens: int = 12, seed: int = 0, batch_prompts: int = 64
+) -> List[dict]:
+    """Sample ``n`` answers per row with Hugging Face ``generate`` (temperature 1, float32) and score them with
+    reasoning-gym's ``score_answer`` (:func:`lens_openrlhf.rewards.gym_reward.score_text`).
+
+    Returns one ``{"id", "level", "datasource", "n", "c", "b"}`` per row (``c`` correct and ``b`` with a
+    non-empty ``\\boxed{}``, of ``n``).
+    """
+
+    with torch_threads():
+        return _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts)
+
+
+def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts) -> List[dict]:
+    import torch
+
+    from lens_openrlhf.rewards.answers import boxed_answer
+    from lens_openrlhf.rewards.gym_reward import score_text
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    torch.manual_seed(seed)
+    out = []
+    for s in range(0, len(rows), batch_prompts):
+        chunk = rows[s : s + batch_prompts]
+        texts = [chat_prompt(tok, r["prompt"]) for r in chunk]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            seqs = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        answers = tok.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        for i, r in enumerate(chunk):
+            mine = answers[i * n : (i + 1) * n]
+            c = sum(score_text(a, r["label"]) for a in mine)
+            boxed = sum(boxed_answer(a) is not None for a in mine)
+            out.append(
+                {
+                    "id": r["id"],
+                    "level": int(r["level"]),
+                    "datasource": r["datasource"],
+                    "n": n,
+                    "c": int(c),
+                    "b": boxed,
+                }
+            )
+    return out
+
+
+def pass_table(results: Sequence[dict], ks: Sequence[int] = (1, 8)) -> Dict[str, Dict[str, float]]:
+    """``{"all": {"pass@1": .., "boxed": ..}, "levels_4_5": .., "level_1": .., ...}`` (unbiased pass@k,
+    lens_openrlhf.evaluation.sampling; ``boxed``: the share of samples with a ``\\boxed{}`` answer)."""
+    from lens_openrlhf.evaluation.passk import pass_at_k
+
+    groups: Dict[str, List[dict]] = {"all": list(results), "levels_4_5": [r for r in results if r["level"] in (4, 5)]}
+    for lv in sorted({r["level"] for r in results}):
+        groups[f"level_{lv}"] = [r for r in results if r["level"] == lv]
+    table = {}
+    for g, rs in groups.items():
+        if rs:
+            table[g] = {
+                f"pass@{k}": sum(pass_at_k(r["n"], r["c"], k) for r in rs) / len(rs) for k in ks if k <= rs[0]["n"]
+            }
+            if all("b" in r for r in rs):
+                table[g]["boxed"] = sum(r["b"] for r in rs) / sum(r["n"] for r in rs)
+    return table

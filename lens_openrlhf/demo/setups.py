@@ -1,0 +1,137 @@
+"""What the demo runs: its setups, each a model, data, a reward and the sizes of the training job.
+
+- :data:`ANSWERS` (the default): a tiny Qwen2 warm-started on easy reasoning-gym arithmetic, boxing its answers,
+  then LENS PPO on levels 1-3. What RL can teach it is correctness (the format is already there): the held-out
+  table reports pass@1, pass@k and accuracy among boxed answers.
+- :data:`FORMAT_LESSON` (``--format-lesson``): the same, but half the warm-up answers read ``The answer is N.``
+  (which the reward scores 0): RL's first lesson is to box the answer. Shows how much of a pass@1 rise can be
+  the format alone.
+- :data:`ALL_NEGATIVE` (``--all-negative``): a random tiny model on the synthetic arithmetic set with the
+  Math-Verify reward: every group is all-incorrect, where GRPO's advantages are all zero and LENS's are not.
+
+:func:`prepare` writes a setup's data and model (the warm start is cached in ``<out>/warm_start``) and returns
+the :class:`Inputs` of its training job; :func:`job_flags` the flags of that job (:func:`lens_openrlhf.recipes.cpu`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+from lens_openrlhf.demo.warmstart import WarmStartConfig
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    what: str  # one line for the console
+    steps: int
+    prompts: int  # per PPO step
+    n_samples: int  # G
+    updates_per_step: int  # PPO-clipped optimizer steps per rollout
+    lr: float
+    max_new_tokens: int
+    eval_every: Optional[int] = None  # training-time vLLM eval of the held-out file (None: none)
+    eval_n: int = 8  # samples per held-out problem (vLLM eval and the before/after table)
+    gym: bool = True
+    train_levels: Tuple[int, ...] = (1, 2, 3)
+    train_pool: int = 32  # training problems per task and level; revisited until `steps` are done
+    warmup: Optional[WarmStartConfig] = field(default_factory=WarmStartConfig)
+
+
+ANSWERS = Setup(
+    name="answers",
+    what="a warm-started tiny Qwen2 that boxes its answers; RL on reasoning-gym arithmetic, levels 1-3",
+    steps=48,
+    prompts=32,
+    n_samples=8,
+    updates_per_step=4,
+    lr=1e-4,
+    max_new_tokens=12,
+    eval_every=12,
+    warmup=WarmStartConfig(boxed_fraction=1.0),
+)
+FORMAT_LESSON = replace(
+    ANSWERS,
+    name="format_lesson",
+    what="the warm start boxes half its answers ('The answer is N.' scores 0): RL learns the format first",
+    warmup=WarmStartConfig(boxed_fraction=0.5),
+)
+ALL_NEGATIVE = Setup(
+    name="all_negative",
+    what="a random tiny model, Math-Verify reward: every group is all-incorrect (GRPO's advantages are 0)",
+    steps=3,
+    prompts=4,
+    n_samples=4,
+    updates_per_step=1,
+    lr=1e-3,
+    max_new_tokens=24,
+    gym=False,
+    warmup=None,
+)
+
+
+@dataclass
+class Inputs:
+    model: Path
+    train: Path
+    reward: Path
+    test: Optional[Path] = None  # held-out problems (gym setups)
+    episodes: int = 1
+    max_samples: Optional[int] = None
+
+
+def prepare(setup: Setup, out: Path, seed: int = 0, log: Callable[[str], None] = print) -> Inputs:
+    """Data, model and reward of ``setup`` under ``out`` (``seed``: the data and warm-start seed)."""
+    from lens_openrlhf.demo import data as D
+    from lens_openrlhf.demo.tiny import build_tiny_model
+
+    if not setup.gym:
+        model = build_tiny_model(out / "model", seed=0)
+        train = D.write_math_dataset(out / "data" / "train.jsonl", setup.steps * setup.prompts, seed=seed)
+        return Inputs(model, train, D.reward_path("math_reward"))
+    from lens_openrlhf.demo import warmstart
+
+    files = D.prepare_gym_data(out / "data", seed=seed, train_per_level=setup.train_pool)
+    rows = [r for r in D.read_jsonl(files["train"]) if int(r["level"]) in setup.train_levels]
+    train = D.write_rows(out / "data" / "train_rl.jsonl", rows)
+    used = min(len(rows), setup.steps * setup.prompts)  # a short run takes part of the pool; a long one revisits it
+    warm = warmstart.warm_start(out / "warm_start", D.read_jsonl(files["warmup"]), setup.warmup, log=log)
+    return Inputs(
+        warmstart.model_dir(warm),
+        train,
+        D.reward_path("gym_reward"),
+        test=files["test"],
+        episodes=max(1, -(-setup.steps * setup.prompts // used)),
+        max_samples=used,
+    )
+
+
+def job_flags(
+    setup: Setup, inputs: Inputs, out: Path, estimator: str = "lens", seed: int = 42, evaluate: bool = True
+) -> List[str]:
+    """The training job's flags (:func:`lens_openrlhf.recipes.cpu`) for ``setup`` on ``inputs``."""
+    from lens_openrlhf import recipes
+
+    with_eval = evaluate and inputs.test is not None and setup.eval_every
+    return recipes.cpu(
+        inputs.model,
+        inputs.train,
+        inputs.reward,
+        out,
+        estimator=estimator,
+        steps=setup.steps,
+        prompts=setup.prompts,
+        n_samples=setup.n_samples,
+        updates_per_step=setup.updates_per_step,
+        max_new_tokens=setup.max_new_tokens,
+        lr=setup.lr,
+        seed=seed,
+        episodes=inputs.episodes,
+        max_samples=inputs.max_samples,
+        eval_file=inputs.test if with_eval else None,
+        eval_every=setup.eval_every,
+        eval_n=setup.eval_n,
+        run_name=f"lens_cpu_demo_{setup.name}",
+    )

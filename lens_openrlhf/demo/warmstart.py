@@ -1,0 +1,235 @@
+"""A warm start for the CPU demo and benchmark: a tiny Qwen2 that already solves easy reasoning-gym problems.
+
+    python -m lens_openrlhf.demo.warmstart --data data/gym/train.jsonl --cache outputs/warm_start [--steps 500]
+
+1. A tiny Qwen2 (:func:`lens_openrlhf.demo.tiny.build_tiny_model`: hidden 128, 4 layers, 4 heads of 32, 2 KV
+   heads, tied embeddings) whose byte-level BPE tokenizer is also trained on the task's prompts.
+2. A short supervised warm-up with transformers' ``Trainer`` on the easy levels of the training file
+   (``WarmStartConfig.levels``): the chat-templated prompt (exactly what OpenRLHF's ``--apply_chat_template``
+   feeds the policy) -> ``\\boxed{<answer>}<|im_end|>``, loss on the response only.
+3. Saved under ``<cache>/warm_<key>`` (``key``: a hash of the config and the training rows); a later call with
+   the same config and data reuses it. Deterministic in ``seed`` (Trainer's seed and data seed, CPU).
+
+Before RL it solves Level 1 often and Levels 4-5 (almost) never, so all three group kinds (all-correct,
+mixed, all-incorrect) occur. :func:`sample_eval` measures that with Hugging Face sampling (temperature 1,
+the gym reward's own scorer), the same way for any checkpoint: the demo's before/after table uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from lens_openrlhf.demo.data import read_jsonl
+from lens_openrlhf.demo.tiny import build_tiny_model, chat_prompt, torch_threads
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    vocab_size: int = 512
+    levels: Tuple[int, ...] = (1, 2)  # the warm-up sees these levels only
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    seed: int = 0
+    # the share of warm-up answers written as ``\\boxed{N}``; the rest read ``The answer is N.``, which the
+    # reward scores 0 (it reads the last ``\\boxed{}``, the contract of MATH rewards). Half and half, as
+    # instruction-tuned models start out: SmolLM2-135M-Instruct boxes 20% of its answers even when asked to.
+    boxed_fraction: float = 0.5
+
+    def key(self, rows: Sequence[dict]) -> str:
+        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        for r in rows:
+            h.update((r["prompt"] + "\x00" + r["answer"] + "\n").encode())
+        return h.hexdigest()[:12]
+
+
+PLAIN_ANSWER = "The answer is {answer}."
+
+
+def response_text(answer: str, tokenizer, boxed: bool = True) -> str:
+    """The warm-up target: ``\\boxed{N}`` or, with ``boxed=False``, ``The answer is N.``; then the EOS token."""
+    return (f"\\boxed{{{answer}}}" if boxed else PLAIN_ANSWER.format(answer=answer)) + tokenizer.eos_token
+
+
+def boxed_flags(n: int, fraction: float, seed: int) -> List[bool]:
+    """Which of ``n`` warm-up rows get a boxed answer: exactly ``round(n * fraction)`` of them, chosen by
+    ``seed``."""
+    import random
+
+    k = round(n * fraction)
+    flags = [i < k for i in range(n)]
+    random.Random(seed).shuffle(flags)
+    return flags
+
+
+class _Examples:
+    """A map-style dataset of tokenized (prompt, response) pairs, loss on the response only."""
+
+    def __init__(self, tokenizer, rows: Sequence[dict], boxed: Sequence[bool]):
+        self.items = []
+        for r, b in zip(rows, boxed):
+            p = tokenizer(chat_prompt(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
+            a = tokenizer(response_text(r["answer"], tokenizer, b), add_special_tokens=False)["input_ids"]
+            self.items.append({"input_ids": p + a, "labels": [-100] * len(p) + a})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _collate(pad_id: int):
+    import torch
+
+    def collate(batch):
+        n = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), n), dtype=torch.long)
+        for i, b in enumerate(batch):
+            k = len(b["input_ids"])
+            ids[i, :k] = torch.tensor(b["input_ids"])
+            labels[i, :k] = torch.tensor(b["labels"])
+            mask[i, :k] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    return collate
+
+
+def warm_start(cache_root, train_rows: Sequence[dict], config: WarmStartConfig = WarmStartConfig(), log=print) -> Path:
+    """The warmed model's folder (built, or reused from ``cache_root``). Also keeps the random init in
+    ``<dir>/init``."""
+    rows = [r for r in train_rows if int(r["level"]) in config.levels]
+    if not rows:
+        raise ValueError(f"warm start: no training rows at levels {config.levels}")
+    key = config.key(rows)
+    out = Path(cache_root) / f"warm_{key}"
+    if (out / "warm_start.json").exists():
+        log(f"[warm start] reusing {out}")
+        return out
+    with torch_threads():
+        return _warm_start(out, train_rows, rows, config, log)
+
+
+def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.time()
+    log(f"[warm start] training {config.steps} steps of {config.batch_size} (transformers Trainer, CPU) -> {out}")
+    # the tokenizer also learns the chat template's words ("user", "assistant": 3 and 9 tokens otherwise), so a
+    # training sequence is about a quarter shorter (the warm-up's cost is its token count)
+    corpus = [f"user\n{r['prompt']}\nassistant\n\\boxed{{{r['answer']}}}" for r in train_rows]
+    if config.boxed_fraction < 1:
+        corpus += [PLAIN_ANSWER.format(answer=r["answer"]) for r in train_rows]
+    build_tiny_model(
+        tmp / "init",
+        seed=config.seed,
+        hidden=config.hidden,
+        layers=config.layers,
+        vocab_size=config.vocab_size,
+        heads=config.heads,
+        kv_heads=config.kv_heads,
+        corpus=corpus,
+    )
+    set_seed(config.seed)
+    tok = AutoTokenizer.from_pretrained(tmp / "init")
+    model = AutoModelForCausalLM.from_pretrained(tmp / "init", dtype=torch.float32)
+    data = _Examples(tok, rows, boxed_flags(len(rows), config.boxed_fraction, config.seed))
+    args = TrainingArguments(
+        output_dir=str(tmp / "trainer"),
+        per_device_train_batch_size=config.batch_size,
+        max_steps=config.steps,
+        learning_rate=config.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        logging_steps=max(1, config.steps // 5),
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=_collate(tok.pad_token_id))
+    result = trainer.train()
+    final = tmp / "model"
+    model.save_pretrained(final, safe_serialization=True)
+    tok.save_pretrained(final)
+    for name in ("generation_config.json", "lens_tiny.json"):
+        if (tmp / "init" / name).exists():
+            shutil.copy(tmp / "init" / name, final / name)
+    # config.json keeps the tiny family's dtype (bfloat16, what the demo trains in)
+    shutil.copy(tmp / "init" / "config.json", final / "config.json")
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    meta = {
+        "config": asdict(config),
+        "train_rows": len(rows),
+        "seconds": round(time.time() - t0, 1),
+        "train_loss": float(result.training_loss),
+        "model": "model",
+        "init": "init",
+    }
+    (tmp / "warm_start.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    log(
+        f"[warm start] {config.steps} Trainer steps of {config.batch_size} on {len(rows)} rows "
+        f"(levels {list(config.levels)}) "
+        f"in {meta['seconds']:.0f} s, loss {meta['train_loss']:.3f}: {out}"
+    )
+    return out
+
+
+def model_dir(warm: Path) -> Path:
+    return Path(warm) / "model"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m lens_openrlhf.demo.warmstart",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="training jsonl from `python -m lens_openrlhf.data gym`")
+    p.add_argument("--test", help="held-out jsonl: report pass@1 per level before and after the warm-up")
+    p.add_argument("--cache", default="outputs/warm_start")
+    p.add_argument("--steps", type=int, default=WarmStartConfig.steps)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=8, help="samples per held-out problem")
+    a = p.parse_args(argv)
+    from lens_openrlhf.demo.heldout import pass_table, sample_eval
+
+    cfg = WarmStartConfig(steps=a.steps, seed=a.seed)
+    warm = warm_start(a.cache, read_jsonl(a.data), cfg)
+    print(warm)
+    if a.test:
+        rows = read_jsonl(a.test)
+        for name, path in (("random init", warm / "init"), ("warm start", warm / "model")):
+            t = pass_table(sample_eval(path, rows, n=a.n, seed=a.seed))
+            print(f"{name:12s} " + "  ".join(f"{g} {v['pass@1']:.3f}" for g, v in t.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

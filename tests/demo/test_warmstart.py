@@ -1,0 +1,95 @@
+"""The demo's warm start: transformers' Trainer on the warm-up split of reasoning-gym tasks makes a tiny Qwen2 solve
+Level 1 more often than the random model, cached; the answer formats of the warm-up targets.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lens_openrlhf.data.cli import main as data_main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _rows(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def gym_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gym")
+    rc = data_main(
+        [
+            "gym",
+            "--out-dir",
+            str(out),
+            "--train-per-level",
+            "40",
+            "--test-per-level",
+            "8",
+            "--seed",
+            "3",
+            "--warmup-per-level",
+            "100",
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ warm start
+def test_warm_up_solves_level_1_more_often_than_the_random_model(gym_dir, tmp_path):
+    """transformers' Trainer on the warm-up split: Level-1 accuracy (sampled at temperature 1, the gym scorer)
+    rises above the random model's; a second call with the same config reuses the cache."""
+    from lens_openrlhf.demo import heldout, warmstart
+
+    warm_rows = _rows(gym_dir / "warmup.jsonl")
+    level1 = [r for r in _rows(gym_dir / "test.jsonl") if r["level"] == 1]
+    cfg = warmstart.WarmStartConfig(steps=150, batch_size=32, lr=3e-3, seed=0, boxed_fraction=1.0)
+    warm = warmstart.warm_start(tmp_path / "cache", warm_rows, cfg)
+    meta = json.loads((warm / "warm_start.json").read_text())
+    assert meta["config"]["steps"] == 150 and meta["train_loss"] > 0
+    before = heldout.sample_eval(warm / "init", level1, n=16, seed=0)
+    after = heldout.sample_eval(warmstart.model_dir(warm), level1, n=16, seed=0)
+    acc = lambda rs: sum(r["c"] for r in rs) / sum(r["n"] for r in rs)  # noqa: E731
+    boxed = sum(r["b"] for r in after) / sum(r["n"] for r in after)
+    print(
+        f"Level 1 accuracy: random {acc(before):.3f}, warm {acc(after):.3f}; warm boxed {boxed:.2f} "
+        f"({meta['seconds']} s warm-up)"
+    )
+    assert acc(after) > acc(before) + 0.03  # 16 problems x 16 samples; the random model scores ~0
+    assert boxed > 0.9  # every warm-up answer was boxed (boxed_fraction 1.0)
+    assert warmstart.warm_start(tmp_path / "cache", warm_rows, cfg) == warm  # cached: same folder, not retrained
+
+
+def test_warmup_answer_formats(gym_dir, tmp_path):
+    """``boxed_fraction`` of the warm-up answers are ``\\boxed{N}``, exactly and by seed; the rest are plain
+    sentences the gym reward scores 0 (no boxed answer), so RL has a format to learn as well as answers."""
+    from lens_openrlhf.demo import warmstart
+    from lens_openrlhf.rewards.gym_reward import score_text
+
+    flags = warmstart.boxed_flags(1000, 0.5, seed=0)
+    assert sum(flags) == 500 and flags == warmstart.boxed_flags(1000, 0.5, seed=0)
+    assert flags != warmstart.boxed_flags(1000, 0.5, seed=1)
+    assert all(warmstart.boxed_flags(7, 1.0, seed=3)) and not any(warmstart.boxed_flags(7, 0.0, seed=3))
+    tok = type("T", (), {"eos_token": "<|im_end|>"})()
+    row = _rows(gym_dir / "test.jsonl")[0]
+    boxed, plain = (warmstart.response_text(row["answer"], tok, b) for b in (True, False))
+    assert boxed == f"\\boxed{{{row['answer']}}}<|im_end|>" and plain == f"The answer is {row['answer']}.<|im_end|>"
+    assert score_text(boxed, row["label"]) == 1.0 and score_text(plain, row["label"]) == 0.0
+    # the warm-up's training examples: loss on the response only, half of them boxed with the default config
+    from transformers import AutoTokenizer
+
+    from lens_openrlhf.demo.tiny import build_tiny_model
+
+    hf_tok = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "tiny", seed=0))
+    rows = _rows(gym_dir / "warmup.jsonl")[:40]
+    cfg = warmstart.WarmStartConfig(boxed_fraction=0.5)
+    data = warmstart._Examples(hf_tok, rows, warmstart.boxed_flags(len(rows), cfg.boxed_fraction, cfg.seed))
+    targets = [hf_tok.decode([t for t in x["labels"] if t != -100]) for x in data.items]
+    assert (
+        sum(t.startswith("\\boxed{") for t in targets) == 20
+        and sum(t.startswith("The answer is") for t in targets) == 20
+    )
+    assert all(t.endswith("<|im_end|>") and r["answer"] in t for t, r in zip(targets, rows))

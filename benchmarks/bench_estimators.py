@@ -9,7 +9,7 @@ Measured in one run, median of repeats (these machines are shared and noisy, so 
   lens       masked_mean_log_probs([2048, 4096] log-probs, mask) + group_advantages('lens', ...)
   lens_stats lens + group_statistics (what training logs)
   exp_maker_group_norm / exp_maker_lens
-             OpenRLHF 0.11.2 RemoteExperienceMaker.compute_advantages_and_returns on real Experience
+             the pinned OpenRLHF RemoteExperienceMaker.compute_advantages_and_returns on real Experience
              objects, group_norm (OpenRLHF's branch) vs lens (our patched method, vLLM log-probs in);
              CPU only: OpenRLHF runs this step on CPU tensors in the trainer actor
 Target: the whole LENS computation under 1% of the log-prob forward pass that produced its inputs

@@ -6,7 +6,7 @@
 
 Two ways of calling, both through the real ``reward_func`` and a real ``VerifierPool``:
   batch     one reward_func call with all n queries (how the evaluator scores)
-  openrlhf  n concurrent reward_func calls of ONE query each via asyncio.to_thread (how OpenRLHF 0.11.2's
+  openrlhf  n concurrent reward_func calls of ONE query each via asyncio.to_thread (how the pinned OpenRLHF's
             SingleTurnAgentExecutor calls it, from the default thread pool of an asyncio loop)
   inprocess baseline: the same answers scored sequentially by ``verify_answer`` in this process's main
             thread (Math-Verify with its own timeouts, no pool, no outer deadline; unusable inside OpenRLHF)

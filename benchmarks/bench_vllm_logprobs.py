@@ -7,7 +7,7 @@
 
 LENS needs pi_old(o_i | q) of every sample. With ``--algo.lens.logprob_source vllm`` (the default) the
 adapter makes OpenRLHF's rollouts request ``SamplingParams(logprobs=1)`` and creates the engines with
-``logprobs_mode="processed_logprobs", max_logprobs=1`` (exactly what OpenRLHF 0.11.2 itself does when its
+``logprobs_mode="processed_logprobs", max_logprobs=1`` (exactly what the pinned OpenRLHF itself does when its
 importance-sampling correction is on); a GRPO run asks for neither. Two engines on the same tiny model
 (``lens_openrlhf.demo.tiny.build_tiny_model``, built locally; no download; or ``--model``, e.g. the SmolLM2 folder),
 both alive in this process (``--dtype``, default bfloat16 as in OpenRLHF):
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
         "--dtype",
         choices=("bfloat16", "float32"),
         default="bfloat16",
-        help="the engines' dtype (default bfloat16, what OpenRLHF 0.11.2 uses; --lens.vllm_dtype changes it there)",
+        help="the engines' dtype (default bfloat16, what the pinned OpenRLHF uses; --lens.vllm_dtype changes it there)",
     )
     p.add_argument(
         "--omp-wait-policy",

@@ -88,7 +88,8 @@ def fingerprint(paths: Sequence[str]) -> str:
 class Patch:
     """One replacement. ``owners`` (optional) lists where to set it when that is more than the target's
     parent (e.g. the classes Ray builds behind ``@ray.remote``, which copy methods at import time); the
-    first owner's value is the original. ``tag``: applied only when the table is applied with that tag."""
+    first owner's value is the original. ``tag``: applied only when the table is applied with that tag. ``tests``: the
+    test files that re-check the patch's behaviour against the installed upstream (run them after a re-review)."""
 
     id: str
     target: str
@@ -98,6 +99,7 @@ class Patch:
     watch: Tuple[str, ...] = ()
     owners: Optional[Callable[[], List[object]]] = None
     tag: Optional[str] = None
+    tests: Tuple[str, ...] = ()
 
     @property
     def watched(self) -> Tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Where a job's models go: the GPUs OpenRLHF 0.11.2's ``train(args)`` asks Ray for, part by part.
+"""Where a job's models go: the GPUs the pinned OpenRLHF's ``train(args)`` asks Ray for, part by part.
 
 One function, :func:`gpus_needed`, mirrors ``train()`` in ``openrlhf/cli/train_ppo_ray.py`` branch by
 branch; the GPU check of a cluster, CPU mode's fake logical GPUs, the cluster planner and the demo's Ray head

@@ -1,4 +1,4 @@
-"""``python -m lens_openrlhf.train_ppo_ray``: OpenRLHF 0.11.2's train_ppo_ray with the LENS estimators.
+"""``python -m lens_openrlhf.train_ppo_ray``: the pinned OpenRLHF's train_ppo_ray with the LENS estimators.
 
 Every OpenRLHF flag works as in ``python -m openrlhf.cli.train_ppo_ray``; added: the registry's
 estimators as ``--algo.advantage.estimator`` choices, ``--algo.lens.*`` options, the flat flags of

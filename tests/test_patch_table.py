@@ -4,11 +4,13 @@ and a changed upstream function is reported by entry id (what to re-review)."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from lens_openrlhf.coupling import COUPLING
 from lens_openrlhf.cpu import CPU
+from lens_openrlhf.coupling.version import OPENRLHF_VERSION
 from lens_openrlhf.errors import UpstreamChanged
 
 TABLES = (COUPLING, CPU)
@@ -109,7 +111,7 @@ def test_worker_hook_refuses_another_openrlhf_release(tmp_path):
     code = r"""
 import importlib.metadata as md
 real = md.version
-md.version = lambda name: "0.11.3" if name == "openrlhf" else real(name)
+md.version = lambda name: "9.9.9" if name == "openrlhf" else real(name)
 from lens_openrlhf.coupling import launch
 try:
     launch.ray_worker_setup()
@@ -123,6 +125,39 @@ except Exception as e:
         timeout=120,
         env=dict(os.environ, LENS_OPENRLHF_NO_WORKER_PATCHES="0"),
     )
-    assert "UpstreamChanged" in out.stdout and "found 0.11.3" in out.stdout and "openrlhf==0.11.2" in out.stdout, (
-        out.stderr[-2000:]
-    )
+    assert (
+        "UpstreamChanged" in out.stdout
+        and "found 9.9.9" in out.stdout
+        and f"openrlhf=={OPENRLHF_VERSION}" in out.stdout
+    ), out.stderr[-2000:]
+
+
+def test_every_patch_names_the_tests_that_recheck_it():
+    from lens_openrlhf.coupling.upstream import entries
+
+    repo = Path(__file__).resolve().parents[1]
+    for table, p in entries():
+        assert p.tests, f"{table} {p.id} names no test that re-checks it"
+        for t in p.tests:
+            assert (repo / t).is_file(), f"{table} {p.id}: {t} does not exist"
+
+
+def test_upstream_command_reports_a_changed_target(monkeypatch, capsys):
+    """``python -m lens_openrlhf.coupling.upstream``: exit 0 on the pinned release; a changed upstream function is
+    listed with its entry, why and its tests, and the exit status is 1."""
+    from openrlhf.utils import agent
+
+    from lens_openrlhf.coupling import upstream
+
+    assert upstream.main([]) == 0
+    n = len(upstream.entries())
+    assert f"{n} of {n} patches match the installed packages" in capsys.readouterr().out
+
+    def execute(self, *args, **kwargs):  # not OpenRLHF's source
+        return None
+
+    monkeypatch.setattr(agent.SingleTurnAgentExecutor, "execute", execute)
+    assert upstream.main([]) == 1
+    out = capsys.readouterr().out
+    assert "coupling R2    CHANGED  openrlhf.utils.agent:SingleTurnAgentExecutor.execute" in out
+    assert "re-checked by: tests/coupling/test_coupling.py" in out and "to re-review" in out

@@ -1,4 +1,4 @@
-"""lens_openrlhf.placement.gpus_needed counts what OpenRLHF 0.11.2's own train(args) reserves.
+"""lens_openrlhf.placement.gpus_needed counts what the pinned OpenRLHF's own train(args) reserves.
 
 train() runs for real up to the point where it would start the trainer, with Ray's placement groups, the
 actor groups and the vLLM engine factory replaced by recorders; the GPUs they would reserve are summed and

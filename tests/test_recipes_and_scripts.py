@@ -1,4 +1,4 @@
-"""Every example script's training command parses with the real parser (OpenRLHF 0.11.2's own, extended)
+"""Every example script's training command parses with the real parser (the pinned OpenRLHF's own, extended)
 and passes our validation, and its recipe matches the paper's table (../shared/LENS.md, appendix D)."""
 
 import os
@@ -123,3 +123,75 @@ def test_common_sh_states_every_registry_option_without_listing_estimators(tmp_p
             assert f"--algo.lens.{opt.name} {opt.default:g}" in out.stdout, (name, opt.name)
         if spec is None:
             assert "--algo.lens." not in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------ recipes.py
+def _parsed(flags, parser):
+    flat, args = A.parse_args(list(flags), parser=parser)
+    return vars(flat), args
+
+
+def test_paper_and_cpu_recipes_share_the_algorithm(parser, tmp_path):
+    """One definition: every flag of recipes.ALGORITHM has the same value in the paper's recipe (what the GPU
+    scripts run) and in the CPU recipe (what the demo runs), after the real parser."""
+    from lens_openrlhf import recipes
+
+    paper = recipes.paper("lens", 1e-6, "qwen-base")
+    cpu = recipes.cpu(
+        tmp_path / "m", tmp_path / "d.jsonl", tmp_path / "r.py", tmp_path, steps=2, prompts=4, n_samples=4,
+        max_new_tokens=8, lr=1e-5,
+    )  # fmt: skip
+    p = _parsed(["--actor.model_name_or_path", "x", "--vllm.num_engines", "1"] + paper, parser)[0]
+    c = _parsed(cpu, parser)[0]
+    for flag, _ in recipes.ALGORITHM:
+        key = flag[2:]
+        assert p[key] == c[key] == PAPER.get(key, p[key]), key
+    assert c["algo.lens.alpha"] == p["algo.lens.alpha"] == 0.25  # the registry's option, stated by both
+
+
+def test_cpu_recipe_is_valid_for_cpu_mode_and_dotted(parser, tmp_path):
+    from lens_openrlhf import recipes
+    from lens_openrlhf.cpu.profile import check_and_default_args
+
+    flags = recipes.cpu(
+        tmp_path / "m", tmp_path / "d.jsonl", tmp_path / "r.py", tmp_path, steps=3, prompts=8, n_samples=4,
+        updates_per_step=4, max_new_tokens=8, lr=1e-5, eval_file=tmp_path / "t.jsonl", eval_every=2, eval_n=4,
+    )  # fmt: skip
+    assert all("." in f for f in flags if f.startswith("--")), "flat flags in the CPU recipe"
+    flat, args = A.parse_args(flags, parser=parser)
+    errors, _ = check_and_default_args(args, flat)
+    assert errors == []
+    assert args.train.batch_size == 8 and args.rollout.batch_size == 8 and args.data.max_samples == 24
+    assert args.eval.steps == 2 and args.eval.n_samples_per_prompt == 4 and args.lens.cpu_mode
+    with pytest.raises(ValueError, match="updates per step 3 must divide the rollout's 8 x 4"):
+        recipes.cpu(tmp_path, tmp_path, tmp_path, tmp_path, steps=1, prompts=8, n_samples=4, updates_per_step=3,
+                    max_new_tokens=8, lr=1e-5)  # fmt: skip
+
+
+def test_recipes_cli_prints_one_token_per_line_and_refuses_a_bad_format():
+    ok = subprocess.run(
+        [sys.executable, "-m", "lens_openrlhf.recipes", "paper", "--estimator", "grpo", "--lr", "1e-6", "--format",
+         "llama-instruct"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.splitlines()
+    assert lines[:2] == ["--algo.advantage.estimator", "grpo"] and "--data.apply_chat_template" in lines
+    bad = subprocess.run(
+        [sys.executable, "-m", "lens_openrlhf.recipes", "paper", "--estimator", "lens", "--lr", "1e-6", "--format",
+         "qwen"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--format" in bad.stderr and "qwen-base" in bad.stderr
+
+
+def test_no_command_of_ours_has_flat_flags():
+    """Flat flags (OpenRLHF <= 0.10) are accepted on the command line (coupling/cli.py translates them) but no
+    command we build has one: every example script's and every benchmark script's command is in dotted flags."""
+    env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}
+    repo = Path(__file__).resolve().parents[1]
+    for script in SCRIPTS + [repo / "benchmarks" / "cluster" / "run.sh"]:
+        out = subprocess.run(["bash", str(script), "/tmp/x"], env=env, capture_output=True, text=True)
+        commands = [shlex.split(line.lstrip("+ ")) for line in out.stdout.splitlines() if "train_ppo_ray" in line]
+        flags = [t for argv in commands for t in argv[argv.index("lens_openrlhf.train_ppo_ray") + 1 :]]
+        flags = [t for t in flags if t.startswith("--")]
+        assert flags, (script.name, out.stdout, out.stderr)
+        assert all("." in t for t in flags), (script.name, [t for t in flags if "." not in t])

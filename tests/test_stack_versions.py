@@ -1,6 +1,6 @@
 """The CPU stack CI runs is the stack users run on GPUs, up to a few listed, explained CPU substitutions.
 
-Users install OpenRLHF 0.11.2 with its own pins (its wheel's metadata) plus this project's GPU extra
+Users install the pinned OpenRLHF with its own pins (its wheel's metadata) plus this project's GPU extra
 (setup.cfg: vllm==0.29.0, flash-attn==2.8.3). CI installs requirements/cpu.txt with --no-deps installs
 (.ci/setup_venv.sh). These tests read both from the installed metadata and fail, naming the package, when
 an installed version does not satisfy what users get, except for the substitutions below.
@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from lens_openrlhf.coupling.version import OPENRLHF_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +32,7 @@ def user_requirements():
     for line in metadata.requires("openrlhf") or []:
         req = Requirement(line)
         if req.marker is None or req.marker.evaluate({"extra": ""}):
-            reqs.append(("openrlhf 0.11.2 metadata", req))
+            reqs.append((f"openrlhf {OPENRLHF_VERSION} metadata", req))
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
     for section, key, where in (

@@ -4,7 +4,7 @@
     python -m benchmarks.cluster.planner --model qwen2.5-32b -- --actor.num_nodes 2 --actor.num_gpus_per_node 8 \
         --ds.zero_stage 2 --ds.tensor_parallel_size 4 --ds.ring_attn_size 2 --vllm.num_engines 4 ...
 
-The training command is parsed by the real parser (OpenRLHF 0.11.2's, extended by lens_openrlhf) and the
+The training command is parsed by the real parser (the pinned OpenRLHF's, extended by lens_openrlhf) and the
 GPUs Ray is asked for come from ``lens_openrlhf.placement.gpus_needed``, the placement that follows OpenRLHF's
 ``train()``. The memory figures are the standard estimates (ZeRO paper, arXiv 1910.02054, section 3;
 activation sizes of Korthikanti et al., arXiv 2205.05198, section 4), per actor GPU:

@@ -6,7 +6,7 @@ and LENS's overhead as a ratio to GRPO. Writes ``report.md``, ``report.png`` and
 
 ``DIR`` is what one job logged; ``benchmarks/cluster/run.sh`` writes ``OUT/grpo`` and ``OUT/lens``. Read:
 
-- TensorBoard (``--logger.tensorboard_dir``): OpenRLHF 0.11.2 writes ``<tensorboard_dir>/<--logger.wandb.run_name>/
+- TensorBoard (``--logger.tensorboard_dir``): the pinned OpenRLHF writes ``<tensorboard_dir>/<--logger.wandb.run_name>/
   events.out.tfevents.*``; every scalar of ``PPOTrainer.save_logs_and_checkpoints`` goes through
   ``TensorboardLogger.log_train`` as ``train/<key>`` at ``global_step`` (read with tensorboard's
   ``EventAccumulator``; several event files of one run, e.g. after a resume, are merged).
@@ -15,11 +15,11 @@ and LENS's overhead as a ratio to GRPO. Writes ``report.md``, ``report.png`` and
   decoded with the protobuf classes of the installed ``wandb`` package), or from a ``wandb-history.jsonl``
   (one JSON object per step, as older wandb versions wrote). ``files/wandb-summary.json`` holds only the last
   value of each key, so it is not used.
-- GPU memory: OpenRLHF 0.11.2 logs none. Read, when present, from ``gpu_memory.csv`` anywhere under ``DIR``
+- GPU memory: the pinned OpenRLHF logs none. Read, when present, from ``gpu_memory.csv`` anywhere under ``DIR``
   (``nvidia-smi --query-gpu=timestamp,index,memory.used,memory.total --format=csv,noheader,nounits``, which
   ``run.sh`` records on the node it runs on) or from W&B system metrics ``gpu.<i>.memoryAllocatedBytes``.
 
-Scalars used (the names OpenRLHF 0.11.2 logs; ``timing/*`` in ``ppo_trainer.py``, ``rollout/*`` in
+Scalars used (the names the pinned OpenRLHF logs; ``timing/*`` in ``ppo_trainer.py``, ``rollout/*`` in
 ``PPOTrainer._compute_rollout_stats``, ``lens/*`` put into ``experience.info`` by lens_openrlhf's adapter and
 averaged by the actor's ``fit``):
 
@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 # ----------------------------------------------------------------------------------------------------------
-# The scalar names OpenRLHF 0.11.2 logs (TensorBoard tag == W&B key)
+# The scalar names the pinned OpenRLHF logs (TensorBoard tag == W&B key)
 # ----------------------------------------------------------------------------------------------------------
 STEP_TOTAL = "train/timing/step_total"
 PARTS = (
@@ -304,7 +304,7 @@ def used_steps(run: RunLogs, warmup: int) -> List[int]:
         tags = sorted(run.scalars)
         shown = ", ".join(tags[:25]) + (", ..." if len(tags) > 25 else "")
         raise ReportError(
-            f"{run.label}: {run.source} has no {STEP_TOTAL} (OpenRLHF 0.11.2's step time); it has: {shown}"
+            f"{run.label}: {run.source} has no {STEP_TOTAL} (the pinned OpenRLHF's step time); it has: {shown}"
         )
     steps = sorted(run.scalars[STEP_TOTAL])
     if len(steps) <= warmup:
@@ -496,7 +496,7 @@ def markdown(grpo: dict, lens: dict, ratios: dict, warmup: int) -> str:
             L.append(f"- {s['label']} GPU memory from {s['gpu_memory_source']}")
     if not (grpo["gpu_memory_source"] or lens["gpu_memory_source"]):
         L.append(
-            "- GPU memory: not logged (OpenRLHF 0.11.2 logs none; run.sh records `gpu_memory.csv` with nvidia-smi "
+            "- GPU memory: not logged (the pinned OpenRLHF logs none; run.sh records `gpu_memory.csv` with nvidia-smi "
             "where it is available, and W&B runs carry system metrics)."
         )
     L.append("")

@@ -2,7 +2,7 @@
 # GRPO vs LENS on the same Ray cluster, then the report.
 #
 # Two `ray job submit`s of `python -m lens_openrlhf.train_ppo_ray`, one after the other, with the same flags except
-# the advantage estimator (`--advantage_estimator grpo`, then `lens`; the package logs the same train/lens/* group
+# the advantage estimator (`--algo.advantage.estimator grpo`, then `lens`; the package logs the same train/lens/* group
 # metrics for both), STEPS PPO steps each, TensorBoard logs to OUT/grpo/tensorboard and OUT/lens/tensorboard. Then
 # `python -m benchmarks.cluster.report` writes OUT/report/{report.md,report.png,summary.json}: step time and its
 # parts, samples/s, tokens/s, GPU memory, negative-group ratio per step, LENS overhead as ratios to GRPO.
@@ -18,7 +18,7 @@
 # - WORKING_DIR (default: this repository) is uploaded with each job (Ray skips what .gitignore lists), so the job
 #   runs this checkout's lens_openrlhf; set WORKING_DIR= (empty) when it is installed on every node. Then PROMPT_DATA,
 #   MODEL and REWARD must be paths every node can read.
-# - GPU memory: OpenRLHF 0.11.2 logs none. Where nvidia-smi exists on THIS machine, run.sh samples memory.used of its
+# - GPU memory: the pinned OpenRLHF logs none. Where nvidia-smi exists on THIS machine, run.sh samples memory.used of its
 #   GPUs into OUT/<job>/gpu_memory.csv while the job runs (so: complete on a single-node cluster run from its head).
 # - Jobs run one after the other, never at once, so they do not compete for the cluster.
 set -euo pipefail
@@ -34,7 +34,7 @@ MODEL=${MODEL:-Qwen/Qwen2.5-3B}    # the paper: Qwen2.5-3B-Base (lr 1e-6, no cha
 PROMPT_DATA=${PROMPT_DATA:-data/train_math_dapo.qwen.jsonl}  # python -m lens_openrlhf.data train --mix math-dapo --format qwen-base --out ...
 INPUT_KEY=${INPUT_KEY:-prompt}
 LABEL_KEY=${LABEL_KEY:-label}
-CHAT_TEMPLATE=${CHAT_TEMPLATE:-0}  # 1: --apply_chat_template (Llama-3.1-8B-Instruct prompt files)
+CHAT_TEMPLATE=${CHAT_TEMPLATE:-0}  # 1: --data.apply_chat_template (Llama-3.1-8B-Instruct prompt files)
 REWARD=${REWARD:-lens_openrlhf/rewards/math_reward.py}  # reward_func(queries, prompts, labels): Math-Verify
 N_SAMPLES=${N_SAMPLES:-16}         # G
 ROLLOUT_BATCH=${ROLLOUT_BATCH:-128}  # prompts per step (the paper: 128 prompts, 4 updates of 32 x 16)
@@ -53,8 +53,8 @@ VLLM_GPU_UTIL=${VLLM_GPU_UTIL:-0.6}
 ZERO_STAGE=${ZERO_STAGE:-3}
 SEED=${SEED:-42}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}       # added to both jobs, e.g. "--train.colocate_all --vllm.enable_sleep --ds.enable_sleep"
-GRPO_FLAGS=${GRPO_FLAGS:---advantage_estimator grpo}
-LENS_FLAGS=${LENS_FLAGS:---advantage_estimator lens --algo.lens.alpha $LENS_ALPHA}
+GRPO_FLAGS=${GRPO_FLAGS:---algo.advantage.estimator grpo}
+LENS_FLAGS=${LENS_FLAGS:---algo.advantage.estimator lens --algo.lens.alpha $LENS_ALPHA}
 WORKING_DIR=${WORKING_DIR-$REPO}
 GPU_MEM_INTERVAL_MS=${GPU_MEM_INTERVAL_MS:-2000}
 PREFLIGHT=${PREFLIGHT:-1}          # 1: parse both commands with lens_openrlhf here first (catches flag typos)
@@ -76,26 +76,26 @@ if (( STEPS < 1 )); then echo "run.sh: STEPS must be >= 1" >&2; exit 2; fi
 common_flags() {  # $1: the job's name (grpo | lens)
     local name=$1 flags
     flags=(
-        --pretrain "$MODEL"
-        --prompt_data "$PROMPT_DATA" --input_key "$INPUT_KEY" --label_key "$LABEL_KEY"
-        --remote_rm_url "$REWARD"
-        --n_samples_per_prompt "$N_SAMPLES"
-        --rollout_batch_size "$ROLLOUT_BATCH" --micro_rollout_batch_size "$MICRO_ROLLOUT_BATCH"
-        --train_batch_size "$TRAIN_BATCH" --micro_train_batch_size "$MICRO_TRAIN_BATCH"
-        --max_samples "$((STEPS * ROLLOUT_BATCH))" --num_episodes 1 --max_epochs 1
-        --generate_max_len "$MAX_NEW_TOKENS" --data.max_len "$MAX_LEN"
-        --temperature 1.0 --top_p 1.0
-        --actor_learning_rate "$LR" --init_kl_coef 0 --eps_clip 0.2
-        --actor_num_nodes "$ACTOR_NODES" --actor_num_gpus_per_node "$ACTOR_GPUS"
-        --vllm_num_engines "$VLLM_ENGINES" --vllm_tensor_parallel_size "$VLLM_TP"
-        --vllm_gpu_memory_utilization "$VLLM_GPU_UTIL"
-        --zero_stage "$ZERO_STAGE" --bf16 --gradient_checkpointing
-        --seed "$SEED"
-        --save_path "$OUT/$name/checkpoint" --ckpt_path "$OUT/$name/ckpt"
-        --logging_steps 1
+        --actor.model_name_or_path "$MODEL"
+        --data.prompt_dataset "$PROMPT_DATA" --data.input_key "$INPUT_KEY" --data.label_key "$LABEL_KEY"
+        --reward.remote_url "$REWARD"
+        --rollout.n_samples_per_prompt "$N_SAMPLES"
+        --rollout.batch_size "$ROLLOUT_BATCH" --rollout.micro_batch_size "$MICRO_ROLLOUT_BATCH"
+        --train.batch_size "$TRAIN_BATCH" --train.micro_batch_size "$MICRO_TRAIN_BATCH"
+        --data.max_samples "$((STEPS * ROLLOUT_BATCH))" --train.num_episodes 1 --train.max_epochs 1
+        --rollout.max_new_tokens "$MAX_NEW_TOKENS" --data.max_len "$MAX_LEN"
+        --rollout.temperature 1.0 --rollout.top_p 1.0
+        --actor.adam.lr "$LR" --algo.kl.init_coef 0 --actor.eps_clip 0.2
+        --actor.num_nodes "$ACTOR_NODES" --actor.num_gpus_per_node "$ACTOR_GPUS"
+        --vllm.num_engines "$VLLM_ENGINES" --vllm.tensor_parallel_size "$VLLM_TP"
+        --vllm.gpu_memory_utilization "$VLLM_GPU_UTIL"
+        --ds.zero_stage "$ZERO_STAGE" --ds.param_dtype bf16 --actor.gradient_checkpointing_enable
+        --train.seed "$SEED"
+        --ckpt.output_dir "$OUT/$name/checkpoint" --ckpt.path "$OUT/$name/ckpt"
+        --logger.logging_steps 1
         --logger.tensorboard_dir "$OUT/$name/tensorboard" --logger.wandb.run_name "$name"
     )
-    if [[ "$CHAT_TEMPLATE" == 1 ]]; then flags+=(--apply_chat_template); fi
+    if [[ "$CHAT_TEMPLATE" == 1 ]]; then flags+=(--data.apply_chat_template); fi
     printf '%s\n' "${flags[@]}"
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# LENS on a large model with long contexts: the Megatron-style axes OpenRLHF 0.11.2 offers, nothing home-made.
+# LENS on a large model with long contexts: the Megatron-style axes the pinned OpenRLHF offers, nothing home-made.
 #   - DeepSpeed AutoTP (training tensor parallelism, --ds.tensor_parallel_size): Megatron-style column/row
 #     sharding of every Linear layer across TP GPUs (deepspeed.tp_model_init);
 #   - DeepSpeed ZeRO-2 shards gradients and optimizer state across the data-parallel ranks; the optimizer

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# LENS on Llama-3.1-70B-Instruct: a 70B-class run on 8 nodes of 8 GPUs, every axis OpenRLHF 0.11.2 has.
+# LENS on Llama-3.1-70B-Instruct: a 70B-class run on 8 nodes of 8 GPUs, every axis the pinned OpenRLHF has.
 #   actor:  ACTOR_NODES x GPUS_PER_NODE = 4 x 8 = 32 GPUs = dp 2 x ring 2 x tp 8 (AutoTP inside a node)
 #   vLLM:   VLLM_ENGINES x VLLM_TP      = 4 x 8 = 32 GPUs (one engine per node)
 #   total:  64 GPUs = NODES x GPUS_PER_NODE = 8 x 8

@@ -1,4 +1,4 @@
-"""The coupling to OpenRLHF 0.11.2: everything that knows OpenRLHF's internals, one concern per module.
+"""The coupling to the pinned OpenRLHF: everything that knows OpenRLHF's internals, one concern per module.
 
 What it reuses, unmodified: OpenRLHF's own argparse parser, its validation and ``train(args)`` (all in
 ``openrlhf/cli/train_ppo_ray.py``, the parser and validation inside ``if __name__ == "__main__":``), its Ray

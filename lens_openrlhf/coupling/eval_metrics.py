@@ -16,7 +16,7 @@ LEVEL_RE = re.compile(r"level[_ -]?([1-5])\b", re.IGNORECASE)
 def unbiased_eval_logs(eval_dataloader, samples_list, n_samples_per_prompt: int) -> Dict[str, float]:
     """Unbiased pass@k (k = 1, 2, 4, 8, 16, k <= n) overall, per MATH level and for Levels 4-5.
 
-    OpenRLHF 0.11.2's eval reports only the max reward over n samples (pass@n) and the mean (pass@1)
+    the pinned OpenRLHF's eval reports only the max reward over n samples (pass@n) and the mean (pass@1)
     per datasource. A sample counts as correct when its reward is > 0.5. The level of a prompt comes
     from its datasource (``python -m lens_openrlhf.data`` writes ``"datasource": "math_level4"``);
     prompts without one are 'unknown' (overall only). Keys: ``unbiased_pass@k``,

@@ -1,4 +1,4 @@
-"""Every change lens_openrlhf makes to OpenRLHF 0.11.2 (and vLLM's SamplingParams lookup), as one table.
+"""Every change lens_openrlhf makes to the pinned OpenRLHF (and vLLM's SamplingParams lookup), as one table.
 
 Applied in the driver and, by the Ray worker hook (``launch.ray_worker_setup``), in every Ray worker: a
 patch must live in the process where the patched code runs (the PPOTrainer, the policy ranks and the vLLM
@@ -58,6 +58,7 @@ COUPLING = PatchTable(
                 "openrlhf.models.utils:compute_reward",
                 "openrlhf.trainer.ppo_utils.length_penalty:apply_length_penalties",
             ),
+            tests=("tests/coupling/test_coupling.py", "tests/cpu/test_cpu_e2e.py"),
         ),
         Patch(
             "E1",
@@ -66,6 +67,7 @@ COUPLING = PatchTable(
             "adds unbiased pass@k per level; both trainers call it by its module-level name",
             fingerprint="231be9a6b403",
             owners=_eval_owners,
+            tests=("tests/coupling/test_coupling.py",),
         ),
         Patch(
             "R1",
@@ -74,6 +76,7 @@ COUPLING = PatchTable(
             "wraps reward_func to remember an exception that execute() would log at INFO and swallow",
             fingerprint="699e56df46c3",
             watch=(f"{_AGENT}:SingleTurnAgentExecutor.__init__", f"{_AGENT}:SingleTurnAgentExecutor.execute"),
+            tests=("tests/coupling/test_coupling.py",),
         ),
         Patch(
             "R2",
@@ -81,6 +84,7 @@ COUPLING = PatchTable(
             reward_errors._executor_execute,
             "re-raises the reward function's own error (RewardFunctionError) after OpenRLHF's try/except",
             fingerprint="09ce939c6c64",
+            tests=("tests/coupling/test_coupling.py",),
         ),
         Patch(
             "T1",
@@ -94,6 +98,7 @@ COUPLING = PatchTable(
                 f"{_PT}:PPOTrainer.fit",
                 f"{_PTA}:PPOTrainerAsync.fit",
             ),
+            tests=("tests/coupling/test_preemption.py",),
         ),
         Patch(
             "T2",
@@ -107,6 +112,7 @@ COUPLING = PatchTable(
                 f"{_PTA}:TrainingActor.fit",
                 "openrlhf.trainer.ray.launcher:RayActorGroup._initiate_actors",
             ),
+            tests=("tests/coupling/test_preemption.py",),
         ),
         Patch(
             "V1",
@@ -117,6 +123,7 @@ COUPLING = PatchTable(
             fingerprint="b1cbe1dc9aa4",
             watch=(f"{_SG}:", "vllm:SamplingParams"),
             tag=ROLLOUT_LOGPROBS,
+            tests=("tests/coupling/test_rollout_logprobs.py",),
         ),
         Patch(
             "V2",
@@ -127,6 +134,7 @@ COUPLING = PatchTable(
             fingerprint="daf6939d0f58",
             watch=("openrlhf.trainer.ray.vllm_engine:create_vllm_engines", "openrlhf.cli.train_ppo_ray:train"),
             tag=ROLLOUT_LOGPROBS,
+            tests=("tests/coupling/test_rollout_logprobs.py",),
         ),
         Patch(
             "V3",
@@ -141,6 +149,7 @@ COUPLING = PatchTable(
             ),
             owners=vllm_dtype.engine_classes,
             tag=VLLM_DTYPE,
+            tests=("tests/coupling/test_vllm_dtype.py",),
         ),
     ),
 )

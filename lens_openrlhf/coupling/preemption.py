@@ -27,7 +27,7 @@ Driver (:class:`GracefulStop`, around OpenRLHF's ``train(args)`` in ``coupling.l
      130 SIGINT: "terminated by that signal" for shells, SLURM and Kubernetes) and one line saying which
      checkpoint was written and how to resume.
 
-Trainer (patches of OpenRLHF 0.11.2's ``BasePPOTrainer``, installed in every Ray worker through the
+Trainer (patches of the pinned OpenRLHF's ``BasePPOTrainer``, installed in every Ray worker through the
 worker hook and in the driver; entries T1, T2 of ``coupling.patches.COUPLING``)
   T1 ``init_checkpoint_states`` (the first thing ``PPOTrainer.fit`` does; ``PPOTrainerAsync.fit`` calls it on
      its TrainingActor): the original, then the actor handles are registered with RunControl; if a stop is
@@ -42,7 +42,7 @@ worker hook and in the driver; entries T1, T2 of ``coupling.patches.COUPLING``)
 
 Drift: :data:`PATCHES` names each replaced attribute and the upstream call sites it relies on;
 tests/test_preemption.py checks those call sites in the installed OpenRLHF's source (AST), the patch table's
-fingerprints cover them, and the launcher refuses any OpenRLHF other than 0.11.2.
+fingerprints cover them, and the launcher refuses any OpenRLHF other than the pinned release (``coupling.version``).
 """
 
 from __future__ import annotations

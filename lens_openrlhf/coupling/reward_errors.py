@@ -1,6 +1,6 @@
 """A reward function that raises stops the run with its own error (patches R1, R2).
 
-OpenRLHF 0.11.2 calls the ``--reward.remote_url`` Python function inside ``SingleTurnAgentExecutor.execute``'s
+the pinned OpenRLHF calls the ``--reward.remote_url`` Python function inside ``SingleTurnAgentExecutor.execute``'s
 ``try: ... except Exception: logger.info(...)``: a reward function that raises leaves the reward None, and
 the run dies later with "reward_model_group is required when rewards are not precomputed", the cause logged
 at INFO in a Ray actor. R1 wraps the executor's ``reward_func`` to remember the exception; R2 re-raises it
@@ -16,7 +16,7 @@ from ..errors import RewardFunctionError
 def _executor_init(self, *args, **kwargs):
     """``SingleTurnAgentExecutor.__init__``, then its ``reward_func`` wrapped to remember an exception.
 
-    OpenRLHF 0.11.2 calls the reward inside ``execute``'s ``try: ... except Exception: logger.info(...)``: a
+    the pinned OpenRLHF calls the reward inside ``execute``'s ``try: ... except Exception: logger.info(...)``: a
     reward function that raises leaves the reward None, and the run dies later with "reward_model_group is
     required when rewards are not precomputed", the cause logged at INFO in a Ray actor. Recording the error
     here lets :func:`_executor_execute` re-raise it after that block.

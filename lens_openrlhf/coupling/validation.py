@@ -2,7 +2,7 @@
 
 :func:`validate` covers what OpenRLHF would not catch, or would catch late, for the registry's
 estimators; :func:`check_inputs` what the driver can check of the files a job names. Every flag read here
-exists in OpenRLHF 0.11.2's parser and is read directly (a renamed flag fails loudly, never turns a check off).
+exists in the pinned OpenRLHF's parser and is read directly (a renamed flag fails loudly, never turns a check off).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def lens_option_values(args) -> Dict[str, object]:
 
 
 def validate_parallelism(args) -> List[str]:
-    """Layout errors that OpenRLHF 0.11.2 or DeepSpeed would only hit inside the actors, on the GPUs.
+    """Layout errors that the pinned OpenRLHF or DeepSpeed would only hit inside the actors, on the GPUs.
 
     The actor's GPUs (``num_nodes x num_gpus_per_node``) form a ("dp", "sp", "tp") mesh of
     dp x ring_attn_size x tensor_parallel_size (``DeepspeedStrategy.setup_distributed``); AutoTP training

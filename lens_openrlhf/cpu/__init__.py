@@ -1,4 +1,4 @@
-"""CPU mode (``--lens.cpu_mode``): OpenRLHF 0.11.2's real PPO pipeline on a machine without GPUs.
+"""CPU mode (``--lens.cpu_mode``): the pinned OpenRLHF's real PPO pipeline on a machine without GPUs.
 
 Off unless ``--lens.cpu_mode`` is given; nothing here is imported or installed otherwise, so GPU runs are
 unchanged. For trying the pipeline, CI and debugging a recipe with a tiny model; not for real training.

@@ -49,6 +49,7 @@ CPU = PatchTable(
             standins.torch_cpu,
             "torch.cuda -> CPU stand-ins in this module",
             fingerprint=_P1_FINGERPRINTS[m],
+            tests=("tests/cpu/test_cpu_mode_drift.py", "tests/cpu/test_cpu_e2e.py"),
         )
         for i, m in enumerate(standins.PROXIED_MODULES, 1)
     )
@@ -59,6 +60,7 @@ CPU = PatchTable(
             standins.torch_dist_barrier_and_cuda_sync,
             "barrier without torch.cuda.synchronize (imported by name here)",
             fingerprint=_P2_FINGERPRINTS[m],
+            tests=("tests/cpu/test_cpu_mode_drift.py", "tests/cpu/test_cpu_e2e.py"),
         )
         for i, m in enumerate(standins.BARRIER_IMPORTERS, 1)
     )
@@ -70,6 +72,7 @@ CPU = PatchTable(
             "setup_distributed builds a 'cuda' device mesh; the same mesh on 'cpu'",
             fingerprint="57f881085736",
             watch=(f"{_DS}:DeepspeedStrategy.setup_distributed",),
+            tests=("tests/cpu/test_cpu_e2e.py", "tests/cpu/test_cpu_mode_drift.py"),
         ),
         Patch(
             "P3b",
@@ -77,6 +80,7 @@ CPU = PatchTable(
             distributed.setup_distributed_cpu,
             "torch.distributed on gloo first",
             fingerprint="57f881085736",
+            tests=("tests/cpu/test_cpu_e2e.py", "tests/cpu/test_cpu_mode_drift.py"),
         ),
         Patch(
             "P4",
@@ -84,6 +88,7 @@ CPU = PatchTable(
             distributed.get_ds_train_config_cpu,
             "torch's AdamW (torch_adam) instead of FusedAdam, which compiles on first use",
             fingerprint="76a3810b845f",
+            tests=("tests/cpu/test_cpu_e2e.py", "tests/cpu/test_cpu_mode_drift.py"),
         ),
         Patch(
             "P5a",
@@ -91,6 +96,7 @@ CPU = PatchTable(
             weight_sync.init_vllm_sync_group_cpu,
             "no NCCL group with the engines",
             fingerprint="622ea35aa448",
+            tests=("tests/cpu/test_cpu_e2e.py",),
         ),
         Patch(
             "P5b",
@@ -98,6 +104,7 @@ CPU = PatchTable(
             weight_sync.broadcast_to_vllm_cpu,
             "weights through Ray's object store; gathers as the original does (ZeRO-3, AutoTP)",
             fingerprint="eb8ee87cdb2c",
+            tests=("tests/cpu/test_cpu_e2e.py",),
         ),
         Patch(
             "P5c",
@@ -112,6 +119,7 @@ CPU = PatchTable(
                 "vllm.model_executor.layers.utils:dispatch_cpu_unquantized_gemm",
                 "vllm.model_executor.layers.linear:UnquantizedLinearMethod.process_weights_after_loading",
             ),
+            tests=("tests/cpu/test_cpu_e2e.py",),
         ),
     ),
 )

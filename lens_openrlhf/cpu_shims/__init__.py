@@ -1,4 +1,4 @@
-"""Pure-torch stand-ins for the few flash-attn symbols OpenRLHF 0.11.2 touches on import.
+"""Pure-torch stand-ins for the few flash-attn symbols the pinned OpenRLHF touches on import.
 
 flash-attn cannot be installed on a CPU-only machine (it builds only against CUDA), yet
 ``openrlhf.models.ring_attn_utils`` imports ``flash_attn.bert_padding`` (``pad_input``, ``unpad_input``,

@@ -1,4 +1,4 @@
-"""reasoning-gym reward for OpenRLHF 0.11.2: the task's own ``score_answer``, with a hard per-answer time limit.
+"""reasoning-gym reward for the pinned OpenRLHF: the task's own ``score_answer``, with a hard per-answer time limit.
 
 Use it as OpenRLHF's reward function on data written by ``python -m lens_openrlhf.data gym``::
 

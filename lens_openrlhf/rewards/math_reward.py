@@ -1,4 +1,4 @@
-"""Math-Verify reward for OpenRLHF 0.11.2, with a per-answer time limit that really holds.
+"""Math-Verify reward for the pinned OpenRLHF, with a per-answer time limit that really holds.
 
 Use it as OpenRLHF's reward function::
 

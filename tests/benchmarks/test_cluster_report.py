@@ -1,4 +1,4 @@
-"""benchmarks/cluster/report.py on logs this test writes itself, with the scalar names OpenRLHF 0.11.2 logs.
+"""benchmarks/cluster/report.py on logs this test writes itself, with the scalar names the pinned OpenRLHF logs.
 
 TensorBoard: event files written with ``torch.utils.tensorboard.SummaryWriter`` (what OpenRLHF's
 ``TensorboardLogger`` uses) under ``<tensorboard_dir>/<run_name>/``, tags ``train/<key>``. W&B: a real offline
@@ -57,7 +57,7 @@ N_SAMPLES = 512.0
 
 
 def _tb_scalars(v):
-    """{tag: [values per step 1..5]} with OpenRLHF 0.11.2's names (status keys prefixed by train/)."""
+    """{tag: [values per step 1..5]} with the pinned OpenRLHF's names (status keys prefixed by train/)."""
     tags = {
         f"train/timing/{k}": v[k] for k in ("step_total", "generation", "make_experience", "ppo_train", "broadcast")
     }

@@ -1,6 +1,6 @@
 """The OpenRLHF adapter: CLI on OpenRLHF's own parser, validation, and LENS inside the REAL experience maker.
 
-Everything here runs OpenRLHF 0.11.2's own code: its parser (built by its own __main__ block), its
+Everything here runs the pinned OpenRLHF's own code: its parser (built by its own __main__ block), its
 `RemoteExperienceMaker.compute_advantages_and_returns`, `Experience`, `compute_reward`, and a real Ray
 actor hosting the real `RemoteExperienceMaker` class (as PPOTrainer's actor process hosts it).
 """
@@ -91,7 +91,9 @@ def test_every_flat_flag_parses_to_its_dotted_name(parser):
         ns_flat = parser.parse_args(A.translate_flat_flags([flat, *values]))
         ns_dotted = parser.parse_args([dotted, *(target[1:] if isinstance(target, tuple) else values)])
         assert vars(ns_flat) == vars(ns_dotted), flat
-        if not (isinstance(target, tuple) and target[1] == action.default):  # --bf16: bf16 is 0.11.2's default
+        if not (
+            isinstance(target, tuple) and target[1] == action.default
+        ):  # --bf16: bf16 is the pinned release's default
             assert getattr(ns_flat, action.dest) != action.default, f"{flat} did not change {action.dest}"
     # --flag=value form
     ns = parser.parse_args(A.translate_flat_flags(["--n_samples_per_prompt=16", "--advantage_estimator=lens"]))

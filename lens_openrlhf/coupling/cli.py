@@ -111,7 +111,7 @@ FLAT_FLAGS_WITHOUT_EQUIVALENT: Dict[str, str] = {
 
 
 def translate_flat_flags(argv: Sequence[str]) -> List[str]:
-    """Rewrite OpenRLHF <= 0.10 flat flags into the pinned release's dotted ones (``--flag value`` and ``--flag=value``).
+    """Rewrite OpenRLHF <= 0.10 flat flags into the pinned release's dotted ones (``--flag value``, ``--flag=value``).
 
     Raises ``SystemExit`` (argparse-style, exit code 2) for a flat flag with no equivalent.
     """

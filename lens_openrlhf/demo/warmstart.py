@@ -50,6 +50,12 @@ class WarmStartConfig:
     # reward scores 0 (it reads the last ``\\boxed{}``, the contract of MATH rewards). Half and half, as
     # instruction-tuned models start out: SmolLM2-135M-Instruct boxes 20% of its answers even when asked to.
     boxed_fraction: float = 0.5
+    # the share of warm-up answers that copy the problem's first number instead of computing (a shortcut habit the
+    # warm start learns for every problem, which a verifier-based reward can teach it to drop)
+    copy_fraction: float = 0.0
+    # the share of warm-up answers that show their steps (``8 + 9 = 17, 17 + 9 = 26. \\boxed{26}``, operator
+    # precedence, left to right) before the box; the rest give the bare answer
+    stepwise_fraction: float = 0.0
 
     def key(self, rows: Sequence[dict]) -> str:
         h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
@@ -61,9 +67,33 @@ class WarmStartConfig:
 PLAIN_ANSWER = "The answer is {answer}."
 
 
-def response_text(answer: str, tokenizer, boxed: bool = True) -> str:
-    """The warm-up target: ``\\boxed{N}`` or, with ``boxed=False``, ``The answer is N.``; then the EOS token."""
-    return (f"\\boxed{{{answer}}}" if boxed else PLAIN_ANSWER.format(answer=answer)) + tokenizer.eos_token
+def response_text(answer: str, tokenizer, boxed: bool = True, steps: str = "") -> str:
+    """The warm-up target: ``\\boxed{N}`` or, with ``boxed=False``, ``The answer is N.``, after ``steps`` (worked
+    steps ending in ``. ``) if given; then the EOS token."""
+    return steps + (f"\\boxed{{{answer}}}" if boxed else PLAIN_ANSWER.format(answer=answer)) + tokenizer.eos_token
+
+
+def worked_steps(expression: str) -> str:
+    """The steps of an integer expression with ``+ - *`` and no parentheses, ``*`` first, then left to right:
+    ``"3 + 4 * 2"`` -> ``"4 * 2 = 8, 3 + 8 = 11. "``. Raises ValueError on anything else."""
+    tokens = expression.split()
+    if len(tokens) % 2 == 0 or any(t not in "+-*" for t in tokens[1::2]):
+        raise ValueError(f"not a + - * expression: {expression!r}")
+    nums, ops = [int(t) for t in tokens[0::2]], tokens[1::2]
+    steps = []
+    i = 0
+    while i < len(ops):  # products first
+        if ops[i] == "*":
+            value = nums[i] * nums[i + 1]
+            steps.append(f"{nums[i]} * {nums[i + 1]} = {value}")
+            nums[i : i + 2], ops[i : i + 1] = [value], []
+        else:
+            i += 1
+    while ops:
+        value = nums[0] + nums[1] if ops[0] == "+" else nums[0] - nums[1]
+        steps.append(f"{nums[0]} {ops[0]} {nums[1]} = {value}")
+        nums[0:2], ops[0:1] = [value], []
+    return ", ".join(steps) + ". " if steps else ""
 
 
 def boxed_flags(n: int, fraction: float, seed: int) -> List[bool]:
@@ -77,14 +107,30 @@ def boxed_flags(n: int, fraction: float, seed: int) -> List[bool]:
     return flags
 
 
+def _expression(row: dict) -> str:
+    """A reasoning-gym row's arithmetic expression (its label's metadata)."""
+    return json.loads(row["label"])["metadata"]["expression"]
+
+
+def target_answers(rows: Sequence[dict], copy_fraction: float, seed: int) -> List[str]:
+    """The warm-up targets' answers: each row's own, except exactly ``round(len(rows) * copy_fraction)`` of them
+    (chosen by ``seed``), which are the first number of the row's expression (a copied number, not a computed one)."""
+    copied = boxed_flags(len(rows), copy_fraction, seed + 1)
+    return [_expression(r).split()[0] if c else r["answer"] for r, c in zip(rows, copied)]
+
+
 class _Examples:
     """A map-style dataset of tokenized (prompt, response) pairs, loss on the response only."""
 
-    def __init__(self, tokenizer, rows: Sequence[dict], boxed: Sequence[bool]):
+    def __init__(
+        self, tokenizer, rows: Sequence[dict], boxed: Sequence[bool], answers: Sequence[str] = (), steps=()
+    ):
         self.items = []
-        for r, b in zip(rows, boxed):
+        answers = list(answers) or [r["answer"] for r in rows]
+        steps = list(steps) or [""] * len(rows)
+        for r, b, ans, st in zip(rows, boxed, answers, steps):
             p = tokenizer(chat_prompt(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
-            a = tokenizer(response_text(r["answer"], tokenizer, b), add_special_tokens=False)["input_ids"]
+            a = tokenizer(response_text(ans, tokenizer, b, st), add_special_tokens=False)["input_ids"]
             self.items.append({"input_ids": p + a, "labels": [-100] * len(p) + a})
 
     def __len__(self):
@@ -138,6 +184,8 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Pa
     # the tokenizer also learns the chat template's words ("user", "assistant": 3 and 9 tokens otherwise), so a
     # training sequence is about a quarter shorter (the warm-up's cost is its token count)
     corpus = [f"user\n{r['prompt']}\nassistant\n\\boxed{{{r['answer']}}}" for r in train_rows]
+    if config.stepwise_fraction > 0:
+        corpus += [worked_steps(_expression(r)) for r in train_rows]
     if config.boxed_fraction < 1:
         corpus += [PLAIN_ANSWER.format(answer=r["answer"]) for r in train_rows]
     build_tiny_model(
@@ -153,7 +201,10 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Pa
     set_seed(config.seed)
     tok = AutoTokenizer.from_pretrained(tmp / "init")
     model = AutoModelForCausalLM.from_pretrained(tmp / "init", dtype=torch.float32)
-    data = _Examples(tok, rows, boxed_flags(len(rows), config.boxed_fraction, config.seed))
+    answers = target_answers(rows, config.copy_fraction, config.seed)
+    shown = boxed_flags(len(rows), config.stepwise_fraction, config.seed + 2)
+    steps = [worked_steps(_expression(r)) if on else "" for r, on in zip(rows, shown)]
+    data = _Examples(tok, rows, boxed_flags(len(rows), config.boxed_fraction, config.seed), answers, steps)
     args = TrainingArguments(
         output_dir=str(tmp / "trainer"),
         per_device_train_batch_size=config.batch_size,

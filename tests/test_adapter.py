@@ -143,6 +143,8 @@ def test_flat_flag_without_equivalent_says_what_to_use(capsys):
             "--algo.lens.allow_truncated_logprobs not used",
         ),
         (["--advantage_estimator", "lens", "--algo.advantage.gamma", "0.99"], "Remove --algo.advantage.gamma"),
+        (["--advantage_estimator", "nsr", "--train.dynamic_batch_enable"], "Remove --train.dynamic_batch_enable"),
+        (["--advantage_estimator", "psr", "--train.enable_ema"], "trains on the correct samples only"),
         (
             ["--advantage_estimator", "lens", "--ds.tensor_parallel_size", "3"],
             "not a multiple of --ds.tensor_parallel_size x --ds.ring_attn_size",
@@ -462,7 +464,7 @@ def test_rollout_logprob_patches(parser):
     sp = samples_generator.SamplingParams(temperature=1.0, max_tokens=8, logprobs=None)
     assert sp.logprobs == 1
     assert A.patches_installed() == {
-        **{pid: True for pid in ("A1", "E1", "R1", "R2", "T1", "T2", "V1", "V2")},
+        **{pid: True for pid in ("A1", "B1", "E1", "R1", "R2", "T1", "T2", "V1", "V2")},
         "V3": False,  # only with --lens.vllm_dtype
     }
     # the engines are created in processed mode: the log-probs of the sampling distribution

@@ -388,7 +388,7 @@ GAMMA = EstimatorOption(
     "Length-preference base of rho = gamma^|o|: incorrect r~ = -(1/|o|) pbar / (gamma - pbar) (LENS, "
     "arXiv 2510.08696, Appendix C). Must be > 1: pbar = pi(o)^(1/|o|) lies in [0, 1], so gamma > 1 "
     "exceeds every pbar a run can meet (refused at start otherwise); the paper gives no value "
-    "('properly tuned'); our default 1.05.",
+    "('properly tuned'); the default here is 1.05.",
     check=_above_one,
 )
 LAM = EstimatorOption(
@@ -764,9 +764,37 @@ def recipe_flags(name: str) -> List[str]:
     return [tok for opt in spec.options.values() for tok in (f"--algo.lens.{opt.name}", f"{opt.default:g}")]
 
 
-if __name__ == "__main__":  # python -m lens_openrlhf.estimators --recipe-flags NAME (used by examples/scripts)
+def markdown_tables() -> str:
+    """The estimator table and the option table of docs/estimators.md, written from the registry (the doc holds
+    this text verbatim; tests/test_estimators.py checks it): name, definition, the samples trained on and their
+    weight; each option with its default and help."""
+
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|")
+
+    trains = {TRAIN_ALL: "all", TRAIN_CORRECT: "correct only", TRAIN_INCORRECT: "incorrect only"}
+    rows = ["| estimator | definition | trains on | batch semantics |", "| --- | --- | --- | --- |"]
+    for s in ADV_ESTIMATORS.values():
+        rows.append(f"| `{s.name}` | {cell(s.help)} | {trains[s.trains_on]} | {cell(s.semantics)} |")
+    rows += ["", "| option | default | used by | meaning |", "| --- | --- | --- | --- |"]
+    users: Dict[str, List[str]] = {}
+    for s in ADV_ESTIMATORS.values():
+        for o in s.options:
+            users.setdefault(o, []).append(f"`{s.name}`")
+    seen = {}
+    for s in ADV_ESTIMATORS.values():
+        seen.update({o.name: o for o in s.options.values() if o.name not in seen})
+    for name, o in seen.items():
+        rows.append(f"| `--algo.lens.{name}` | {o.default:g} | {', '.join(users[name])} | {cell(o.help)} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m lens_openrlhf.estimators --recipe-flags NAME | --tables
     import sys
 
-    if len(sys.argv) != 3 or sys.argv[1] != "--recipe-flags":
-        sys.exit("usage: python -m lens_openrlhf.estimators --recipe-flags ESTIMATOR")
-    print(" ".join(recipe_flags(sys.argv[2])))
+    if sys.argv[1:] == ["--tables"]:
+        sys.stdout.write(markdown_tables())
+    elif len(sys.argv) == 3 and sys.argv[1] == "--recipe-flags":
+        print(" ".join(recipe_flags(sys.argv[2])))
+    else:
+        sys.exit("usage: python -m lens_openrlhf.estimators --recipe-flags ESTIMATOR | --tables")

@@ -306,6 +306,19 @@ def test_registry_is_the_single_source_of_names_and_options():
     assert "x_one_class" not in ADV_ESTIMATORS and "x_no_semantics" not in ADV_ESTIMATORS
 
 
+def test_docs_hold_the_registry_tables():
+    """docs/estimators.md shows the registry's own text (names, definitions, batch semantics, options)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "estimators.md").read_text()
+    start = "<!-- registry tables: python -m lens_openrlhf.estimators --tables -->\n"
+    assert start in doc and "<!-- end of registry tables -->" in doc
+    held = doc.split(start, 1)[1].split("<!-- end of registry tables -->", 1)[0]
+    assert held == E.markdown_tables(), "regenerate with: python -m lens_openrlhf.estimators --tables"
+    for spec in ADV_ESTIMATORS.values():
+        assert f"| `{spec.name}` |" in held
+
+
 def test_importing_estimators_pulls_in_nothing_heavy():
     code = (
         "import sys, lens_openrlhf, lens_openrlhf.estimators\n"

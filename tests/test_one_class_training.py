@@ -324,7 +324,7 @@ def test_each_optimizer_step_equals_the_reference_gradient(run):
             err = max((cap["grad"][n] - ref[n]).abs().max().item() for n in ref) / scale
             key = (res["name"], res["mode"], res["acc"])
             worst[key] = max(worst.get(key, 0.0), err)
-            assert scale > 1e-6 and err < 1e-4, (key, step, err)
+            assert scale > 1e-6 and err < 1e-5, (key, step, err)
     for key, err in sorted(worst.items()):
         print(f"{key}: max |grad - reference| / max |reference| = {err:.2e}")
 
@@ -364,7 +364,7 @@ def test_two_data_parallel_ranks_train_equal_shares_to_the_reference_gradient(ru
             scale = max(g.abs().max().item() for g in ref.values())
             err = max((c0["grad"][n] - ref[n]).abs().max().item() for n in ref) / scale
             print(f"dp 2 {name} {mode} {res0['acc']}: window of {len(window)}, error {err:.2e}")
-            assert scale > 1e-6 and err < 1e-4, (name, mode, err)
+            assert scale > 1e-6 and err < 1e-5, (name, mode, err)
 
 
 def test_data_parallel_groups_get_equal_kept_shares(make_experiences):
@@ -431,7 +431,7 @@ def test_control_openrlhfs_own_loop_scales_the_kept_class_by_its_token_share(run
         cap = run["captured"][step]
         diluted = reference_gradient(model, cap["weights"], samples, "token-mean", denominator=all_tokens)
         scale = max(g.abs().max().item() for g in diluted.values())
-        assert max((cap["grad"][n] - diluted[n]).abs().max().item() for n in diluted) / scale < 1e-4
+        assert max((cap["grad"][n] - diluted[n]).abs().max().item() for n in diluted) / scale < 1e-5
         share = sum(len(old_of[s]) for s in kept) / all_tokens
         assert share < 1
         shares.append(share)

@@ -17,10 +17,17 @@ Shapes: ``rewards`` and ``mean_log_probs`` are ``[n_groups, G]`` (one row per pr
 prompt); every estimator returns ``[n_groups, G]`` float32 advantages (one scalar per response: the
 outcome-reward setting, where each token of a response gets the same advantage).
 
-Numerics: inputs of any floating dtype (bf16/fp16 included) are promoted; LENS's group terms are
-computed in float64 and the output is float32. No output is NaN or Inf: a ``-inf`` mean log-prob is a
-response the policy gives probability 0 (pbar = 0, no penalty); a response with no tokens has no
-probability to speak of and is treated the same way (``masked_mean_log_probs`` returns ``-inf`` for it).
+Batch semantics: each spec says which samples of a rollout the actor trains on (``trains_on``: all of them,
+or only the correct / only the incorrect ones, the others being dropped before the update) and with what
+weight (``semantics``, read by the CLI help and docs/estimators.md).
+
+Numerics: inputs of any floating dtype (bf16/fp16 included) are promoted to float64; every group statistic
+(mean, std, the normalisation and LENS's terms) is computed in float64 and the output rounded once to
+float32. A group whose rewards nearly tie (``[1, 1, 1, 0.9989]``: std 5e-4) is normalised as accurately as
+any other: in float32 the rounding of ``x - mean`` (about 6e-8) would be divided by that std. No output is
+NaN or Inf: a ``-inf`` mean log-prob is a response the policy gives probability 0 (pbar = 0, no penalty); a
+response with no tokens has no probability to speak of and is treated the same way
+(``masked_mean_log_probs`` returns ``-inf`` for it).
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ __all__ = [
     "NEGATIVE",
     "MIXED",
     "ALL_CORRECT",
+    "TRAIN_ALL",
+    "TRAIN_CORRECT",
+    "TRAIN_INCORRECT",
     "EstimatorOption",
     "EstimatorSpec",
     "ADV_ESTIMATORS",
@@ -50,6 +60,7 @@ __all__ = [
     "lens_terms",
     "lens_calibrated_rewards",
     "group_advantages",
+    "trained_samples",
     "group_statistics",
 ]
 
@@ -58,6 +69,9 @@ EPS_STD = 1e-9
 
 #: Group kinds returned by :func:`classify_groups`.
 NEGATIVE, MIXED, ALL_CORRECT = 0, 1, 2
+
+#: ``EstimatorSpec.trains_on``: every sample of a rollout, or only the correct (r = 1) / incorrect (r = 0) ones.
+TRAIN_ALL, TRAIN_CORRECT, TRAIN_INCORRECT = "all", "correct", "incorrect"
 
 #: A mean log-prob above this is not a log-prob (pbar would exceed 1 by more than rounding noise).
 _MAX_MEAN_LOG_PROB = 1e-3
@@ -238,6 +252,14 @@ class EstimatorSpec:
     negative_groups_learn: bool = False
     #: LENS's own terms (D, calibrated reward) are meaningful for it and are logged
     lens_statistics: bool = False
+    #: the samples the actor trains on: TRAIN_ALL, or only TRAIN_CORRECT / TRAIN_INCORRECT ones; the others are
+    #: dropped from the actor's replay buffer before the update (coupling patch B1), so they weigh nothing in
+    #: the loss's normalisation and cost no training forward or backward
+    trains_on: str = TRAIN_ALL
+    #: defined only for rewards of exactly 0 or 1 (the two classes of seed 003): anything else is refused
+    binary_rewards: bool = False
+    #: batch semantics in one sentence: which samples are trained on, with what weight (CLI help, docs)
+    semantics: str = ""
     options: Mapping[str, EstimatorOption] = field(default_factory=dict)
 
     def resolve_options(self, given: Mapping[str, Any]) -> Dict[str, Any]:
@@ -281,18 +303,30 @@ def register_adv_est(
     bounded_rewards: bool = False,
     negative_groups_learn: bool = False,
     lens_statistics: bool = False,
+    trains_on: str = TRAIN_ALL,
+    binary_rewards: bool = False,
+    semantics: str,
     options: tuple = (),
 ):
     """Decorator: register ``fn(rewards, ctx, **options) -> advantages`` under ``name``.
 
     Registering is all it takes to add an estimator: the CLI choices, ``--algo.lens.*`` options, the
-    validation (G >= 2, rewards in [0, 1], log-prob source, dynamic filtering) and the logged statistics
-    are read from the spec.
+    validation (G >= 2, rewards in [0, 1] or exactly 0/1, log-prob source, dynamic filtering), the samples
+    the actor trains on and the logged statistics are read from the spec. ``semantics`` (required) states
+    which samples are trained on and with what weight.
     """
 
     def deco(fn):
         if name in ADV_ESTIMATORS:
             raise ValueError(f"advantage estimator '{name}' is already registered")
+        if trains_on not in (TRAIN_ALL, TRAIN_CORRECT, TRAIN_INCORRECT):
+            raise ValueError(
+                f"estimator '{name}': trains_on must be 'all', 'correct' or 'incorrect', got {trains_on!r}"
+            )
+        if trains_on != TRAIN_ALL and not binary_rewards:
+            raise ValueError(f"estimator '{name}' trains on one class of samples and so needs binary_rewards=True")
+        if not semantics.strip():
+            raise ValueError(f"estimator '{name}': semantics must say which samples are trained on, with what weight")
         ADV_ESTIMATORS[name] = EstimatorSpec(
             name=name,
             fn=fn,
@@ -303,6 +337,9 @@ def register_adv_est(
             bounded_rewards=bounded_rewards,
             negative_groups_learn=negative_groups_learn,
             lens_statistics=lens_statistics,
+            trains_on=trains_on,
+            binary_rewards=binary_rewards,
+            semantics=semantics,
             options={o.name: o for o in options},
         )
         return fn
@@ -351,7 +388,7 @@ GAMMA = EstimatorOption(
     "Length-preference base of rho = gamma^|o|: incorrect r~ = -(1/|o|) pbar / (gamma - pbar) (LENS, "
     "arXiv 2510.08696, Appendix C). Must be > 1: pbar = pi(o)^(1/|o|) lies in [0, 1], so gamma > 1 "
     "exceeds every pbar a run can meet (refused at start otherwise); the paper gives no value "
-    "('properly tuned'); our default 1.05.",
+    "('properly tuned'); the default here is 1.05.",
     check=_above_one,
 )
 LAM = EstimatorOption(
@@ -364,7 +401,12 @@ LAM = EstimatorOption(
 
 
 def _grpo_normalise(x: Tensor) -> Tensor:
-    """(x - mean) / (unbiased std + 1e-9) over the group: OpenRLHF's ``group_norm``, same dtype rules."""
+    """(x - mean) / (unbiased std + 1e-9) over the last dim: OpenRLHF's ``group_norm`` formula, in float64.
+
+    Args:
+        x: ``[n, G]`` any floating dtype. Returns: ``[n, G]`` float64 (callers round once to float32).
+    """
+    x = x.to(torch.float64)
     return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + EPS_STD)
 
 
@@ -372,28 +414,29 @@ def _lens_combine(rewards: Tensor, calibrated: Tensor, alpha: float, *, mixed: b
     """Advantages from calibrated rewards: mixed groups GRPO-normalised, negative groups de-meaned x alpha.
 
     Group kinds as :func:`classify_groups` (negative = all rewards equal and below 1). ``mixed=False`` gives
-    mixed groups plain GRPO on r; ``negative=False`` gives negative groups zero.
-    All-correct groups: zero.
+    mixed groups plain GRPO on r; ``negative=False`` gives negative groups zero. All-correct groups: zero.
+    Every statistic in float64; the result ``[n, G]`` float32.
     """
     kind = classify_groups(rewards).unsqueeze(-1)
-    r32 = rewards.to(torch.float32)
-    cal32 = calibrated.to(torch.float32)
-    adv_mixed = _grpo_normalise(cal32) if mixed else _grpo_normalise(r32)
-    if negative:
-        adv_neg = alpha * (calibrated - calibrated.mean(-1, keepdim=True)).to(torch.float32)
-    else:
-        adv_neg = torch.zeros_like(r32)
-    out = torch.where(kind == MIXED, adv_mixed, torch.zeros_like(r32))
-    return torch.where(kind == NEGATIVE, adv_neg, out)
+    r = rewards.to(torch.float64)
+    cal = calibrated.to(torch.float64)
+    zero = torch.zeros_like(r)
+    adv_mixed = _grpo_normalise(cal if mixed else r)
+    adv_neg = alpha * (cal - cal.mean(-1, keepdim=True)) if negative else zero
+    out = torch.where(kind == MIXED, adv_mixed, zero)
+    return torch.where(kind == NEGATIVE, adv_neg, out).to(torch.float32)
 
 
 @register_adv_est(
     "grpo",
     help="GRPO (Shao et al., arXiv 2402.03300): (r - group mean) / (group unbiased std + 1e-9); "
-    "identical to OpenRLHF's 'group_norm'. Negative and all-correct groups get zero advantage.",
+    "OpenRLHF's 'group_norm' computed in float64 (equal to it within its float32 rounding). Negative and "
+    "all-correct groups get zero advantage.",
+    semantics="every sample; weight: the group z-score (r - mean) / (std + 1e-9); all-incorrect and all-correct "
+    "groups weigh 0 but stay in the batch (their tokens count in the loss's normalisation)",
 )
 def grpo(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
-    return _grpo_normalise(rewards.to(torch.promote_types(rewards.dtype, torch.float32)))
+    return _grpo_normalise(rewards).to(torch.float32)
 
 
 @register_adv_est(
@@ -405,6 +448,9 @@ def grpo(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     options=(ALPHA,),
     negative_groups_learn=True,
     lens_statistics=True,
+    semantics="every sample; weight: in mixed groups the z-score of the calibrated rewards r~ (correct > 0, "
+    "incorrect < 0, a confident error more negative); in all-incorrect groups alpha (r~ - group mean), at most "
+    "alpha/G in magnitude; all-correct groups weigh 0 but stay in the batch",
 )
 def lens(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
     cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
@@ -418,6 +464,8 @@ def lens(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
     needs_log_probs=True,
     bounded_rewards=True,
     lens_statistics=True,
+    semantics="every sample; weight: in mixed groups as lens; all-incorrect and all-correct groups weigh 0 but "
+    "stay in the batch",
 )
 def lens_mixed_only(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
@@ -433,6 +481,8 @@ def lens_mixed_only(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     options=(ALPHA,),
     negative_groups_learn=True,
     lens_statistics=True,
+    semantics="every sample; weight: in mixed groups the GRPO z-score of r; in all-incorrect groups as lens "
+    "(alpha (r~ - group mean)); all-correct groups weigh 0 but stay in the batch",
 )
 def lens_negative_only(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
     cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
@@ -469,6 +519,7 @@ def length_pref_calibrated_rewards(
     bounded_rewards=True,
     options=(ALPHA, GAMMA),
     negative_groups_learn=True,
+    semantics="every sample; weight: as lens, with the incorrect samples' r~ = -(1/|o|) pbar / (gamma - pbar)",
 )
 def lens_length_pref(rewards: Tensor, ctx: EstimatorContext, alpha: float, gamma: float) -> Tensor:
     cal = length_pref_calibrated_rewards(rewards, ctx.mean_log_probs, ctx.response_lengths, gamma)
@@ -477,39 +528,49 @@ def lens_length_pref(rewards: Tensor, ctx: EstimatorContext, alpha: float, gamma
 
 @register_adv_est(
     "psr",
-    help="Positive Sample Reinforcement (Zhu et al., arXiv 2506.01347): A = r (only correct samples "
-    "are reinforced; incorrect ones get 0). No group statistics.",
+    help="Positive Sample Reinforcement (Zhu et al., arXiv 2506.01347): A = +1 on the correct samples, which "
+    "alone are trained on; rewards must be exactly 0 or 1. No group statistics.",
     group_based=False,
     bounded_rewards=True,
+    binary_rewards=True,
+    trains_on=TRAIN_CORRECT,
+    semantics="only the correct samples (r = 1), weight A = +1; the incorrect ones are dropped before the update "
+    "(no loss term, no tokens in the loss's normalisation, no training forward or backward)",
 )
 def psr(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
-    return rewards.to(torch.float32).clone()
+    return rewards.to(torch.float64).to(torch.float32)
 
 
 @register_adv_est(
     "nsr",
-    help="Negative Sample Reinforcement (Zhu et al., arXiv 2506.01347): A = -(1 - r) (only incorrect "
-    "samples are pushed down, by -1; correct ones get 0). No group statistics.",
+    help="Negative Sample Reinforcement (Zhu et al., arXiv 2506.01347): A = -1 on the incorrect samples, which "
+    "alone are trained on; rewards must be exactly 0 or 1. No group statistics.",
     group_based=False,
     bounded_rewards=True,
+    binary_rewards=True,
+    trains_on=TRAIN_INCORRECT,
     negative_groups_learn=True,
+    semantics="only the incorrect samples (r = 0), weight A = -1; the correct ones are dropped before the update "
+    "(no loss term, no tokens in the loss's normalisation, no training forward or backward)",
 )
 def nsr(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
-    return -(1.0 - rewards.to(torch.float32))
+    return (rewards.to(torch.float64) - 1.0).to(torch.float32)
 
 
 @register_adv_est(
     "w_reinforce",
     help="Weighted REINFORCE (Zhu et al., arXiv 2506.01347): A = lam * r - (1 - r), i.e. lam on "
-    "correct and -1 on incorrect samples. Paper: lam = 0.1.",
+    "correct and -1 on incorrect samples; rewards must be exactly 0 or 1. Paper: lam = 0.1.",
     group_based=False,
     bounded_rewards=True,
+    binary_rewards=True,
     options=(LAM,),
     negative_groups_learn=True,
+    semantics="every sample (both classes, as the paper's code); weight A = lam on correct, -1 on incorrect",
 )
 def w_reinforce(rewards: Tensor, ctx: EstimatorContext, lam: float) -> Tensor:
-    r = rewards.to(torch.float32)
-    return lam * r - (1.0 - r)
+    r = rewards.to(torch.float64)
+    return (lam * r - (1.0 - r)).to(torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -524,6 +585,7 @@ def _validate(
     group_based: bool,
     bounded_rewards: bool,
     needs_lengths: bool = False,
+    binary_rewards: bool = False,
     name: str = "lens",
 ) -> None:
     if not isinstance(rewards, Tensor) or rewards.dim() != 2:
@@ -546,6 +608,13 @@ def _validate(
             f"estimator '{name}' needs rewards in [0, 1] (got min {rewards.min().item():g}, max "
             f"{rewards.max().item():g}); a verifiable reward is 1 for correct, 0 for incorrect"
         )
+    if binary_rewards and n * G > 0:
+        other = rewards[(rewards != 0) & (rewards != 1)]
+        if other.numel():
+            raise ValueError(
+                f"estimator '{name}' needs rewards of exactly 0 or 1 (got {other[0].item():.6g}): its two classes "
+                "are correct (r = 1) and incorrect (r = 0), and a reward in between belongs to neither"
+            )
     if needs_log_probs:
         if mean_log_probs is None:
             raise ValueError(
@@ -584,7 +653,7 @@ def group_advantages(
 
     Args:
         name: a registered estimator (see :func:`estimator_names`).
-        rewards: ``[n_groups, G]``; in [0, 1] for LENS and seed-003 estimators.
+        rewards: ``[n_groups, G]``; in [0, 1] for LENS, exactly 0 or 1 for seed 003's estimators.
         mean_log_probs: ``[n_groups, G]`` mean token log-prob per response (LENS family).
         response_lengths: ``[n_groups, G]`` tokens per response (``lens_length_pref``).
         **options: the estimator's options (e.g. ``alpha=0.25``); defaults from the registry.
@@ -601,6 +670,7 @@ def group_advantages(
         group_based=spec.group_based,
         bounded_rewards=spec.bounded_rewards,
         needs_lengths=spec.needs_lengths,
+        binary_rewards=spec.binary_rewards,
         name=name,
     )
     ctx = EstimatorContext(mean_log_probs=mean_log_probs, response_lengths=response_lengths)
@@ -608,6 +678,24 @@ def group_advantages(
     if not torch.isfinite(adv).all():  # a bug, not a user error: never hand NaN/Inf to the trainer
         raise FloatingPointError(f"estimator '{name}' produced non-finite advantages")
     return adv
+
+
+def trained_samples(name: str, rewards: Tensor) -> Tensor:
+    """Which samples estimator ``name`` trains on (its spec's ``trains_on``).
+
+    Args:
+        name: a registered estimator; rewards: ``[n_groups, G]`` (exactly 0/1 for a one-class estimator,
+            validated by :func:`group_advantages`).
+    Returns:
+        ``[n_groups, G]`` bool: all True for ``TRAIN_ALL``; ``rewards == 1`` for ``TRAIN_CORRECT``;
+        ``rewards == 0`` for ``TRAIN_INCORRECT``.
+    """
+    kept = get_adv_estimator(name).trains_on
+    if kept == TRAIN_CORRECT:
+        return rewards == 1
+    if kept == TRAIN_INCORRECT:
+        return rewards == 0
+    return torch.ones_like(rewards, dtype=torch.bool)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -676,9 +764,37 @@ def recipe_flags(name: str) -> List[str]:
     return [tok for opt in spec.options.values() for tok in (f"--algo.lens.{opt.name}", f"{opt.default:g}")]
 
 
-if __name__ == "__main__":  # python -m lens_openrlhf.estimators --recipe-flags NAME (used by examples/scripts)
+def markdown_tables() -> str:
+    """The estimator table and the option table of docs/estimators.md, written from the registry (the doc holds
+    this text verbatim; tests/test_estimators.py checks it): name, definition, the samples trained on and their
+    weight; each option with its default and help."""
+
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|")
+
+    trains = {TRAIN_ALL: "all", TRAIN_CORRECT: "correct only", TRAIN_INCORRECT: "incorrect only"}
+    rows = ["| estimator | definition | trains on | batch semantics |", "| --- | --- | --- | --- |"]
+    for s in ADV_ESTIMATORS.values():
+        rows.append(f"| `{s.name}` | {cell(s.help)} | {trains[s.trains_on]} | {cell(s.semantics)} |")
+    rows += ["", "| option | default | used by | meaning |", "| --- | --- | --- | --- |"]
+    users: Dict[str, List[str]] = {}
+    for s in ADV_ESTIMATORS.values():
+        for o in s.options:
+            users.setdefault(o, []).append(f"`{s.name}`")
+    seen = {}
+    for s in ADV_ESTIMATORS.values():
+        seen.update({o.name: o for o in s.options.values() if o.name not in seen})
+    for name, o in seen.items():
+        rows.append(f"| `--algo.lens.{name}` | {o.default:g} | {', '.join(users[name])} | {cell(o.help)} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m lens_openrlhf.estimators --recipe-flags NAME | --tables
     import sys
 
-    if len(sys.argv) != 3 or sys.argv[1] != "--recipe-flags":
-        sys.exit("usage: python -m lens_openrlhf.estimators --recipe-flags ESTIMATOR")
-    print(" ".join(recipe_flags(sys.argv[2])))
+    if sys.argv[1:] == ["--tables"]:
+        sys.stdout.write(markdown_tables())
+    elif len(sys.argv) == 3 and sys.argv[1] == "--recipe-flags":
+        print(" ".join(recipe_flags(sys.argv[2])))
+    else:
+        sys.exit("usage: python -m lens_openrlhf.estimators --recipe-flags ESTIMATOR | --tables")

@@ -4,6 +4,11 @@
   and flash_attn.utils.distributed.all_gather, the only symbols OpenRLHF touches on import) is put on
   sys.path when the real package is absent, so the REAL OpenRLHF modules import here.
 - Nothing reaches a hub: HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, W&B disabled.
+- Property tests are reproducible: the hypothesis profile "ci" (loaded unless HYPOTHESIS_PROFILE names
+  another) draws the same examples on every machine and every run (derandomize: the seed is a hash of the
+  test), keeps no example database (a failure found on one machine is not replayed on another only), and has
+  no deadline (a loaded 2-core machine is slow, not wrong). A failure found this way is kept in its test as
+  an explicit ``@example``. ``HYPOTHESIS_PROFILE=explore`` searches randomly, with more examples, to find new ones.
 """
 
 import os
@@ -25,6 +30,11 @@ ensure_flash_attn_importable()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, database=None, max_examples=100, deadline=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, database=None, max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

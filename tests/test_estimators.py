@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lens_openrlhf import estimators as E
@@ -146,14 +146,32 @@ def test_length_pref_gamma_must_exceed_one():
 
 
 def test_seed003_estimators_hand_worked():
-    r = t([[1, 0, 0.5]])
-    assert group_advantages("psr", r)[0].tolist() == pytest.approx([1, 0, 0.5])
-    assert group_advantages("nsr", r)[0].tolist() == pytest.approx([0, -1, -0.5])
-    # W-REINFORCE: lam * r - (1 - r), lam = 0.1 -> [0.1, -1, 0.05 - 0.5]
-    assert group_advantages("w_reinforce", r)[0].tolist() == pytest.approx([0.1, -1, -0.45])
-    assert group_advantages("w_reinforce", r, lam=0.5)[0].tolist() == pytest.approx([0.5, -1, -0.25])
+    r = t([[1, 0, 0, 1]])
+    assert group_advantages("psr", r)[0].tolist() == [1, 0, 0, 1]
+    assert group_advantages("nsr", r)[0].tolist() == [0, -1, -1, 0]
+    # W-REINFORCE: lam * r - (1 - r), lam = 0.1 -> 0.1 on correct, -1 on incorrect
+    assert group_advantages("w_reinforce", r)[0].tolist() == pytest.approx([0.1, -1, -1, 0.1], rel=1e-7)
+    assert group_advantages("w_reinforce", r, lam=0.5)[0].tolist() == [0.5, -1, -1, 0.5]
     # they need no group: G = 1 is fine
     assert group_advantages("nsr", t([[0], [1]])).tolist() == [[-1.0], [0.0]]
+    # the samples each trains on: PSR the correct ones, NSR the incorrect ones, W-REINFORCE both
+    assert E.trained_samples("psr", r)[0].tolist() == [True, False, False, True]
+    assert E.trained_samples("nsr", r)[0].tolist() == [False, True, True, False]
+    assert E.trained_samples("w_reinforce", r).all() and E.trained_samples("lens", r).all()
+
+
+@pytest.mark.parametrize("name", ["psr", "nsr", "w_reinforce"])
+def test_seed003_estimators_refuse_rewards_between_the_classes(name):
+    # the paper's code counts correct (r == 1) and incorrect (r == 0) samples and asserts they are all of them;
+    # a reward in between belongs to neither class: refused with one line naming the estimator and the value
+    for bad in (0.5, 0.9989, 1e-7):
+        with pytest.raises(ValueError) as e:
+            group_advantages(name, t([[1, 0, bad, 0]]))
+        msg = str(e.value)
+        assert "\n" not in msg and f"estimator '{name}'" in msg and "exactly 0 or 1" in msg and f"{bad:.6g}" in msg
+    assert ADV_ESTIMATORS[name].binary_rewards
+    # every other estimator takes rewards in [0, 1]
+    assert not any(s.binary_rewards for n, s in ADV_ESTIMATORS.items() if n not in ("psr", "nsr", "w_reinforce"))
 
 
 def test_fractional_rewards_follow_the_framework():
@@ -271,7 +289,34 @@ def test_registry_is_the_single_source_of_names_and_options():
         for opt in spec.options.values():
             assert "arXiv" in opt.help and ("Paper:" in opt.help or "paper" in opt.help), opt.name
     with pytest.raises(ValueError, match="already registered"):
-        E.register_adv_est("lens", help="x")(lambda r, ctx: r)
+        E.register_adv_est("lens", help="x", semantics="x")(lambda r, ctx: r)
+    # the batch semantics of every estimator: which samples are trained on, with what weight
+    for spec in ADV_ESTIMATORS.values():
+        assert spec.semantics and "weight" in spec.semantics, spec.name
+        opening = {"all": "every sample", "correct": "only the correct", "incorrect": "only the incorrect"}
+        assert spec.semantics.startswith(opening[spec.trains_on]), spec.name
+    assert {n: s.trains_on for n, s in ADV_ESTIMATORS.items() if s.trains_on != E.TRAIN_ALL} == {
+        "psr": E.TRAIN_CORRECT,
+        "nsr": E.TRAIN_INCORRECT,
+    }
+    with pytest.raises(ValueError, match="binary_rewards"):
+        E.register_adv_est("x_one_class", help="x", semantics="x", trains_on="correct")(lambda r, ctx: r)
+    with pytest.raises(ValueError, match="semantics"):
+        E.register_adv_est("x_no_semantics", help="x", semantics=" ")(lambda r, ctx: r)
+    assert "x_one_class" not in ADV_ESTIMATORS and "x_no_semantics" not in ADV_ESTIMATORS
+
+
+def test_docs_hold_the_registry_tables():
+    """docs/estimators.md shows the registry's own text (names, definitions, batch semantics, options)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "estimators.md").read_text()
+    start = "<!-- registry tables: python -m lens_openrlhf.estimators --tables -->\n"
+    assert start in doc and "<!-- end of registry tables -->" in doc
+    held = doc.split(start, 1)[1].split("<!-- end of registry tables -->", 1)[0]
+    assert held == E.markdown_tables(), "regenerate with: python -m lens_openrlhf.estimators --tables"
+    for spec in ADV_ESTIMATORS.values():
+        assert f"| `{spec.name}` |" in held
 
 
 def test_importing_estimators_pulls_in_nothing_heavy():
@@ -357,7 +402,7 @@ def batches(draw, binary=True):
     return torch.tensor(r, dtype=torch.float32), torch.tensor(mlp, dtype=torch.float32)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(batches(binary=False))
 def test_property_calibrated_reward_range(batch):
     r, mlp = batch
@@ -370,7 +415,7 @@ def test_property_calibrated_reward_range(batch):
     assert torch.all(cal <= r.to(F64))  # calibration only ever lowers a reward
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(batches(binary=True), st.floats(0.0, 2.0))
 def test_property_lens_advantages(batch, alpha):
     r, mlp = batch
@@ -401,8 +446,20 @@ def fractional_batches(draw):
     return r, mlp
 
 
-@settings(max_examples=200, deadline=None)
+#: float32's unit roundoff: rounding a float64 value v to float32 moves it by at most U32 |v|
+U32 = 2.0**-24
+#: what float64 arithmetic on float32 inputs can leave in a normalised group: its relative error (a few 1e-16)
+#: divided by the smallest spread of distinct float32 rewards in [0, 1] (6e-8, one float32 step below 1),
+#: about 1e-8; bounded here by 1e-7
+F64_SLACK = 1e-7
+
+
+@settings(max_examples=200)
 @given(fractional_batches(), st.floats(0.0, 2.0))
+# found by a random run (issue 21): a nearly tied mixed group, std 5e-4, normalised in float32 had mean 4.3e-5
+@example((t([[1, 1, 1, 0.9989]]), t([[-math.inf] * 4])), 1.0)
+@example((t([[1, 1, 1, 0.9989]]), t([[0.0] * 4])), 0.0)
+@example((t([[1, 1, 1, 0.99999994]]), t([[-1.0, -2.0, -0.5, -3.0]])), 1.0)  # the smallest float32 spread
 def test_property_fractional_rewards_grouped_by_spread(batch, alpha):
     r, mlp = batch
     G = r.shape[1]
@@ -411,18 +468,20 @@ def test_property_fractional_rewards_grouped_by_spread(batch, alpha):
     cal = lens_terms(r, mlp).calibrated
     for i in range(r.shape[0]):
         equal = bool((r[i] == r[i, 0]).all())
+        # the float64 advantages sum to 0 up to F64_SLACK; their float32 roundings each move by <= U32 |A|
+        tol = U32 * adv[i].abs().sum().item() / G + F64_SLACK
         if equal and r[i, 0] == 1:
             assert torch.all(adv[i] == 0)
         elif equal:  # de-meaned, times alpha, no std: at most alpha (1 - r) / G in magnitude
-            assert adv[i].abs().max() <= alpha * (1 - r[i, 0].item()) / G + 1e-6
-            assert abs(adv[i].sum().item()) <= 1e-5 * max(1.0, alpha)
+            assert adv[i].abs().max() <= alpha * (1 - r[i, 0].item()) / G * (1 + U32)
+            assert abs(adv[i].double().mean().item()) <= tol * max(1.0, alpha)
         else:  # mixed: GRPO normalisation of the calibrated rewards (mean 0, unbiased std 1)
-            assert abs(adv[i].mean().item()) <= 1e-5
-            if cal[i].std().item() > 1e-3:
-                assert adv[i].std().item() == pytest.approx(1.0, rel=1e-4)
+            assert abs(adv[i].double().mean().item()) <= tol
+            sd = cal[i].std().item()  # float64; A = (r~ - mean) / (sd + EPS_STD) has std sd / (sd + EPS_STD)
+            assert adv[i].double().std().item() == pytest.approx(sd / (sd + E.EPS_STD), rel=4 * U32 + F64_SLACK)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(batches(binary=False), st.randoms(use_true_random=False))
 def test_property_permutation_equivariance(batch, rnd):
     r, mlp = batch
@@ -432,14 +491,15 @@ def test_property_permutation_equivariance(batch, rnd):
     perm = torch.tensor(perm)
     lengths = torch.arange(1, G + 1, dtype=torch.float32).expand_as(r)
     for name, spec in ADV_ESTIMATORS.items():
+        rr = r.round() if spec.binary_rewards else r  # seed 003's estimators take exactly 0 or 1
         kw = {"response_lengths": lengths} if spec.needs_lengths else {}
         if name == "lens_length_pref":
             kw["gamma"] = 1.5
-        a = group_advantages(name, r, mlp, **kw)
+        a = group_advantages(name, rr, mlp, **kw)
         kw_p = {"response_lengths": lengths[:, perm]} if spec.needs_lengths else {}
         if name == "lens_length_pref":
             kw_p["gamma"] = 1.5
-        b = group_advantages(name, r[:, perm], mlp[:, perm], **kw_p)
+        b = group_advantages(name, rr[:, perm], mlp[:, perm], **kw_p)
         assert torch.allclose(a[:, perm], b, rtol=1e-5, atol=1e-6), name
 
 

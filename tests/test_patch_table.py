@@ -32,6 +32,7 @@ def test_tables_cover_every_replacement_and_ids_are_unique():
     for expected in (
         "openrlhf.trainer.ppo_utils.experience_maker:RemoteExperienceMaker.compute_advantages_and_returns",
         "openrlhf.trainer.ray:create_vllm_engines",
+        "openrlhf.trainer.ray.ppo_actor:ActorPPOTrainer.ppo_train",
         "openrlhf.trainer.ray.ppo_actor:ActorPPOTrainer.broadcast_to_vllm",
         "openrlhf.trainer.ppo_trainer:BasePPOTrainer.save_logs_and_checkpoints",
     ):

@@ -11,12 +11,13 @@ module              concern
 ``cli``             OpenRLHF's parser + the registry's estimators + ``--algo.lens.*``; flat flags of <= 0.10
 ``validation``      readable errors before Ray starts (flags, files)
 ``advantages``      A1: the registry's estimators inside ``compute_advantages_and_returns``
+``sample_selection`` B1 (and A1's marking): PSR / NSR train on the kept class only, as seed 003's code
 ``eval_metrics``    E1: unbiased pass@k per level in the eval logs
 ``rollout_logprobs`` V1, V2: vLLM returns the sampled tokens' log-probs (LENS's pbar)
 ``vllm_dtype``      V3: ``--lens.vllm_dtype``, the vLLM engines' dtype (OpenRLHF hard-codes bfloat16)
 ``reward_errors``   R1, R2: a reward function that raises stops the run with its own error
 ``preemption``      T1, T2 and the driver side: SIGTERM/SIGINT checkpoint the step and stop
-``patches``         the table of A1..V3 (:class:`lens_openrlhf.patching.PatchTable`)
+``patches``         the table of A1, B1, ..., V3 (:class:`lens_openrlhf.patching.PatchTable`)
 ``launch``          ``main``: checks, Ray with the worker hook, OpenRLHF's ``__main__``
 =================== ===================================================================================
 

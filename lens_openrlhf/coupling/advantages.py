@@ -4,7 +4,9 @@ It runs inside the PPOTrainer Ray actor (the worker hook applies the patch there
 the registry's estimators the rewards of a rollout are gathered in prompt order as ``[n_prompts, G]`` and
 the advantages come from :func:`lens_openrlhf.estimators.group_advantages`; the per-token part is OpenRLHF's
 own (``compute_reward`` with its KL term and clip range, ``get_cumulative_returns`` with gamma 1), as for
-``group_norm``. Other estimators go to OpenRLHF's original method.
+``group_norm``. For a one-class estimator (PSR, NSR) the samples trained on are marked, and with several
+data-parallel actor groups the rollout is re-packed so each gets as many (:mod:`.sample_selection`). Other
+estimators go to OpenRLHF's original method.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ import torch
 
 from .. import patching
 from ..errors import RolloutLogProbsMissing
-from ..estimators import ADV_ESTIMATORS, get_adv_estimator, group_advantages, group_statistics, masked_mean_log_probs
+from ..estimators import (
+    ADV_ESTIMATORS,
+    TRAIN_ALL,
+    get_adv_estimator,
+    group_advantages,
+    group_statistics,
+    masked_mean_log_probs,
+    trained_samples,
+)
+from .sample_selection import effective_actor_groups, mark_trained
 from .validation import LOGPROB_SOURCES, lens_option_values, logprob_source
 
 
@@ -52,7 +63,10 @@ def compute_advantages_and_returns(self, experiences):
     prompt order as ``[n_prompts, G]``, advantages come from :func:`group_advantages`, and the per-token
     part is OpenRLHF's own (``compute_reward`` with its KL term and clip range, ``get_cumulative_returns``
     with gamma = 1), as for ``group_norm``. Other estimators: OpenRLHF's original method.
-    Metrics go to ``experience.info['lens/...']`` (logged by OpenRLHF as ``train/lens/...``).
+    Metrics go to ``experience.info['lens/...']`` (logged by OpenRLHF as ``train/lens/...``). A one-class
+    estimator's samples are marked ``info['lens/trained']`` (and, with several data-parallel actor groups,
+    re-packed into one experience per group: :func:`.sample_selection.mark_trained`); patch B1 then trains on
+    the marked ones only.
     """
     args = self.strategy.args
     name = args.algo.advantage.estimator
@@ -108,4 +122,8 @@ def compute_advantages_and_returns(self, experiences):
         experience.advantages = experience.returns.clone()
         experience.info["return"] = reward.sum(dim=-1)
         experience.kl = None
+    if spec.trains_on != TRAIN_ALL:
+        trained = trained_samples(name, rewards).reshape(-1)[indices].split(exp_len)
+        pad = getattr(getattr(self, "tokenizer", None), "pad_token_id", None) or 0
+        experiences = mark_trained(experiences, list(trained), effective_actor_groups(args), pad)
     return experiences

@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     action = next(a for a in parser._actions if a.dest == "algo.advantage.estimator")
     action.choices = list(action.choices) + [n for n in ADV_ESTIMATORS if n not in action.choices]
     action.help = f"{action.help.rstrip('. ')}. Added by lens_openrlhf: " + "; ".join(
-        f"{s.name}: {s.help.rstrip('.')}" for s in ADV_ESTIMATORS.values()
+        f"{s.name}: {s.help.rstrip('.')} (trains on {s.semantics})" for s in ADV_ESTIMATORS.values()
     )
     group = parser.add_argument_group("LENS (lens_openrlhf)")
     for name, (opt, users) in _lens_option_names().items():

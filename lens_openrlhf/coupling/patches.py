@@ -9,6 +9,7 @@ installed packages and names the entries to re-review when one differs.
 id   replaces                                                    by
 ==== =========================================================== ===================================
 A1   RemoteExperienceMaker.compute_advantages_and_returns        registry estimators (advantages.py)
+B1   ActorPPOTrainer.ppo_train                                   PSR/NSR: kept class only (sample_selection.py)
 E1   compute_eval_metrics (ppo_trainer and ppo_trainer_async)    + unbiased pass@k (eval_metrics.py)
 R1   SingleTurnAgentExecutor.__init__                            remembers a reward error (reward_errors.py)
 R2   SingleTurnAgentExecutor.execute                             re-raises it (reward_errors.py)
@@ -23,13 +24,14 @@ V3   RolloutRayActor.__init__ (+ Ray's class)  [tag vllm_dtype]  --lens.vllm_dty
 from __future__ import annotations
 
 from ..patching import Patch, PatchTable
-from . import advantages, eval_metrics, preemption, reward_errors, rollout_logprobs, vllm_dtype
+from . import advantages, eval_metrics, preemption, reward_errors, rollout_logprobs, sample_selection, vllm_dtype
 
 _EM = "openrlhf.trainer.ppo_utils.experience_maker"
 _PT = "openrlhf.trainer.ppo_trainer"
 _PTA = "openrlhf.trainer.ppo_trainer_async"
 _AGENT = "openrlhf.utils.agent"
 _SG = "openrlhf.trainer.ppo_utils.samples_generator"
+_ACTOR = "openrlhf.trainer.ray.ppo_actor"
 
 #: tag of V1/V2: applied when the job's estimator takes pbar from vLLM's log-probs
 ROLLOUT_LOGPROBS = "rollout_logprobs"
@@ -51,12 +53,35 @@ COUPLING = PatchTable(
             f"{_EM}:RemoteExperienceMaker.compute_advantages_and_returns",
             advantages.compute_advantages_and_returns,
             "registry estimators compute their advantages here; the others call this original",
-            fingerprint="3f91a44568be",
-            # the per-token part we reuse as group_norm does, and the length penalties applied first
+            fingerprint="b1b8ca0e1b1c",
+            # the per-token part we reuse as group_norm does, and the length penalties applied first; for PSR/NSR
+            # the re-packing into one experience per data-parallel group: train_step hands the list (after the
+            # rollout statistics) to async_run_method_batch, which gives the i-th of E to the i-th group
             watch=(
                 f"{_EM}:RemoteExperienceMaker.compute_advantages_and_returns",
                 "openrlhf.models.utils:compute_reward",
                 "openrlhf.trainer.ppo_utils.length_penalty:apply_length_penalties",
+                f"{_PT}:BasePPOTrainer.train_step",
+                "openrlhf.trainer.ray.launcher:RayActorGroup.async_run_method_batch",
+                "openrlhf.trainer.ppo_utils.experience:Experience.concat_experiences",
+            ),
+        ),
+        Patch(
+            "B1",
+            f"{_ACTOR}:ActorPPOTrainer.ppo_train",
+            sample_selection.ppo_train,
+            "PSR/NSR train on the kept class only, as seed 003's code: the other samples leave the replay buffer; "
+            "micro-batches without drop_last; a last, shorter window ends in its own optimizer step",
+            fingerprint="ecaec55a4ab3",
+            # the loop we run over our micro-batches (DataLoader over self.replay_buffer, training_step(step)),
+            # its window normaliser, the buffer items we filter, and fit() which clears the real buffer after
+            watch=(
+                f"{_ACTOR}:ActorPPOTrainer.ppo_train",
+                f"{_ACTOR}:ActorPPOTrainer.training_step",
+                f"{_ACTOR}:PolicyModelActor.fit",
+                "openrlhf.utils.loss_utils:iter_grad_accum_global_norm",
+                "openrlhf.trainer.ppo_utils.replay_buffer:NaiveReplayBuffer",
+                "openrlhf.trainer.ppo_utils.experience:make_experience_batch",
             ),
             tests=("tests/coupling/test_coupling.py", "tests/cpu/test_cpu_e2e.py"),
         ),

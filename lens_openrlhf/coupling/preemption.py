@@ -156,6 +156,8 @@ def _job_control():
     cached = _STATE.get("control")
     if cached is not None:
         return cached
+    if not ray.is_initialized():  # not in a Ray job: ray.get_actor would start (or join) a Ray cluster itself
+        return None
     try:
         handle = ray.get_actor(CONTROL_NAME)
     except ValueError:

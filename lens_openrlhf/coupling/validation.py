@@ -11,7 +11,7 @@ import ast
 import os
 from typing import Dict, List, Optional
 
-from ..estimators import ADV_ESTIMATORS, get_adv_estimator
+from ..estimators import ADV_ESTIMATORS, TRAIN_ALL, get_adv_estimator
 
 LOGPROB_SOURCES = ("vllm", "actor")
 #: ``--algo.lens.*`` options about the log-prob source, taken by every estimator that needs log-probs.
@@ -104,6 +104,17 @@ def validate(args) -> List[str]:
                 f"remove --algo.dynamic_filtering_enable, or set --algo.dynamic_filtering_range below 0 "
                 f"(e.g. -0.01 {hi})"
             )
+    if spec.trains_on != TRAIN_ALL:
+        for flag, on in (
+            ("--train.dynamic_batch_enable", args.train.dynamic_batch_enable),
+            ("--train.enable_ema", args.train.enable_ema),
+        ):
+            if on:
+                errors.append(
+                    f"{flag} with --algo.advantage.estimator {name}: {name} trains on the {spec.trains_on} samples "
+                    "only, in optimizer windows of --train.batch_size kept samples (the last one shorter); "
+                    f"{flag} counts windows over the whole buffer. Remove {flag}"
+                )
     if spec.bounded_rewards and (
         args.reward.overlong_buffer_len is not None or args.reward.stop_properly_penalty_coef is not None
     ):

@@ -49,7 +49,7 @@ def test_pass_at_k_known_values():
     assert pass_at_k(4, 2, 2) == 1 - 1 / 6
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.integers(1, 2000).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n), st.integers(1, n))))
 def test_pass_at_k_large_n_is_exact_and_stable(nck):
     n, c, k = nck

@@ -62,9 +62,8 @@ def pytest_configure(config):
 
     if mode == "cpu":
         from lens_openrlhf.cpu import CPU
-        from lens_openrlhf.cpu.patches import STEP_CHECK
 
-        CPU.apply(tags=(STEP_CHECK,))
+        CPU.apply()
     COUPLING.apply(tags=(ROLLOUT_LOGPROBS, VLLM_DTYPE))
     config._lens_status = {"start": _status()}
 

@@ -65,6 +65,7 @@ COUPLING = PatchTable(
                 "openrlhf.trainer.ray.launcher:RayActorGroup.async_run_method_batch",
                 "openrlhf.trainer.ppo_utils.experience:Experience.concat_experiences",
             ),
+            tests=("tests/coupling/test_coupling.py", "tests/cpu/test_cpu_e2e.py"),
         ),
         Patch(
             "B1",

@@ -122,9 +122,7 @@ def target_answers(rows: Sequence[dict], copy_fraction: float, seed: int) -> Lis
 class _Examples:
     """A map-style dataset of tokenized (prompt, response) pairs, loss on the response only."""
 
-    def __init__(
-        self, tokenizer, rows: Sequence[dict], boxed: Sequence[bool], answers: Sequence[str] = (), steps=()
-    ):
+    def __init__(self, tokenizer, rows: Sequence[dict], boxed: Sequence[bool], answers: Sequence[str] = (), steps=()):
         self.items = []
         answers = list(answers) or [r["answer"] for r in rows]
         steps = list(steps) or [""] * len(rows)

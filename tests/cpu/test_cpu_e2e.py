@@ -271,7 +271,7 @@ BASE = [
         (["--vllm_enable_sleep", "--colocate_all_models"], "--vllm.enable_sleep"),
         (["--deepspeed_enable_sleep"], "--ds.enable_sleep"),
         (["--vllm_tensor_parallel_size", "2"], "--vllm.tensor_parallel_size"),
-        # (the actor's count is refused earlier, by the adapter's layout check for every mode: tests/test_adapter.py)
+        # (the actor count is refused earlier, by the layout check of every mode: tests/coupling/test_coupling.py)
         (
             ["--ds.tensor_parallel_size", "2", "--actor_num_gpus_per_node", "2", "--ref_num_gpus_per_node", "3"],
             "--ref.num_gpus_per_node 3 with --ds.tensor_parallel_size 2",

@@ -225,7 +225,7 @@ def _start(model_dir: Path, world: int) -> list:
     """Start ``world`` worker ranks (gloo) on ``model_dir``; returns (output folder, processes)."""
     out = model_dir.parent / f"world{world}"
     out.mkdir()
-    repo = str(Path(__file__).resolve().parent.parent)
+    repo = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, MASTER_PORT=str(_free_port()))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
     cmd = [sys.executable, __file__, str(out), str(world)]
@@ -246,7 +246,7 @@ def _finish(out: Path, procs: list) -> list:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from lens_openrlhf.tiny import build_tiny_model
+    from lens_openrlhf.demo.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("one_class") / "model", seed=0)
 

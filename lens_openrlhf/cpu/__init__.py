@@ -55,6 +55,13 @@ methods use at that moment, while plain classes are imported by reference in the
      Under AutoTP (``--ds.tensor_parallel_size`` > 1) the split Linear weights are gathered first, with
      DeepSpeed's ``GatherReplacedLayerParams`` as OpenRLHF's own ``broadcast_to_vllm`` does.
 
+  P6 ``convert_to_torch_dtype`` knows ``fp32``: with ``--lens.cpu_dtype`` float32 (:mod:`.dtype`; ``auto`` picks it on
+     CPUs without bf16 units) the actor and reference load in float32 and DeepSpeed trains with bf16 off.
+
+Compute dtype (``--lens.cpu_dtype auto|bfloat16|float32``, :mod:`.dtype`): one choice for every part that computes,
+printed in one line when the job starts: ``--ds.param_dtype`` (``bf16`` or ``fp32``) and, unless given,
+``--lens.vllm_dtype`` of the engines.
+
 AutoTP (``--ds.tensor_parallel_size N``): OpenRLHF's own path (``deepspeed.tp_model_init``, the
 ``("dp", "sp", "tp")`` mesh, duplicate actor ranks) on DeepSpeed's CPU accelerator and gloo, with P3's "cpu"
 mesh and P5's gather; the policy then needs ``--actor.num_gpus_per_node`` a multiple of N (set to N when left
@@ -70,7 +77,7 @@ NCCL use in the installed OpenRLHF's PPO-path modules with how CPU mode handles 
 sources and fails on any use missing from its table; tests/test_patch_table.py fingerprints every target.
 
 Modules: :mod:`.profile` (flags, environment, Ray start; nothing heavy), :mod:`.standins` (P1, P2),
-:mod:`.distributed` (P3, P4), :mod:`.weight_sync` (P5), :mod:`.patches` (the
+:mod:`.distributed` (P3, P4, P6), :mod:`.weight_sync` (P5), :mod:`.dtype`, :mod:`.patches` (the
 table, install, the worker hook). The package's only import from the rest of lens_openrlhf is the leaf
 modules :mod:`lens_openrlhf.errors`, :mod:`lens_openrlhf.placement` and :mod:`lens_openrlhf.patching`.
 """

@@ -1,4 +1,4 @@
-"""P3, P4: DeepSpeed's distributed set-up on gloo and torch's AdamW (see :mod:`lens_openrlhf.cpu`)."""
+"""P3, P4, P6: DeepSpeed's distributed set-up on gloo, torch's AdamW, float32 models (see :mod:`lens_openrlhf.cpu`)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,11 @@ def get_ds_train_config_cpu(self, *args, **kwargs):
     if optimizer and optimizer.get("type", "").lower() in ("adam", "adamw"):
         optimizer.setdefault("params", {})["torch_adam"] = True
     return config
+
+
+def convert_to_torch_dtype_cpu(param_dtype: str):
+    """P6: ``convert_to_torch_dtype`` also knows ``fp32`` (CPU mode's float32 compute dtype, :mod:`.dtype`); DeepSpeed's
+    config then has neither bf16 nor fp16 enabled, i.e. trains in float32."""
+    if param_dtype == "fp32":
+        return torch.float32
+    return patching.original("cpu", "P6")(param_dtype)

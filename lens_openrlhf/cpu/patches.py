@@ -1,4 +1,4 @@
-"""CPU mode's patch table (P1-P5) and its set-up in the driver and in every Ray worker."""
+"""CPU mode's patch table (P1-P6) and its set-up in the driver and in every Ray worker."""
 
 from __future__ import annotations
 
@@ -120,6 +120,15 @@ CPU = PatchTable(
                 "vllm.model_executor.layers.linear:UnquantizedLinearMethod.process_weights_after_loading",
             ),
             tests=("tests/cpu/test_cpu_e2e.py",),
+        ),
+        Patch(
+            "P6",
+            "openrlhf.utils.utils:convert_to_torch_dtype",
+            distributed.convert_to_torch_dtype_cpu,
+            "knows 'fp32' (--lens.cpu_dtype float32); Actor.__init__ imports it from its module at call time",
+            fingerprint="ed1457fd4a11",
+            watch=("openrlhf.utils.utils:convert_to_torch_dtype", "openrlhf.models.actor:Actor.__init__"),
+            tests=("tests/cpu/test_cpu_dtype.py",),
         ),
     ),
 )

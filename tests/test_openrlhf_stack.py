@@ -99,5 +99,9 @@ def test_grpo_equals_openrlhf_group_norm(G, make_experiences):
         # outcome reward: the same advantage on every response token, zero on padding
         for row, i in enumerate(exp.index):
             m = exp.action_mask[row]
-            assert torch.equal(exp.advantages[row][m], ours[i].expand(int(m.sum()))), (i, exp.advantages[row], ours[i])
+            # ours is computed in float64 and rounded once, OpenRLHF's in float32: equal within the rounding
+            # bound derived in tests/coupling/test_coupling.py (relative (2 (G - 1) + 10) u, u = 2^-24)
+            torch.testing.assert_close(
+                exp.advantages[row][m], ours[i].expand(int(m.sum())), rtol=(2 * (G - 1) + 10) * 2.0**-24, atol=2.0**-20
+            )
             assert torch.all(exp.advantages[row][~m] == 0)

@@ -397,13 +397,13 @@ def test_run_sh_dry_run(tmp_path):
     cmds = [l for l in res.stdout.splitlines() if l.startswith("+ ") and " job submit " in l]
     assert len(cmds) == 2, res.stdout
     grpo, lens = cmds
-    assert "--advantage_estimator grpo" in grpo and "--advantage_estimator lens" in lens
+    assert "--algo.advantage.estimator grpo" in grpo and "--algo.advantage.estimator lens" in lens
     assert f"--logger.tensorboard_dir {tmp_path}/out/grpo/tensorboard" in grpo
     assert f"--logger.tensorboard_dir {tmp_path}/out/lens/tensorboard" in lens
-    assert "--max_samples 28" in grpo  # STEPS x ROLLOUT_BATCH prompts: 7 PPO steps
+    assert "--data.max_samples 28" in grpo  # STEPS x ROLLOUT_BATCH prompts: 7 PPO steps
     assert "--address http://127.0.0.1:8265" in grpo
-    assert grpo.endswith(" --advantage_estimator grpo")
-    assert lens.endswith(" --advantage_estimator lens --algo.lens.alpha 0.25")
+    assert grpo.endswith(" --algo.advantage.estimator grpo")
+    assert lens.endswith(" --algo.advantage.estimator lens --algo.lens.alpha 0.25")
 
     def common(cmd, name, tail):
         cmd = re.sub(r"--submission-id lens-bench-\w+-\d+", "", cmd[: -len(tail)])
@@ -411,7 +411,7 @@ def test_run_sh_dry_run(tmp_path):
             f"--logger.wandb.run_name {name}", "--logger.wandb.run_name X"
         )
 
-    assert common(grpo, "grpo", " --advantage_estimator grpo") == common(
-        lens, "lens", " --advantage_estimator lens --algo.lens.alpha 0.25"
+    assert common(grpo, "grpo", " --algo.advantage.estimator grpo") == common(
+        lens, "lens", " --algo.advantage.estimator lens --algo.lens.alpha 0.25"
     )
     assert "python -m benchmarks.cluster.report" in res.stdout

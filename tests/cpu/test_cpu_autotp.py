@@ -32,6 +32,7 @@ import pytest
 import torch
 
 import cpu_jobs as demo
+from lens_openrlhf import placement
 import step_record
 
 # One prompt: OpenRLHF's prompt dataloader shuffles with the trainer's unseeded global RNG, and vLLM's samples
@@ -276,4 +277,4 @@ def test_cpu_mode_sets_tp_ranks():
     errors, notes = cpu_mode.check_and_default_args(args, flat)
     assert not errors, errors
     assert getattr(flat, "actor.num_gpus_per_node") == 2 and any("AutoTP group of 2" in n for n in notes), notes
-    assert cpu_mode.required_gpus(args) == 3  # two policy ranks + one vLLM engine
+    assert placement.total_gpus(args) == 3  # two policy ranks + one vLLM engine

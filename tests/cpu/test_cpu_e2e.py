@@ -28,6 +28,7 @@ import pytest
 import torch
 
 import cpu_jobs as demo
+from lens_openrlhf import placement
 
 STEPS = 3
 G = 4
@@ -55,9 +56,9 @@ def run(tmp_path_factory):
         steps=STEPS,
         prompts=PROMPTS,
         n_samples=G,
-        zero_stage=3,
         seed=42,
         eval_data=eval_data,
+        extra=["--ds.zero_stage", "3"],  # the demo's recipe has ZeRO-2
     )
     env = demo.job_env(out, sync_check=True)
     t0 = time.time()
@@ -290,6 +291,7 @@ def test_cpu_mode_refuses_what_it_cannot_serve(extra, flag, capsys):
     flat, args = A.parse_args(BASE + extra)
     errors, _ = cpu_mode.check_and_default_args(args, flat)
     assert any(e.startswith(flag) for e in errors), errors
+    flat, args = A.parse_args(BASE + extra)  # fresh: the check above set CPU values in args
     with pytest.raises(SystemExit):  # what the adapter's main() calls; exits before touching anything
         cpu_mode.prepare_driver(args, flat)
     assert flag in capsys.readouterr().err
@@ -311,9 +313,9 @@ def test_cpu_mode_sets_cpu_values_in_both_namespaces():
         assert get("vllm.enforce_eager") is True
         assert get("actor.num_gpus_per_node") == 1
     assert any("sdpa" in n for n in notes)
-    assert cpu_mode.required_gpus(args) == 3  # policy + reference (KL coef 0.01 by default) + one vLLM engine
+    assert placement.total_gpus(args) == 3  # policy + reference (KL coef 0.01 by default) + one vLLM engine
     kw = cpu_mode.ray_init_kwargs(args)
-    assert kw["address"] == "local" and kw["num_gpus"] == cpu_mode.required_gpus(args) and not kw["include_dashboard"]
+    assert kw["address"] == "local" and kw["num_gpus"] == placement.total_gpus(args) and not kw["include_dashboard"]
 
 
 def test_cpu_mode_keeps_what_serves_on_cpu():
@@ -327,7 +329,7 @@ def test_cpu_mode_keeps_what_serves_on_cpu():
     assert not errors, errors
     assert getattr(flat, "ds.attn_implementation") == "eager" and not any("attn_implementation" in n for n in notes)
     assert getattr(flat, "actor.num_gpus_per_node") == 2  # two gloo ranks (trained at ZeRO-2 and ZeRO-3)
-    assert cpu_mode.required_gpus(args) == 3
+    assert placement.total_gpus(args) == 3
 
 
 def test_ray_job_submit_connects_to_the_cluster(monkeypatch):
@@ -336,7 +338,7 @@ def test_ray_job_submit_connects_to_the_cluster(monkeypatch):
 
     _, args = A.parse_args(BASE + ["--init_kl_coef", "0"])
     cpu_mode.check_and_default_args(args)
-    assert cpu_mode.required_gpus(args) == 2  # no reference model without KL
+    assert placement.total_gpus(args) == 2  # no reference model without KL
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     assert cpu_mode.ray_init_kwargs(args) == {"address": "127.0.0.1:6379"}
 
@@ -387,8 +389,7 @@ def test_demo_through_ray_job_submit(tmp_path):
             "--steps",
             "1",
             "--submit",
-            "--task",
-            "synthetic",
+            "--all-negative",
         ],
         capture_output=True,
         text=True,
@@ -396,7 +397,9 @@ def test_demo_through_ray_job_submit(tmp_path):
         cwd=str(demo.REPO),
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "Running entrypoint for job raysubmit_" in proc.stdout  # it really went through the job server
+    job_id = proc.stdout.split("submission id ")[1].split()[0]
+    log = (out / "train.log").read_text()
+    assert f"Job '{job_id}' succeeded" in log, log[-3000:]  # it really went through the job server
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["exit_code"] == 0 and list(metrics["scalars"]["train/lens/negative_group_ratio"]) == ["1"]
     assert metrics["sync_check"] and metrics["sync_check"][0]["max_abs_diff_after"] < BF16_TOL_MAX
@@ -409,5 +412,5 @@ def test_demo_through_ray_job_submit(tmp_path):
     assert not os.path.exists(temp_dir), "the demo's Ray temp dir was not removed"
     left = [p.pid for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
     assert not left, f"processes of the demo's Ray head still alive: {left}"
-    assert "Summary" in proc.stdout or "summary" in proc.stdout, proc.stdout[-2000:]
+    assert "training log:" in proc.stdout, proc.stdout[-2000:]
     print(f"demo --submit --steps 1: {time.time() - t0:.0f} s")

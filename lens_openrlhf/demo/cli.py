@@ -51,9 +51,25 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def quiet() -> None:
+    """The demo's own process prints for a person: no library warnings or progress bars (the job's go to train.log)."""
+    import logging
+    import os
+    import warnings
+
+    warnings.filterwarnings("ignore", message="The pynvml package is deprecated")
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed (imported by transformers) would warn it guessed that
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from dataclasses import replace
 
+    quiet()
+
+    from lens_openrlhf.cpu.dtype import resolve as resolve_dtype
     from lens_openrlhf.demo import data as D, heldout, job, report, setups
 
     a, extra = parser().parse_known_args(argv)
@@ -72,20 +88,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.time()
     say = lambda m: print(f"[demo {time.time() - t0:6.1f}s] {m}", flush=True)  # noqa: E731
     say(f"setup '{setup.name}': {setup.what}")
-    inputs = setups.prepare(setup, out, seed=a.data_seed, log=say)
+    compute = resolve_dtype(extra[extra.index("--lens.cpu_dtype") + 1] if "--lens.cpu_dtype" in extra else "auto")
+    say(compute.line() + " (the warm start, the evaluations and the training job)")
+    inputs = setups.prepare(setup, out, seed=a.data_seed, log=say, dtype=compute.name)
     rows = D.read_jsonl(inputs.test) if inputs.test and not a.no_eval else []
 
     def measure(model: Path) -> dict:
-        results = heldout.sample_eval(model, rows, n=setup.eval_n, max_new_tokens=setup.max_new_tokens, seed=a.seed)
+        results = heldout.sample_eval(
+            model, rows, n=setup.eval_n, max_new_tokens=setup.max_new_tokens, seed=a.seed, dtype=compute.name
+        )
         return heldout.pass_table(results, ks=(1, setup.eval_n))
 
     before = measure(inputs.model) if rows else None
     if before:
         say("before RL: held-out " + report.one_line(before))
-    cmd = job.command(setups.job_flags(setup, inputs, out, a.estimator, a.seed, evaluate=not a.no_eval) + extra)
+    flags = setups.job_flags(setup, inputs, out, a.estimator, a.seed, evaluate=not a.no_eval)
+    cmd = job.command(flags + ["--lens.cpu_dtype", compute.name] + extra)
     say(f"the training job ({setup.steps} PPO steps of {setup.prompts} prompts x {setup.n_samples} samples):")
     print(job.show_command(cmd), flush=True)
     env, log = job.job_env(out), out / "train.log"
+    say("starting it: Ray, a vLLM engine and a DeepSpeed actor take about a minute to come up; its log: train.log")
     if a.submit:
         rc = job.submit(cmd, env, out, log, num_gpus=job.job_gpus(cmd), t0=t0, verbose=a.verbose)
     else:

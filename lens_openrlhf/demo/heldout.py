@@ -13,20 +13,29 @@ from lens_openrlhf.demo.tiny import chat_prompt, torch_threads
 
 
 def sample_eval(
-    model_path, rows: Sequence[dict], n: int = 8, max_new_tokens: int = 12, seed: int = 0, batch_prompts: int = 64
+    model_path,
+    rows: Sequence[dict],
+    n: int = 8,
+    max_new_tokens: int = 12,
+    seed: int = 0,
+    batch_prompts: int = 64,
+    dtype: str = "auto",
 ) -> List[dict]:
-    """Sample ``n`` answers per row with Hugging Face ``generate`` (temperature 1, float32) and score them with
-    reasoning-gym's ``score_answer`` (:func:`lens_openrlhf.rewards.gym_reward.score_text`).
+    """Sample ``n`` answers per row with Hugging Face ``generate`` (temperature 1, in the compute dtype: ``dtype`` as
+    ``lens_openrlhf.cpu.dtype.resolve`` reads it) and score them with reasoning-gym's ``score_answer``
+    (:func:`lens_openrlhf.rewards.gym_reward.score_text`).
 
     Returns one ``{"id", "level", "datasource", "n", "c", "b"}`` per row (``c`` correct and ``b`` with a
     non-empty ``\\boxed{}``, of ``n``).
     """
 
+    from lens_openrlhf.cpu.dtype import resolve
+
     with torch_threads():
-        return _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts)
+        return _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, resolve(dtype).torch)
 
 
-def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts) -> List[dict]:
+def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, torch_dtype) -> List[dict]:
     import torch
 
     from lens_openrlhf.rewards.answers import boxed_answer
@@ -35,7 +44,7 @@ def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts) -> Li
 
     tok = AutoTokenizer.from_pretrained(model_path)
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).eval()
     torch.manual_seed(seed)
     out = []
     for s in range(0, len(rows), batch_prompts):

@@ -282,7 +282,9 @@ def submit(
         head.start(head_env)
         job.cmd[4] = head.dashboard_url
         job.say(f"Ray head up; job server {head.dashboard_url}; submission id {job_id}")
-        return job.run()
+        rc = job.run()
+        # `ray job submit` exits 0 for a job that `ray job stop` stopped: report the signal, as the local job does
+        return 128 + job.signalled if rc == 0 and job.signalled else rc
     finally:
         job.say("stopping the Ray head (its own process handle) ...")
         head.stop()

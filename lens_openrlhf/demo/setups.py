@@ -82,8 +82,9 @@ class Inputs:
     max_samples: Optional[int] = None
 
 
-def prepare(setup: Setup, out: Path, seed: int = 0, log: Callable[[str], None] = print) -> Inputs:
-    """Data, model and reward of ``setup`` under ``out`` (``seed``: the data and warm-start seed)."""
+def prepare(setup: Setup, out: Path, seed: int = 0, log: Callable[[str], None] = print, dtype: str = "auto") -> Inputs:
+    """Data, model and reward of ``setup`` under ``out`` (``seed``: the data and warm-start seed; ``dtype``: the
+    warm start's compute dtype, ``lens_openrlhf.cpu.dtype``)."""
     from lens_openrlhf.demo import data as D
     from lens_openrlhf.demo.tiny import build_tiny_model
 
@@ -97,7 +98,7 @@ def prepare(setup: Setup, out: Path, seed: int = 0, log: Callable[[str], None] =
     rows = [r for r in D.read_jsonl(files["train"]) if int(r["level"]) in setup.train_levels]
     train = D.write_rows(out / "data" / "train_rl.jsonl", rows)
     used = min(len(rows), setup.steps * setup.prompts)  # a short run takes part of the pool; a long one revisits it
-    warm = warmstart.warm_start(out / "warm_start", D.read_jsonl(files["warmup"]), setup.warmup, log=log)
+    warm = warmstart.warm_start(out / "warm_start", D.read_jsonl(files["warmup"]), setup.warmup, log=log, dtype=dtype)
     return Inputs(
         warmstart.model_dir(warm),
         train,

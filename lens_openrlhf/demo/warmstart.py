@@ -50,9 +50,9 @@ class WarmStartConfig:
     # reward scores 0 (it reads the last ``\\boxed{}``, the contract of MATH rewards). Half and half, as
     # instruction-tuned models start out: SmolLM2-135M-Instruct boxes 20% of its answers even when asked to.
     boxed_fraction: float = 0.5
-    # the share of warm-up answers that copy the problem's first number instead of computing (a shortcut habit the
-    # warm start learns for every problem, which a verifier-based reward can teach it to drop)
-    copy_fraction: float = 0.0
+    # the share of the answers given without steps that are off by one (N - 1 or N + 1): quick answers are sloppy,
+    # worked ones are right, so the warm start has two behaviours of different reliability for RL to choose from
+    quick_slip_fraction: float = 0.0
     # the share of warm-up answers that show their steps (``8 + 9 = 17, 17 + 9 = 26. \\boxed{26}``, operator
     # precedence, left to right) before the box; the rest give the bare answer
     stepwise_fraction: float = 0.0
@@ -112,11 +112,15 @@ def _expression(row: dict) -> str:
     return json.loads(row["label"])["metadata"]["expression"]
 
 
-def target_answers(rows: Sequence[dict], copy_fraction: float, seed: int) -> List[str]:
-    """The warm-up targets' answers: each row's own, except exactly ``round(len(rows) * copy_fraction)`` of them
-    (chosen by ``seed``), which are the first number of the row's expression (a copied number, not a computed one)."""
-    copied = boxed_flags(len(rows), copy_fraction, seed + 1)
-    return [_expression(r).split()[0] if c else r["answer"] for r, c in zip(rows, copied)]
+def target_answers(rows: Sequence[dict], shown: Sequence[bool], slip_fraction: float, seed: int) -> List[str]:
+    """The warm-up targets' answers: each row's own, except that of the rows answered without steps (``shown`` False)
+    exactly ``round(n_quick * slip_fraction)`` (chosen by ``seed``) are off by one (N - 1 or N + 1, by ``seed``)."""
+    import random
+
+    quick = [i for i, s in enumerate(shown) if not s]
+    slipped = {quick[i] for i, f in enumerate(boxed_flags(len(quick), slip_fraction, seed + 1)) if f}
+    rng = random.Random(seed + 3)
+    return [str(int(r["answer"]) + rng.choice((-1, 1))) if i in slipped else r["answer"] for i, r in enumerate(rows)]
 
 
 class _Examples:
@@ -156,29 +160,35 @@ def _collate(pad_id: int):
     return collate
 
 
-def warm_start(cache_root, train_rows: Sequence[dict], config: WarmStartConfig = WarmStartConfig(), log=print) -> Path:
+def warm_start(
+    cache_root, train_rows: Sequence[dict], config: WarmStartConfig = WarmStartConfig(), log=print, dtype: str = "auto"
+) -> Path:
     """The warmed model's folder (built, or reused from ``cache_root``). Also keeps the random init in
-    ``<dir>/init``."""
+    ``<dir>/init``. ``dtype``: the compute dtype (``lens_openrlhf.cpu.dtype.resolve``: ``auto`` is bf16 autocast where
+    the CPU has bf16 units, float32 where it has not); part of the cache key."""
+    from lens_openrlhf.cpu.dtype import resolve
+
     rows = [r for r in train_rows if int(r["level"]) in config.levels]
     if not rows:
         raise ValueError(f"warm start: no training rows at levels {config.levels}")
-    key = config.key(rows)
+    compute = resolve(dtype).name
+    key = config.key(rows) if compute == "float32" else f"{config.key(rows)}_{compute}"
     out = Path(cache_root) / f"warm_{key}"
     if (out / "warm_start.json").exists():
         log(f"[warm start] reusing {out}")
         return out
     with torch_threads():
-        return _warm_start(out, train_rows, rows, config, log)
+        return _warm_start(out, train_rows, rows, config, log, compute)
 
 
-def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Path:
+def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log, compute: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.time()
-    log(f"[warm start] training {config.steps} steps of {config.batch_size} (transformers Trainer, CPU) -> {out}")
+    log(f"[warm start] training {config.steps} steps of {config.batch_size} (transformers Trainer, CPU, {compute})")
     # the tokenizer also learns the chat template's words ("user", "assistant": 3 and 9 tokens otherwise), so a
     # training sequence is about a quarter shorter (the warm-up's cost is its token count)
     corpus = [f"user\n{r['prompt']}\nassistant\n\\boxed{{{r['answer']}}}" for r in train_rows]
@@ -199,8 +209,8 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Pa
     set_seed(config.seed)
     tok = AutoTokenizer.from_pretrained(tmp / "init")
     model = AutoModelForCausalLM.from_pretrained(tmp / "init", dtype=torch.float32)
-    answers = target_answers(rows, config.copy_fraction, config.seed)
     shown = boxed_flags(len(rows), config.stepwise_fraction, config.seed + 2)
+    answers = target_answers(rows, shown, config.quick_slip_fraction, config.seed)
     steps = [worked_steps(_expression(r)) if on else "" for r, on in zip(rows, shown)]
     data = _Examples(tok, rows, boxed_flags(len(rows), config.boxed_fraction, config.seed), answers, steps)
     args = TrainingArguments(
@@ -219,6 +229,7 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Pa
         data_seed=config.seed,
         dataloader_num_workers=0,
         disable_tqdm=True,
+        bf16=compute == "bfloat16",  # autocast: float32 weights, bf16 matmuls
     )
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=_collate(tok.pad_token_id))
     result = trainer.train()
@@ -236,6 +247,7 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log) -> Pa
         "train_rows": len(rows),
         "seconds": round(time.time() - t0, 1),
         "train_loss": float(result.training_loss),
+        "dtype": compute,
         "model": "model",
         "init": "init",
     }

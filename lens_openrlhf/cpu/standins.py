@@ -43,7 +43,7 @@ def cuda_is_available() -> bool:
 def _cuda_getattr(name: str):
     raise AttributeError(
         f"{PREFIX}: torch.cuda.{name} is not handled on CPU (OpenRLHF changed? see HANDLED_GPU_USES in "
-        "lens_openrlhf/cpu/ and tests/test_cpu_mode_drift.py)"
+        "lens_openrlhf/cpu/ and tests/cpu/test_cpu_mode_drift.py)"
     )
 
 

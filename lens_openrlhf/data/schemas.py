@@ -198,6 +198,15 @@ class SourceReport:
 # ------------------------------------------------------------------------------------------ schemas
 
 
+def _problem_and_answer(rec: dict, report: SourceReport, rid: str) -> Optional[Tuple[str, str]]:
+    """A row's ``problem`` and raw ``answer`` text; None (the row dropped as ``missing_problem``) without a problem."""
+    problem = _field(rec, "problem")
+    if not problem:
+        report.drop("missing_problem", rid)
+        return None
+    return problem, _field(rec, "answer")
+
+
 def math_examples(rows: Sequence[Row], source: str, report: SourceReport, flag: str) -> List[Example]:
     """Hendrycks MATH (or MATH-500-style) rows -> examples; bad rows go to ``report``."""
     from lens_openrlhf.rewards.answers import extract_last_boxed, normalize_label
@@ -208,11 +217,10 @@ def math_examples(rows: Sequence[Row], source: str, report: SourceReport, flag: 
         rec = r.record
         rid = f"{source}/{_text(rec.get('unique_id')) or r.ref}"
         try:
-            problem = _field(rec, "problem")
-            if not problem:
-                report.drop("missing_problem", rid)
+            got = _problem_and_answer(rec, report, rid)
+            if got is None:
                 continue
-            raw_answer = _field(rec, "answer")
+            problem, raw_answer = got
             answer = normalize_label(raw_answer) if raw_answer else None
             if answer is None:
                 boxed = extract_last_boxed(_field(rec, "solution"))
@@ -321,11 +329,10 @@ def numina_examples(rows: Sequence[Row], source: str, report: SourceReport, flag
         rec = r.record
         rid = f"{source}/{r.ref}"
         try:
-            problem = _field(rec, "problem")
-            if not problem:
-                report.drop("missing_problem", rid)
+            got = _problem_and_answer(rec, report, rid)
+            if got is None:
                 continue
-            raw_answer = _field(rec, "answer")
+            problem, raw_answer = got
             if _field(rec, "question_type").lower() == "proof" or raw_answer.lower() == "proof":
                 report.drop("proof", rid)
                 continue

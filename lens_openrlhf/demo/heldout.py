@@ -12,6 +12,21 @@ from typing import Dict, List, Sequence
 from lens_openrlhf.demo.tiny import chat_prompt, torch_threads
 
 
+def sampling(tokenizer, n: int, max_new_tokens: int) -> dict:
+    """``generate`` keywords of every sampler here: ``n`` samples per prompt at temperature 1, no top-k or top-p (as
+    the paper's rollouts and evaluation), stopping at the tokenizer's EOS."""
+    return dict(
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=n,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
 def sample_eval(
     model_path,
     rows: Sequence[dict],
@@ -52,17 +67,7 @@ def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, torch
         texts = [chat_prompt(tok, r["prompt"]) for r in chunk]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            seqs = model.generate(
-                **enc,
-                do_sample=True,
-                temperature=1.0,
-                top_p=1.0,
-                top_k=0,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=n,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
+            seqs = model.generate(**enc, **sampling(tok, n, max_new_tokens))
         answers = tok.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for i, r in enumerate(chunk):
             mine = answers[i * n : (i + 1) * n]

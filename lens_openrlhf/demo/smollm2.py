@@ -221,6 +221,8 @@ def sample_with_pbar(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lens_openrlhf.demo.heldout import sampling
+
     tok = AutoTokenizer.from_pretrained(model_path)
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -234,17 +236,7 @@ def sample_with_pbar(
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             g = model.generate(
-                **enc,
-                do_sample=True,
-                temperature=1.0,
-                top_p=1.0,
-                top_k=0,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=n,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-                output_scores=True,
-                return_dict_in_generate=True,
+                **enc, **sampling(tok, n, max_new_tokens), output_scores=True, return_dict_in_generate=True
             )
             lp = model.compute_transition_scores(g.sequences, g.scores, normalize_logits=True)
         gen = g.sequences[:, enc["input_ids"].shape[1] :]

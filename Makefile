@@ -8,7 +8,7 @@ venv:
 	bash .ci/setup_venv.sh
 
 test: venv
-	$(PY) -m pytest --import-mode=importlib -q -p no:cacheprovider tests
+	$(PY) -m pytest --import-mode=importlib -q -p no:cacheprovider --durations=25 tests
 
 lint: venv
 	$(PY) -m ruff check .

@@ -79,7 +79,15 @@ def _run(out, name, model, data, reward, tp):
         prompts=PROMPTS,
         n_samples=G,
         seed=42,
-        extra=["--ds.tensor_parallel_size", str(tp), "--actor.num_gpus_per_node", str(tp)],
+        # AutoTP needs bf16 (OpenRLHF casts to bfloat16); auto picks float32 on a CPU without bf16 units
+        extra=[
+            "--ds.tensor_parallel_size",
+            str(tp),
+            "--actor.num_gpus_per_node",
+            str(tp),
+            "--lens.cpu_dtype",
+            "bfloat16",
+        ],
     )
     (out / name).mkdir()
     env = step_record.job_env(demo.job_env(out / name, sync_check=True), out / name / "step")
@@ -272,6 +280,8 @@ def test_cpu_mode_sets_tp_ranks():
         "4",
         "--init_kl_coef",
         "0",
+        "--lens.cpu_dtype",
+        "bfloat16",  # AutoTP needs bf16 whatever the CPU (tests/cpu/test_cpu_dtype.py: auto + tp 2 on an AVX2-only CPU)
     ]
     flat, args = A.parse_args(base + ["--ds.tensor_parallel_size", "2"])
     errors, notes = cpu_mode.check_and_default_args(args, flat)

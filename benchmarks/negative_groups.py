@@ -40,7 +40,7 @@ def sample(model_path: Path, rows: List[dict], G: int, max_new_tokens: int, seed
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lens_openrlhf.demo.heldout import sampling
-    from lens_openrlhf.demo.tiny import chat_prompt
+    from lens_openrlhf.localrun.tiny import chat_prompt
     from lens_openrlhf.rewards.gym_reward import score_text
 
     tok = AutoTokenizer.from_pretrained(model_path)

@@ -15,7 +15,7 @@ LONG_MODULES = {
 }
 MAX_LINES = 450
 #: the packages of lens_openrlhf, by concern
-PACKAGES = {"coupling", "cpu", "cpu_shims", "rewards", "data", "evaluation", "demo"}
+PACKAGES = {"coupling", "cpu", "cpu_shims", "rewards", "data", "evaluation", "demo", "localrun"}
 #: what only the demo (and tests, benchmarks) may import
 DEMO = "lens_openrlhf.demo"
 

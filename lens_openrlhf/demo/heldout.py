@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
-from lens_openrlhf.demo.tiny import chat_prompt, torch_threads
+from lens_openrlhf.localrun.tiny import chat_prompt, torch_threads
 
 
 def sampling(tokenizer, n: int, max_new_tokens: int) -> dict:

@@ -9,7 +9,7 @@ and the tail of ``train.log``. SIGTERM or SIGINT to the demo is forwarded to the
 step, checkpoints and stops its Ray actors (``coupling.preemption``); the demo waits for it (at most
 ``stop_timeout_s``, then kills what remains of the job, by PID) and returns the job's exit status. With
 ``--submit`` the same command goes through ``ray job submit`` to a private Ray head that the demo starts and
-stops (:class:`lens_openrlhf.demo.ray_head.LocalRayHead`); a signal then stops the submitted job
+stops (:class:`lens_openrlhf.localrun.ray_head.LocalRayHead`); a signal then stops the submitted job
 (``ray job stop``) and the head.
 """
 
@@ -249,7 +249,7 @@ def submit(
     own process handle). A SIGTERM/SIGINT stops the submitted job (``ray job stop``) and then the head."""
     import shutil
 
-    from lens_openrlhf.demo.ray_head import LocalRayHead
+    from lens_openrlhf.localrun.ray_head import LocalRayHead
 
     # Ray's temp dir holds unix sockets (path length limit ~107): a short private folder, removed afterwards
     temp_dir = Path(tempfile.mkdtemp(prefix="lensray_", dir="/tmp"))

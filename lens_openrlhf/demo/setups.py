@@ -86,7 +86,7 @@ def prepare(setup: Setup, out: Path, seed: int = 0, log: Callable[[str], None] =
     """Data, model and reward of ``setup`` under ``out`` (``seed``: the data and warm-start seed; ``dtype``: the
     warm start's compute dtype, ``lens_openrlhf.cpu.dtype``)."""
     from lens_openrlhf.demo import data as D
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     if not setup.gym:
         model = build_tiny_model(out / "model", seed=0)

@@ -2,7 +2,7 @@
 
     python -m lens_openrlhf.demo.warmstart --data data/gym/train.jsonl --cache outputs/warm_start [--steps 500]
 
-1. A tiny Qwen2 (:func:`lens_openrlhf.demo.tiny.build_tiny_model`: hidden 128, 4 layers, 4 heads of 32, 2 KV
+1. A tiny Qwen2 (:func:`lens_openrlhf.localrun.tiny.build_tiny_model`: hidden 128, 4 layers, 4 heads of 32, 2 KV
    heads, tied embeddings) whose byte-level BPE tokenizer is also trained on the task's prompts.
 2. A short supervised warm-up with transformers' ``Trainer`` on the easy levels of the training file
    (``WarmStartConfig.levels``): the chat-templated prompt (exactly what OpenRLHF's ``--apply_chat_template``
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from lens_openrlhf.demo.data import read_jsonl
-from lens_openrlhf.demo.tiny import build_tiny_model, chat_prompt, torch_threads
+from lens_openrlhf.localrun.tiny import build_tiny_model, chat_prompt, torch_threads
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import negative_groups as NG  # noqa: E402
 def batch(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     path = build_tiny_model(tmp_path_factory.mktemp("ng") / "model", seed=0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

@@ -243,7 +243,7 @@ def test_truncated_pbar_is_refused_before_ray():
 
 @pytest.fixture(scope="module")
 def job_files(tmp_path_factory):
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     tmp = tmp_path_factory.mktemp("job")
     model = build_tiny_model(tmp / "model", seed=0)
@@ -656,7 +656,7 @@ def test_reward_error_stops_the_run_inside_a_ray_actor(tmp_path, parser):
     import ray
     from ray import cloudpickle
 
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "model", seed=0)
     good = tmp_path / "good_reward.py"

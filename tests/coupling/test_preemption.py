@@ -201,7 +201,7 @@ def _ckpt_state(ckpt_dir, tag):
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("preemption")
     model = build_tiny_model(out / "model", seed=0)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from lens_openrlhf.demo.ray_head import LocalRayHead
+from lens_openrlhf.localrun.ray_head import LocalRayHead
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """A private Ray head without GPUs (lens_openrlhf.demo.ray_head, the demo's --submit helper), stopped through
+    """A private Ray head without GPUs (lens_openrlhf.localrun.ray_head, the demo's --submit helper), stopped through
     its own process handle."""
     temp_dir = tempfile.mkdtemp(prefix="lensray", dir="/tmp")  # short: Ray's socket paths have a length limit
     log = tmp_path_factory.mktemp("ray_head") / "ray_head.log"

@@ -17,7 +17,7 @@ import torch
 
 from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
-from lens_openrlhf.demo.tiny import build_tiny_model
+from lens_openrlhf.localrun.tiny import build_tiny_model
 
 G = 4
 PROMPTS = ["What is 2 + 3? Put the final answer in \\boxed{}.", "Solve for x: x + 4 = 9.", "What is 7 * 6?"]

@@ -246,7 +246,7 @@ def _finish(out: Path, procs: list) -> list:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("one_class") / "model", seed=0)
 

@@ -12,7 +12,7 @@ import torch
 
 from lens_openrlhf import coupling as A
 from lens_openrlhf.coupling.vllm_dtype import ENV_VLLM_DTYPE
-from lens_openrlhf.demo.tiny import build_tiny_model
+from lens_openrlhf.localrun.tiny import build_tiny_model
 
 BASE = ["--pretrain", "m", "--remote_rm_url", "r.py", "--advantage_estimator", "lens", "--init_kl_coef", "0"]
 BASE += ["--n_samples_per_prompt", "4", "--vllm_num_engines", "1"]

@@ -15,7 +15,7 @@ STEPS = 3
 
 
 def test_async_trainer_runs_lens(tmp_path):
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     model = build_tiny_model(tmp_path / "model", seed=0)
     data = demo.write_math_dataset(tmp_path / "train.jsonl", STEPS * 4, seed=1)

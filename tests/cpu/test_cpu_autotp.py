@@ -48,7 +48,7 @@ def build_tp_model(out, seed=0):
     """The demo's tiny tokenizer with a Qwen2 of 4 heads of 32 and 2 KV heads (hidden 128, 2 layers)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     out = build_tiny_model(out, seed=seed)
     cfg = Qwen2Config.from_pretrained(out)

@@ -85,7 +85,7 @@ def test_p6_loads_the_actor_in_float32(tmp_path):
     from openrlhf.utils import utils
 
     from lens_openrlhf.cpu.patches import CPU
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     model = build_tiny_model(tmp_path / "m")
     with pytest.raises(ValueError, match="Invalid param_dtype: fp32"):
@@ -98,7 +98,7 @@ def test_p6_loads_the_actor_in_float32(tmp_path):
 @pytest.fixture(scope="module")
 def emulated_run(tmp_path_factory):
     """Two PPO steps of CPU mode in a process under the AVX2 emulation, with the weight-sync check on."""
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("avx2")
     model = build_tiny_model(out / "model", seed=0)

@@ -40,7 +40,7 @@ RUN_TIMEOUT_S = 480
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("cpu_e2e")
     model = build_tiny_model(out / "model", seed=0)

@@ -50,7 +50,7 @@ HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 
 @pytest.fixture(scope="module")
 def step(tmp_path_factory):
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("update_direction")
     model = build_tiny_model(out / "model", seed=0)

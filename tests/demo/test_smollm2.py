@@ -15,7 +15,7 @@ from lens_openrlhf.demo import smollm2 as smollm2
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "m", seed=1)
 

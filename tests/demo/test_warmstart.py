@@ -85,7 +85,7 @@ def test_warmup_answer_formats(gym_dir, tmp_path):
     # the warm-up's training examples: loss on the response only, half of them boxed with the default config
     from transformers import AutoTokenizer
 
-    from lens_openrlhf.demo.tiny import build_tiny_model
+    from lens_openrlhf.localrun.tiny import build_tiny_model
 
     hf_tok = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "tiny", seed=0))
     rows = _rows(gym_dir / "warmup.jsonl")[:40]

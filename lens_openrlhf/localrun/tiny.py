@@ -1,6 +1,6 @@
 """A tiny Qwen2 model and tokenizer built locally in seconds (no hub): for the CPU demo and the tests.
 
-    python -m lens_openrlhf.demo.tiny OUT_DIR [--seed 0]
+    python -m lens_openrlhf.localrun.tiny OUT_DIR [--seed 0]
 
 The tokenizer is a byte-level BPE trained with ``tokenizers`` on synthetic math text, wrapped in
 ``PreTrainedTokenizerFast`` with a ChatML template (Qwen2.5's format); the model a randomly initialised

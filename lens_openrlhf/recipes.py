@@ -38,6 +38,19 @@ ALGORITHM: Tuple[Tuple[str, str], ...] = (
 #: The data file tag of each prompt format (``python -m lens_openrlhf.data all`` writes both).
 FORMAT_TAGS = {"qwen-base": "qwen", "llama-instruct": "llama"}
 REPO = Path(__file__).resolve().parents[1]
+#: The reward of the paper's runs, relative to the job's working_dir (the repository, uploaded with each job).
+MATH_REWARD = "lens_openrlhf/rewards/math_reward.py"
+#: What a job's ``working_dir`` upload leaves out: data, outputs and environments at the repository's top. Ray reads
+#: these like .gitignore lines, so each is anchored with a leading slash: a bare ``data`` would also drop the package's
+#: own ``lens_openrlhf/data/``. The data and the outputs are reached by absolute paths instead (the scripts make
+#: DATA_DIR and SAVE_DIR absolute; on several nodes they sit on a shared filesystem).
+WORKING_DIR_EXCLUDES = ("/data", "/checkpoints", "/outputs", "/eval", "/.venv", "/.git")
+
+
+def job_runtime_env(working_dir: Optional[str]) -> dict:
+    """The ``--runtime-env-json`` of a job submitted by the example scripts: ``working_dir`` uploaded without
+    :data:`WORKING_DIR_EXCLUDES`, or nothing when lens_openrlhf is installed on every node (``working_dir`` None)."""
+    return {"working_dir": str(working_dir), "excludes": list(WORKING_DIR_EXCLUDES)} if working_dir else {}
 
 
 def _pairs(pairs: Sequence[Tuple[str, Optional[str]]]) -> List[str]:
@@ -67,11 +80,13 @@ def paper(
 ) -> List[str]:
     """The paper's recipe (Table 1 runs): 32 prompts x 16 samples = 512 per update, rollout batch 128 prompts
     (4 off-policy updates), at most 4,096 new tokens, the Math-Verify reward, MATH test every 20 steps with 16
-    samples. ``fmt``: ``qwen-base`` (plain prompt) or ``llama-instruct`` (chat template)."""
+    samples, a checkpoint every 50 steps that a resubmitted job resumes from. ``fmt``: ``qwen-base`` (plain prompt) or
+    ``llama-instruct`` (chat template). ``reward`` defaults to :data:`MATH_REWARD`, a path relative to the job's
+    working_dir."""
     if fmt not in FORMAT_TAGS:
         raise ValueError(f"format must be one of {sorted(FORMAT_TAGS)}, got {fmt!r}")
     tag = FORMAT_TAGS[fmt]
-    reward = reward or str(REPO / "lens_openrlhf" / "rewards" / "math_reward.py")
+    reward = reward or MATH_REWARD
     pairs = [
         ("--rollout.n_samples_per_prompt", "16"),
         ("--train.batch_size", "512"),
@@ -93,6 +108,7 @@ def paper(
         ("--ckpt.output_dir", save_dir),
         ("--ckpt.path", f"{save_dir}/ckpt"),
         ("--ckpt.save_steps", "50"),
+        ("--ckpt.load_enable", None),  # a resubmitted job resumes from --ckpt.path (none there yet: a fresh start)
         ("--logger.tensorboard_dir", f"{save_dir}/tensorboard"),
     ]
     if fmt == "llama-instruct":
@@ -185,8 +201,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pp.add_argument("--mix", default="math_dapo", choices=("math_dapo", "math_numina"))
     pp.add_argument("--save-dir", default="checkpoints/run")
     pp.add_argument("--loss-agg-mode", default="seq-mean-token-mean")
-    pp.add_argument("--reward", default=None, help="reward file (default: lens_openrlhf/rewards/math_reward.py)")
+    pp.add_argument("--reward", default=None, help=f"reward file (default: {MATH_REWARD}, in the job's working_dir)")
+    rp = sub.add_parser("runtime-env", help="the job's --runtime-env-json (read by examples/scripts/common.sh)")
+    rp.add_argument("--working-dir", default=None, help="the folder uploaded with the job (none: installed on every node)")
     a = p.parse_args(argv)
+    if a.recipe == "runtime-env":
+        import json
+
+        print(json.dumps(job_runtime_env(a.working_dir)))
+        return 0
     try:
         flags = paper(
             a.estimator,

@@ -9,7 +9,8 @@ module              concern
 =================== ===================================================================================
 ``version``         the pinned OpenRLHF release and its check
 ``cli``             OpenRLHF's parser + the registry's estimators + ``--algo.lens.*``; flat flags of <= 0.10
-``validation``      readable errors before Ray starts (flags, files)
+``validation``      readable errors before Ray starts (flags)
+``inputs``          the paths and files a job names, checked before Ray starts (datasets read in full)
 ``advantages``      A1: the registry's estimators inside ``compute_advantages_and_returns``
 ``sample_selection`` B1 (and A1's marking): PSR / NSR train on the kept class only, as seed 003's code
 ``eval_metrics``    E1: unbiased pass@k per level in the eval logs
@@ -31,7 +32,8 @@ from .cli import FLAT_FLAGS, build_parser, parse_args, translate_flat_flags
 from .eval_metrics import LEVEL_RE, unbiased_eval_logs
 from .launch import ENV_EXTRA_HOOKS, ENV_ROLLOUT_LOGPROBS, main, ray_worker_setup, require_gpus, runtime_env
 from .patches import COUPLING, install_patches, patches_installed
-from .validation import LOGPROB_SOURCES, check_inputs, needs_rollout_logprobs, validate, validate_parallelism
+from .inputs import check_inputs, check_paths
+from .validation import LOGPROB_SOURCES, needs_rollout_logprobs, validate, validate_parallelism
 from .version import OPENRLHF_VERSION, check_openrlhf_version
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "OPENRLHF_VERSION",
     "build_parser",
     "check_inputs",
+    "check_paths",
     "check_openrlhf_version",
     "gpus_needed",
     "install_patches",

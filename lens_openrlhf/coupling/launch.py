@@ -1,7 +1,7 @@
 """The entry point: parse and check in the driver, start Ray with our worker hook, run OpenRLHF's main.
 
-``main`` = :func:`cli.parse_args` (OpenRLHF's parser + ours, :mod:`validation`) -> ``check_inputs`` (files,
-before Ray) -> CPU mode's driver set-up if asked -> ``ray.init`` with :func:`runtime_env` (the worker hook
+``main`` = :func:`cli.parse_args` (OpenRLHF's parser + ours, :mod:`validation`) -> :mod:`inputs` (paths and
+files, before Ray) -> CPU mode's driver set-up if asked -> ``ray.init`` with :func:`runtime_env` (the worker hook
 applies the patch table in every Ray worker) -> the GPU check (:func:`lens_openrlhf.placement.gpus_needed`)
 -> the patch table in the driver -> OpenRLHF's own ``__main__`` block (its validation, then ``train(args)``)
 inside :class:`preemption.GracefulStop`.
@@ -19,7 +19,8 @@ from ..placement import gpus_needed
 from .cli import parse_args, run_openrlhf_main
 from .patches import install_patches
 from .preemption import ENV_NO_WORKER_PATCHES, GracefulStop
-from .validation import check_inputs, needs_rollout_logprobs
+from .inputs import check_inputs, check_paths
+from .validation import needs_rollout_logprobs
 from .version import OPENRLHF_VERSION, version_problem
 from .vllm_dtype import ENV_VLLM_DTYPE
 
@@ -88,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     ensure_flash_attn_importable()  # no-op where the real flash-attn is installed
     flat, args = parse_args(argv)
-    problems = check_inputs(args)
+    problems = check_paths(args, flat) or check_inputs(args)
     if problems:
         exit_with("\n  ".join(problems) if len(problems) == 1 else "\n  " + "\n  ".join(problems))
 

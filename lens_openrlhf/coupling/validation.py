@@ -1,15 +1,13 @@
 """Validation of hierarchized args before Ray, vLLM or a GPU starts: one list of readable errors.
 
-:func:`validate` covers what OpenRLHF would not catch, or would catch late, for the registry's
-estimators; :func:`check_inputs` what the driver can check of the files a job names. Every flag read here
-exists in the pinned OpenRLHF's parser and is read directly (a renamed flag fails loudly, never turns a check off).
+:func:`validate` covers what OpenRLHF would not catch, or would catch late, for the registry's estimators (the
+files and paths a job names are :mod:`.inputs`'s). Every flag read here exists in the pinned OpenRLHF's parser and
+is read directly (a renamed flag fails loudly, never turns a check off).
 """
 
 from __future__ import annotations
 
-import ast
-import os
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from ..estimators import ADV_ESTIMATORS, TRAIN_ALL, get_adv_estimator
 
@@ -141,89 +139,18 @@ def validate(args) -> List[str]:
             "--algo.lens.logprob_source actor (pi_old recomputed by the actor); or pass "
             "--algo.lens.allow_truncated_logprobs to accept the truncated distribution on purpose"
         )
+    if spec.needs_log_probs and args.train.partial_rollout_enable and logprob_source(args) == "vllm":
+        errors.append(
+            "--train.partial_rollout_enable with --algo.lens.logprob_source vllm (the default): a sample still in "
+            "flight at a weight sync holds tokens of two policies, so its pbar would mix them. Use "
+            "--algo.lens.logprob_source actor (pi_old recomputed by the actor, one set of weights), or drop "
+            "--train.partial_rollout_enable"
+        )
     if spec.needs_log_probs and args.train.agent_func_path and logprob_source(args) == "vllm":
         errors.append(
             "--train.agent_func_path (multi-turn agents) fills rollout log-probs of environment tokens with 0; "
             "use --algo.lens.logprob_source actor"
         )
-    return errors
-
-
-_LOCAL_DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".txt")
-
-
-def _looks_local(path: str) -> bool:
-    return path.startswith(("/", "./", "../", "~")) or path.endswith(_LOCAL_DATA_SUFFIXES)
-
-
-def _model_errors(flag: str, name: Optional[str]) -> List[str]:
-    if not name:
-        return [f"{flag} is required: a local model folder or a hub id (e.g. Qwen/Qwen2.5-3B)"]
-    path = os.path.expanduser(name)
-    if os.path.isdir(path):
-        return (
-            []
-            if os.path.isfile(os.path.join(path, "config.json"))
-            else [f"{flag} {name}: the folder has no config.json"]
-        )
-    if _looks_local(name) or os.path.exists(path):
-        return [f"{flag} {name}: no such model folder"]
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return [f"{flag} {name}: neither a local folder nor a hub id (a hub id looks like org/name)"]
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            return [f"{flag} {name}: not a local folder, not in the local hub cache, and HF_HUB_OFFLINE is set"]
-    return []
-
-
-def _reward_file_errors(url: str) -> List[str]:
-    errors = []
-    for entry in filter(None, (u.strip() for u in url.split(","))):
-        if not entry.endswith(".py"):
-            continue  # an HTTP reward server: OpenRLHF talks to it
-        if not os.path.isfile(entry):
-            errors.append(f"--reward.remote_url {entry}: no such file")
-            continue
-        try:
-            tree = ast.parse(open(entry, encoding="utf-8").read(), entry)
-        except SyntaxError as e:
-            errors.append(f"--reward.remote_url {entry}: not valid Python (line {e.lineno}: {e.msg})")
-            continue
-        names = set()
-        for node in ast.walk(tree):  # a def, an assignment or an import that binds reward_func
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                names.add(node.name)
-            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                names.add(node.id)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                names.update(a.asname or a.name for a in node.names)
-        if "reward_func" not in names:
-            errors.append(
-                f"--reward.remote_url {entry}: defines no reward_func(queries, prompts, labels), which OpenRLHF calls"
-            )
-    return errors
-
-
-def check_inputs(args) -> List[str]:
-    """What the driver can check of the files a job names before Ray, vLLM or a GPU starts. Empty = fine.
-
-    Without this, a wrong model path or hub id surfaces minutes later as a traceback from inside a Ray actor
-    (``HFValidationError``; a missing model even as ``'NoneType' object has no attribute 'lower'``).
-    """
-    errors = _model_errors("--actor.model_name_or_path (--pretrain)", args.actor.model_name_or_path)
-    for flag, value in (("--data.prompt_dataset", args.data.prompt_dataset), ("--eval.dataset", args.eval.dataset)):
-        for entry in filter(None, (v.strip() for v in (value or "").split(","))):
-            path = os.path.expanduser(entry)
-            if _looks_local(entry) and not os.path.exists(path):
-                errors.append(f"{flag} {entry}: no such file")
-    if args.reward.remote_url:
-        errors.extend(_reward_file_errors(args.reward.remote_url))
     return errors
 
 

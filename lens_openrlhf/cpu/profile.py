@@ -22,26 +22,14 @@ PREFIX = "lens_openrlhf CPU mode"
 
 #: (flag, predicate on hierarchized args, why CPU mode cannot serve it)
 REFUSED_FLAGS = (
-    ("--ds.packing_samples", lambda a: a.ds.packing_samples, "sample packing needs flash-attn (CUDA only)"),
     ("--ds.ring_attn_size", lambda a: a.ds.ring_attn_size > 1, "ring attention needs flash-attn (CUDA only)"),
-    ("--train.dynamic_batch_enable", lambda a: a.train.dynamic_batch_enable, "it turns on sample packing (flash-attn)"),
-    ("--vllm.enable_sleep", lambda a: a.vllm.enable_sleep, "vLLM sleep mode needs CUDA memory pools"),
-    ("--ds.enable_sleep", lambda a: a.ds.enable_sleep, "DeepSpeed state offload/reload calls torch.cuda directly"),
     ("--vllm.tensor_parallel_size", lambda a: a.vllm.tensor_parallel_size > 1, "vLLM tensor parallelism needs NCCL"),
     (
         "--ds.param_dtype fp16",
         lambda a: a.ds.param_dtype == "fp16",
         "DeepSpeed's CPU accelerator refuses fp16; use bf16",
     ),
-    ("--train.colocate_all", lambda a: a.train.colocate_all, "the hybrid engine shares GPU memory via CUDA IPC/sleep"),
     ("--train.enable_ema", lambda a: a.train.enable_ema, "the EMA update is hard-coded to device 'cuda'"),
-    (
-        "--ds.adam_offload",
-        lambda a: a.ds.adam_offload,
-        "offloading to the CPU is meaningless on a CPU (and pins memory)",
-    ),
-    ("--ref.offload", lambda a: a.ref.offload, "offloading to the CPU is meaningless on a CPU (and pins memory)"),
-    ("--reward.offload", lambda a: a.reward.offload, "offloading to the CPU is meaningless on a CPU (and pins memory)"),
     ("--ds.load_in_4bit", lambda a: a.ds.load_in_4bit, "bitsandbytes 4-bit needs CUDA"),
     ("--ds.use_liger_kernel", lambda a: a.ds.use_liger_kernel, "Liger kernels are Triton (GPU)"),
     (
@@ -55,12 +43,25 @@ REFUSED_FLAGS = (
         "the critic (GAE) is not covered by CPU mode; use a critic-free estimator (lens, grpo, group_norm, ...)",
     ),
 )
-#: flag -> (CPU value, values that serve on CPU, why): set to the CPU value, with a printed note, unless
-#: the given value serves.
+#: flag -> (CPU value, values that serve on CPU, why): set to the CPU value, with a printed note, unless the given
+#: value serves. CPU mode stands in for what a GPU recipe (the example scripts) asks of GPU memory and CUDA kernels,
+#: so that the recipe itself runs on CPU unchanged; the math of the run does not depend on any of these.
 CPU_VALUES = {
     "ds.attn_implementation": ("sdpa", ("sdpa", "eager"), "flash-attn cannot run on a CPU"),
     "vllm.sync_backend": ("gloo", ("gloo",), "no NCCL on a CPU (CPU mode syncs weights through Ray's object store)"),
     "vllm.enforce_eager": (True, (True,), "no CUDA graphs / torch.compile for the tiny CPU engine"),
+    "train.colocate_all": (
+        False,
+        (False,),
+        "each model gets its own logical GPU (colocation shares GPU memory through CUDA IPC and sleep)",
+    ),
+    "vllm.enable_sleep": (False, (False,), "vLLM's sleep mode frees CUDA memory pools"),
+    "ds.enable_sleep": (False, (False,), "DeepSpeed's state offload and reload move GPU memory (torch.cuda)"),
+    "ds.packing_samples": (False, (False,), "sample packing needs flash-attn (CUDA only); batches are padded"),
+    "train.dynamic_batch_enable": (False, (False,), "it needs sample packing (flash-attn)"),
+    "ds.adam_offload": (False, (False,), "the optimizer states are in CPU memory already"),
+    "ref.offload": (False, (False,), "the reference model is in CPU memory already"),
+    "reward.offload": (False, (False,), "the reward model is in CPU memory already"),
 }
 OPENRLHF_DEFAULT_GPUS_PER_NODE = 8
 

@@ -8,5 +8,6 @@ module              concern
 ``schemas``         the MATH / DAPO / Numina schemas, prompt formats, the drop report
 ``select``          dedupe, test-set decontamination, seeded sampling, the gold check
 ``gym``             reasoning-gym tasks at five difficulty levels, with a held-out test set
+``offline``         generated stand-ins for the sources in their own schemas (``--offline-sample``, no network)
 =================== ===================================================================================
 """

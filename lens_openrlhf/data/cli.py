@@ -5,6 +5,7 @@
         --out data/train_math_numina.llama.jsonl
     python -m lens_openrlhf.data test  --format qwen-base --out data/math_test.qwen.jsonl
     python -m lens_openrlhf.data all   --out-dir data      # both mixes and the test set, in both formats
+    python -m lens_openrlhf.data all   --out-dir data --offline-sample 16   # the same files, no network (rehearsals)
     python -m lens_openrlhf.data gym   --tasks basic_arithmetic chain_sum --out-dir data/gym  # levels 1-5
 
 ``gym``: procedural tasks from reasoning-gym (offline) with difficulty settings mapped to levels 1-5, a
@@ -229,6 +230,14 @@ def _add_common(p: argparse.ArgumentParser, train: bool) -> None:
     p.add_argument(
         "--no-gold-check", dest="gold_check", action="store_false", help="skip the Math-Verify parse of every label"
     )
+    p.add_argument(
+        "--offline-sample",
+        type=int,
+        default=None,
+        metavar="N",
+        help="no network: build from N generated arithmetic problems per source, written in each source's own schema "
+        "beside the output (lens_openrlhf.data.offline; for rehearsals and CI, not the paper's data)",
+    )
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes for the gold check")
 
 
@@ -321,6 +330,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             check_writable(args.out_dir, "--out-dir", is_dir=True)
         else:
             check_writable(args.out, "--out")
+        if args.offline_sample is not None:
+            from lens_openrlhf.data import offline
+
+            if args.offline_sample < 1:
+                raise DataError(f"--offline-sample must be >= 1, got {args.offline_sample}")
+            folder = (args.out_dir if args.cmd == "all" else args.out.parent) / "offline_sources"
+            for dest, path in offline.write_sources(folder, args.offline_sample, getattr(args, "seed", 0)).items():
+                if hasattr(args, dest):
+                    setattr(args, dest, path)
+            print(f"offline sample: {args.offline_sample} generated problems per source in {folder}")
         test = load_examples("math_test", "math", args.math_test, "--math-test", "test")
         if args.cmd == "test":
             build_test(test, args.fmt, args.out, args.gold_check, args.workers)

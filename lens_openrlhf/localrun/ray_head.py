@@ -33,6 +33,7 @@ class LocalRayHead:
         self.temp_dir, self.num_cpus, self.num_gpus, self.log_path = Path(temp_dir), num_cpus, num_gpus, log_path
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.proc: Optional[subprocess.Popen] = None
+        self.leftover: list = []
 
     @property
     def dashboard_url(self) -> str:
@@ -127,6 +128,7 @@ class LocalRayHead:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(alive, timeout=10)
+        _, still = psutil.wait_procs(alive, timeout=10)
+        self.leftover = sorted(p.pid for p in still)  # what not even SIGKILL stopped: the caller reports it
         self._log.close()
         self.proc = None

@@ -267,10 +267,7 @@ BASE = [
 @pytest.mark.parametrize(
     "extra, flag",
     [
-        (["--packing_samples"], "--ds.packing_samples"),
         (["--ring_attn_size", "2"], "--ds.ring_attn_size"),
-        (["--vllm_enable_sleep", "--colocate_all_models"], "--vllm.enable_sleep"),
-        (["--deepspeed_enable_sleep"], "--ds.enable_sleep"),
         (["--vllm_tensor_parallel_size", "2"], "--vllm.tensor_parallel_size"),
         # (the actor count is refused earlier, by the layout check of every mode: tests/coupling/test_coupling.py)
         (
@@ -316,6 +313,27 @@ def test_cpu_mode_sets_cpu_values_in_both_namespaces():
     assert placement.total_gpus(args) == 3  # policy + reference (KL coef 0.01 by default) + one vLLM engine
     kw = cpu_mode.ray_init_kwargs(args)
     assert kw["address"] == "local" and kw["num_gpus"] == placement.total_gpus(args) and not kw["include_dashboard"]
+
+
+def test_cpu_mode_stands_in_for_the_gpu_recipes_memory_and_kernel_flags():
+    """The example scripts' colocated and split-axes layouts run on CPU as written: what they ask of GPU memory
+    (colocation, sleep, offload) and of flash-attn (packing, dynamic batches) is turned off with a note each."""
+    from lens_openrlhf import cpu as cpu_mode
+    from lens_openrlhf import coupling as A
+    from lens_openrlhf.cpu import profile as cpu_profile
+
+    gpu_recipe = [
+        "--colocate_all_models", "--vllm_enable_sleep", "--deepspeed_enable_sleep", "--packing_samples",
+        "--train.dynamic_batch_enable", "--adam_offload", "--ref.offload", "--flash_attn",
+    ]  # fmt: skip
+    flat, args = A.parse_args(BASE + gpu_recipe)
+    errors, notes = cpu_mode.check_and_default_args(args, flat)
+    assert not errors, errors
+    for dotted in ("train.colocate_all", "vllm.enable_sleep", "ds.enable_sleep", "ds.packing_samples",
+                   "train.dynamic_batch_enable", "ds.adam_offload", "ref.offload"):  # fmt: skip
+        assert cpu_profile._get(args, dotted) is False and getattr(flat, dotted) is False, dotted
+        assert any(n.startswith(f"--{dotted} False (was True)") for n in notes), (dotted, notes)
+    assert getattr(flat, "ds.attn_implementation") == "sdpa"
 
 
 def test_cpu_mode_keeps_what_serves_on_cpu():

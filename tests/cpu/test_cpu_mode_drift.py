@@ -149,13 +149,13 @@ HANDLED_GPU_USES: Dict[Tuple[str, str, str], str] = {
         "openrlhf.models.ring_attn_utils",
         "reset_ring_attn_position_ids",
         "torch.cuda.current_device",
-    ): "refused: --ds.ring_attn_size > 1 / --ds.packing_samples",
+    ): "refused: --ds.ring_attn_size > 1 (and cpu-value: --ds.packing_samples off)",
     (_RB, "NaiveReplayBuffer.__init__", "f'cuda:...'"): "P1: torch.device('cuda:<current_device>') -> cpu",
     (
         _RB,
         "NaiveReplayBuffer.setup_dynamic_batch",
         "torch.cuda.current_device",
-    ): "P1 (and refused: --train.dynamic_batch_enable)",
+    ): "P1 (and cpu-value: --train.dynamic_batch_enable off)",
     (_LAUNCHER, "BaseModelActor.empty_cache", "torch.cuda.empty_cache"): "P1",
     (_LAUNCHER, "BaseModelActor.empty_cache", "torch.cuda.synchronize"): "P1",
     (_LAUNCHER, "ReferenceModelActor.forward", "torch.cuda.current_device"): "P1",
@@ -230,10 +230,10 @@ HANDLED_GPU_USES: Dict[Tuple[str, str, str], str] = {
     ): "P1 (reached with --ds.tensor_parallel_size > 1: AutoTP)",
     (_DS, "DeepspeedStrategy.all_reduce", "torch.cuda.current_device"): "P1",
     (_DS, "DeepspeedStrategy.all_gather", "torch.cuda.current_device"): "P1",
-    (_DSU, "offload_deepspeed_states", "torch.cuda.empty_cache"): "refused: --ds.enable_sleep (and P1)",
-    (_DSU, "offload_deepspeed_states", "torch.cuda.synchronize"): "refused: --ds.enable_sleep (and P1)",
-    (_DSU, "reload_deepspeed_states", "torch.cuda.empty_cache"): "refused: --ds.enable_sleep",
-    (_DSU, "reload_deepspeed_states", "torch.cuda.synchronize"): "refused: --ds.enable_sleep",
+    (_DSU, "offload_deepspeed_states", "torch.cuda.empty_cache"): "cpu-value: --ds.enable_sleep off (and P1)",
+    (_DSU, "offload_deepspeed_states", "torch.cuda.synchronize"): "cpu-value: --ds.enable_sleep off (and P1)",
+    (_DSU, "reload_deepspeed_states", "torch.cuda.empty_cache"): "cpu-value: --ds.enable_sleep off",
+    (_DSU, "reload_deepspeed_states", "torch.cuda.synchronize"): "cpu-value: --ds.enable_sleep off",
     (
         _DU,
         "torch_dist_barrier_and_cuda_sync",
@@ -391,8 +391,16 @@ def test_refused_entries_name_a_refused_flag():
     refused_flags = {flag.split()[0] for flag, _, _ in cpu_mode.REFUSED_FLAGS}
     for key, how in HANDLED_GPU_USES.items():
         if how.startswith("refused"):
-            flags = {w.rstrip(",)") for w in how.split() if w.startswith("--")}
+            flags = {w.rstrip(",)") for w in how.split("cpu-value")[0].split() if w.startswith("--")}
             assert flags and flags <= refused_flags, (key, how, refused_flags)
+
+
+def test_cpu_value_entries_name_a_flag_cpu_mode_sets():
+    set_flags = {"--" + dotted for dotted in cpu_mode.CPU_VALUES}
+    for key, how in HANDLED_GPU_USES.items():
+        if "cpu-value" in how:
+            flags = {w.rstrip(",)") for w in how.split("cpu-value")[1].split() if w.startswith("--")}
+            assert flags and flags <= set_flags, (key, how, set_flags)
 
 
 def test_stand_ins():

@@ -203,7 +203,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pp.add_argument("--loss-agg-mode", default="seq-mean-token-mean")
     pp.add_argument("--reward", default=None, help=f"reward file (default: {MATH_REWARD}, in the job's working_dir)")
     rp = sub.add_parser("runtime-env", help="the job's --runtime-env-json (read by examples/scripts/common.sh)")
-    rp.add_argument("--working-dir", default=None, help="the folder uploaded with the job (none: installed on every node)")
+    rp.add_argument(
+        "--working-dir", default=None, help="the folder uploaded with the job (none: installed on every node)"
+    )
     a = p.parse_args(argv)
     if a.recipe == "runtime-env":
         import json

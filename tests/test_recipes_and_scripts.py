@@ -12,6 +12,7 @@ import pytest
 
 from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import ADV_ESTIMATORS
+from lens_openrlhf.localrun.rehearsal import split_submission
 
 SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "examples" / "scripts").glob("train_*.sh"))
 PAPER = {  # LENS.md "The paper's recipe"
@@ -60,7 +61,7 @@ def test_script_flags_parse_and_match_the_paper(parser, script):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    argv = shlex.split(out.stdout)
+    _, argv = split_submission(out.stdout.strip())
     assert argv[:3] == ["python", "-m", "lens_openrlhf.train_ppo_ray"]
     flat, args = A.parse_args(argv[3:], parser=parser)  # exits (fails the test) on a stale or bad flag
     flat = vars(flat)
@@ -75,7 +76,8 @@ def test_script_flags_parse_and_match_the_paper(parser, script):
     for tag, lr in LR.items():
         if tag in script.name:
             assert args.actor.adam.lr == lr
-    assert args.reward.remote_url.endswith("lens_openrlhf/rewards/math_reward.py")
+    assert args.reward.remote_url == "lens_openrlhf/rewards/math_reward.py"  # inside the uploaded working dir
+    assert args.ckpt.load_enable  # a resubmitted job resumes
     if "llama" in script.name:
         assert args.data.apply_chat_template and "math_test.llama" in args.eval.dataset
     if "qwen" in script.name:

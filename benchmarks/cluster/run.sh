@@ -31,11 +31,11 @@ OUT=${1:-${OUT:-/tmp/lens_cluster_bench/$(date +%Y%m%dT%H%M%S)}}
 STEPS=${STEPS:-20}                 # PPO steps per job (one step = ROLLOUT_BATCH prompts x N_SAMPLES samples)
 WARMUP=${WARMUP:-1}                # logged steps the report leaves out of its medians
 MODEL=${MODEL:-Qwen/Qwen2.5-3B}    # the paper: Qwen2.5-3B-Base (lr 1e-6, no chat template) or Llama-3.1-8B-Instruct (3e-7)
-PROMPT_DATA=${PROMPT_DATA:-data/train_math_dapo.qwen.jsonl}  # python -m lens_openrlhf.data train --mix math-dapo --format qwen-base --out ...
+PROMPT_DATA=${PROMPT_DATA:-data/train_math_dapo.qwen.jsonl}  # prepare_data.sh writes it; relative: from this directory
 INPUT_KEY=${INPUT_KEY:-prompt}
 LABEL_KEY=${LABEL_KEY:-label}
 CHAT_TEMPLATE=${CHAT_TEMPLATE:-0}  # 1: --data.apply_chat_template (Llama-3.1-8B-Instruct prompt files)
-REWARD=${REWARD:-lens_openrlhf/rewards/math_reward.py}  # reward_func(queries, prompts, labels): Math-Verify
+REWARD=${REWARD:-lens_openrlhf/rewards/math_reward.py}  # Math-Verify; relative: inside WORKING_DIR, on every node
 N_SAMPLES=${N_SAMPLES:-16}         # G
 ROLLOUT_BATCH=${ROLLOUT_BATCH:-128}  # prompts per step (the paper: 128 prompts, 4 updates of 32 x 16)
 TRAIN_BATCH=${TRAIN_BATCH:-512}    # samples per update
@@ -63,7 +63,15 @@ PYTHON=${PYTHON:-python}
 RAY=${RAY:-ray}
 # ----------------------------------------------------------------------------------------------------------------
 
-case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
+# paths are read and written by the job, which runs in Ray's copy of WORKING_DIR: relative ones are taken from the
+# directory this script runs in and made absolute (on several nodes, they must sit on a shared filesystem)
+absolute() { case "$1" in /*) printf '%s' "$1" ;; *) printf '%s' "$PWD/${1#./}" ;; esac; }
+OUT=$(absolute "$OUT")
+PROMPT_DATA=$(absolute "$PROMPT_DATA")
+if [[ -e "$MODEL" ]]; then MODEL=$(absolute "$MODEL"); fi   # a local folder; a hub id stays as it is
+if [[ -z "$WORKING_DIR" && "$REWARD" != /* ]]; then        # installed on every node: the installed reward file
+    REWARD=$("$PYTHON" -c 'import os, lens_openrlhf; print(os.path.join(os.path.dirname(lens_openrlhf.__file__), "rewards", "math_reward.py"))')
+fi
 if [[ -n "$WORKING_DIR" ]]; then
     WORKING_DIR=$(cd "$WORKING_DIR" && pwd)
     case "$OUT/" in "$WORKING_DIR"/*)
@@ -104,12 +112,14 @@ show() { printf '+'; printf ' %q' "$@"; printf '\n'; }
 submit() {  # $1: name, rest: estimator flags
     local name=$1; shift
     local -a train submit_cmd
+    local runtime_env
     mapfile -t train < <(common_flags "$name")
     # shellcheck disable=SC2206  # word-split on purpose: flags given as one string
     train+=($EXTRA_FLAGS "$@")
-    submit_cmd=("$RAY" job submit --address "$RAY_ADDRESS" --submission-id "lens-bench-$name-$(date +%s)")
-    if [[ -n "$WORKING_DIR" ]]; then submit_cmd+=(--working-dir "$WORKING_DIR"); fi
-    submit_cmd+=(-- python -m lens_openrlhf.train_ppo_ray "${train[@]}")
+    # the working dir's upload and its excludes: one definition with the example scripts (lens_openrlhf.recipes)
+    runtime_env=$(cd "$REPO" && "$PYTHON" -m lens_openrlhf.recipes runtime-env ${WORKING_DIR:+--working-dir "$WORKING_DIR"})
+    submit_cmd=("$RAY" job submit --address "$RAY_ADDRESS" --submission-id "lens-bench-$name-$(date +%s)"
+                --runtime-env-json "$runtime_env" -- python -m lens_openrlhf.train_ppo_ray "${train[@]}")
     show "${submit_cmd[@]}"
     if [[ "$PREFLIGHT" == 1 && "$DRY_RUN" != 1 ]]; then
         if (cd "$REPO" && "$PYTHON" -c "import lens_openrlhf" 2>/dev/null); then

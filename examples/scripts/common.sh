@@ -25,7 +25,7 @@ WORKING_DIR=${WORKING_DIR-${REPO_DIR}}
 absolute() { case "$1" in /*) printf '%s' "$1" ;; *) printf '%s' "${PWD}/${1#./}" ;; esac; }
 DATA_DIR=$(absolute "${DATA_DIR}")
 SAVE_DIR=$(absolute "${SAVE_DIR}")
-if [[ -e "${MODEL}" ]]; then MODEL=$(absolute "${MODEL}"); fi   # a local folder; a hub id stays as it is
+if [[ -e "${MODEL:-}" ]]; then MODEL=$(absolute "${MODEL}"); fi   # a local folder; a hub id stays as it is
 if [[ -n "${WORKING_DIR}" ]]; then
   WORKING_DIR=$(cd "${WORKING_DIR}" && pwd)
   REWARD=${REWARD:-lens_openrlhf/rewards/math_reward.py}        # inside the uploaded working_dir, on every node

@@ -95,7 +95,7 @@ def check_paths(args, flat=None, cwd: Optional[str] = None) -> List[str]:
                 "nodes); the example scripts make SAVE_DIR absolute for you"
             )
         else:
-            _set(args, flat, dotted, os.path.join(cwd, value))
+            _set(args, flat, dotted, os.path.normpath(os.path.join(cwd, value)))
     for dotted in INPUT_PATH_FLAGS:
         value = _get(args, dotted)
         entries = _entries(value)
@@ -111,7 +111,7 @@ def check_paths(args, flat=None, cwd: Optional[str] = None) -> List[str]:
                     "receives: put it inside the working_dir, or give an absolute path on a shared filesystem"
                 )
             continue  # inside the working_dir: the same relative path holds on every node
-        resolved = [os.path.join(cwd, e) if e in relative else e for e in entries]
+        resolved = [os.path.normpath(os.path.join(cwd, e)) if e in relative else e for e in entries]
         _set(args, flat, dotted, ",".join(resolved))
     return errors
 
@@ -281,4 +281,3 @@ def check_inputs(args) -> List[str]:
     if args.reward.remote_url:
         errors.extend(_reward_file_errors(args.reward.remote_url))
     return errors
-

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Dict, List
 
-from lens_openrlhf.data.schemas import DAPO_INSTRUCTION, DAPO_SUFFIX
+from lens_openrlhf.data.schemas import DAPO_INSTRUCTION, DAPO_SUFFIX, normalize_problem
 
 #: operand bound of each MATH level
 LEVEL_BOUNDS = {1: 9, 2: 20, 3: 50, 4: 99, 5: 999}
@@ -22,15 +22,16 @@ _OPS = (("+", lambda a, b: a + b), ("-", lambda a, b: a - b), ("\\cdot", lambda 
 
 
 def _problems(n: int, rng: random.Random, seen: set) -> List[tuple]:
-    """``n`` distinct (problem, answer, level) triples not in ``seen`` (which they are added to)."""
+    """``n`` (problem, answer, level) triples, distinct after ``normalize_problem`` (which keeps letters and digits
+    only: ``1 + 23`` and ``12 - 3`` would be one problem to the cleaning) and not in ``seen`` (which they join)."""
     out = []
     while len(out) < n:
         level = rng.randint(1, 5)
         a, b = rng.randint(0, LEVEL_BOUNDS[level]), rng.randint(0, LEVEL_BOUNDS[level])
         sym, fn = rng.choice(_OPS)
         problem = f"What is ${a} {sym} {b}$?"
-        if problem not in seen:
-            seen.add(problem)
+        if normalize_problem(problem) not in seen:
+            seen.add(normalize_problem(problem))
             out.append((problem, str(fn(a, b)), level))
     return out
 
@@ -57,7 +58,7 @@ def write_sources(folder: Path, n: int, seed: int = 0) -> Dict[str, str]:
     dapo = [
         {
             "data_source": "math_dapo",
-            "prompt": [{"role": "user", "content": f"{DAPO_INSTRUCTION}\n\n{p}\n\n{DAPO_SUFFIX} \"Answer:\"."}],
+            "prompt": [{"role": "user", "content": f'{DAPO_INSTRUCTION}\n\n{p}\n\n{DAPO_SUFFIX} "Answer:".'}],
             "ability": "MATH",
             "reward_model": {"ground_truth": a, "style": "rule-lighteval/MATH_v2"},
             "extra_info": {"index": f"offline-{i}"},

@@ -96,7 +96,9 @@ def submission_problems(line: str) -> List[str]:
     if wd and wd_path is None:
         problems.append(f"runtime env working_dir {wd}: no such folder on the submitting machine")
     excludes = list(env.get("excludes", []))
-    problems += [f"exclude {e!r} is not anchored (write '/{e}'): it matches at any depth" for e in excludes if e[:1] != "/"]
+    problems += [
+        f"exclude {e!r} is not anchored (write '/{e}'): it matches at any depth" for e in excludes if e[:1] != "/"
+    ]
     if wd_path is not None and excludes:
         excluded = _get_excludes(wd_path, excludes)
         lost = [p for p in (wd_path / "lens_openrlhf").rglob("*.py") if excluded(p) or excluded(p.parent)]
@@ -172,9 +174,10 @@ class Rehearsal:
 
         t0 = time.time()
         self.user_dir.mkdir(parents=True, exist_ok=True)
-        self.autotp = "--ds.tensor_parallel_size" in self._bash(
-            dict(os.environ, DRY_RUN="1", PYTHON=sys.executable), timeout=300
-        ).stdout
+        self.autotp = (
+            "--ds.tensor_parallel_size"
+            in self._bash(dict(os.environ, DRY_RUN="1", PYTHON=sys.executable), timeout=300).stdout
+        )
         flags = CPU_FLAGS + (" " + " ".join(AUTOTP_FLAGS) if self.autotp else "")
         build_tiny_model(self.root / "model", seed=0, kv_heads=2)  # 2 KV heads: an AutoTP group of 2 splits them
         data = subprocess.run(
@@ -278,7 +281,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="rehearse_on_cpu.sh", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("scripts", nargs="+", type=Path, help="examples/scripts/train_*.sh")
-    p.add_argument("--keep", type=Path, default=None, help="rehearse in this folder and keep it (default: a temporary one)")
+    p.add_argument(
+        "--keep", type=Path, default=None, help="rehearse in this folder and keep it (default: a temporary one)"
+    )
     a = p.parse_args(argv)
     failed = 0
     for script in a.scripts:
@@ -288,8 +293,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             res = Rehearsal(script, root).run()
             first, second = res["submission_1"], res["submission_2"]
             print(f"[rehearsal] {script.name}: PASSED in {res['seconds']:.0f} s ({res['layout']}); steps "
-                  f"{first['steps']} then {second['steps']}; checkpoints {second['checkpoints']} in {first['save_dir']}; "
-                  f"CPU mode stood in for {', '.join(first['stand_ins']) or 'nothing'}")  # fmt: skip
+                  f"{first['steps']} then {second['steps']}; checkpoints {second['checkpoints']} in "
+                  f"{first['save_dir']}; CPU mode stood in for {', '.join(first['stand_ins']) or 'nothing'}")  # fmt: skip
         except Exception as e:  # noqa: BLE001 - one line per failed script, the rest still rehearsed
             failed += 1
             print(f"[rehearsal] {script.name}: FAILED: {e}", file=sys.stderr)

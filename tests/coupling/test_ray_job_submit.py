@@ -51,6 +51,10 @@ def test_job_submit_without_gpus_ends_with_a_clear_message(ray_head, tmp_path):
         str(tmp_path / "reward.py"),
         "--prompt_data",
         str(tmp_path / "train.jsonl"),
+        "--input_key",
+        "prompt",
+        "--label_key",
+        "label",
         "--n_samples_per_prompt",
         "4",
         "--vllm_num_engines",
@@ -59,6 +63,10 @@ def test_job_submit_without_gpus_ends_with_a_clear_message(ray_head, tmp_path):
         "1",
         "--init_kl_coef",
         "0",
+        "--save_path",  # absolute: inside a Ray job a relative output would be refused (lost with the job)
+        str(tmp_path / "out"),
+        "--ckpt_path",
+        str(tmp_path / "out" / "ckpt"),
     ]
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     t0 = time.time()
@@ -74,3 +82,24 @@ def test_job_submit_without_gpus_ends_with_a_clear_message(ray_head, tmp_path):
     assert "--lens.cpu_mode" in text
     assert "Traceback" not in text, text[-3000:]
     assert time.time() - t0 < 300  # it did not wait for a placement group that can never be placed
+
+
+def test_job_submit_refuses_a_relative_output(ray_head, tmp_path):
+    """Inside `ray job submit` a relative output path would be written into the job's temporary folder and lost:
+    the driver refuses it in one line, before it places anything (Ray sets the job's config in its environment)."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "qwen2"}')
+    (tmp_path / "train.jsonl").write_text('{"prompt": "What is 1 + 1?", "label": "2"}\n')
+    (tmp_path / "reward.py").write_text("def reward_func(queries, prompts, labels):\n    raise NotImplementedError\n")
+    entry = [sys.executable, "-m", "lens_openrlhf.train_ppo_ray", "--advantage_estimator", "lens",
+             "--pretrain", str(tmp_path / "model"), "--remote_rm_url", str(tmp_path / "reward.py"),
+             "--prompt_data", str(tmp_path / "train.jsonl"), "--input_key", "prompt", "--label_key", "label",
+             "--n_samples_per_prompt", "4", "--vllm_num_engines", "1", "--save_path", "checkpoints/run",
+             "--ckpt_path", str(tmp_path / "ckpt")]  # fmt: skip
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    out = subprocess.run([ray_bin, "job", "submit", "--address", ray_head, "--", *entry], capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text[-3000:]
+    assert "error: --ckpt.output_dir checkpoints/run (given, or OpenRLHF's default) is relative" in text, text[-3000:]
+    assert "Traceback" not in text

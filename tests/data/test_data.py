@@ -683,3 +683,20 @@ def test_verifier_that_cannot_import_is_an_error_not_bad_rows(monkeypatch):
     monkeypatch.setattr(data_select, "_GOLD_OK", {})  # the gold-check cache (lens_openrlhf.data.select)
     with pytest.raises(sources.DataError, match="needs Math-Verify.*math_verify is broken here.*--no-gold-check"):
         data_select.check_golds(["1", "2"], workers=1)
+
+
+def test_offline_sample_builds_every_file_through_the_real_loaders(tmp_path, capsys):
+    """`all --offline-sample N`: no network; the sources are written in their own schemas (MATH, DAPO's wrapped chat
+    prompt, Numina) and go through the same loading, cleaning and formats as the real ones."""
+    assert D.main(["all", "--out-dir", str(tmp_path), "--offline-sample", "6", "--workers", "1"]) == 0
+    for mix in ("math_dapo", "math_numina"):
+        for tag in ("qwen", "llama"):
+            rows = read_jsonl(tmp_path / f"train_{mix}.{tag}.jsonl")
+            assert len(rows) == 12 and {r["source"] for r in rows} == {"math_train", mix.split("_")[1]}
+            assert all(r["label"].lstrip("-").isdigit() for r in rows)
+    test = read_jsonl(tmp_path / "math_test.qwen.jsonl")
+    assert len(test) == 6 and all(1 <= r["level"] <= 5 for r in test)
+    dapo = [r for r in read_jsonl(tmp_path / "train_math_dapo.qwen.jsonl") if r["source"] == "dapo"]
+    assert all(r["problem"].startswith("What is $") for r in dapo)  # unwrapped from DAPO's instruction
+    assert "offline sample: 6 generated problems per source" in capsys.readouterr().out
+    assert D.main(["test", "--format", "qwen-base", "--out", str(tmp_path / "t.jsonl"), "--offline-sample", "0"]) == 2

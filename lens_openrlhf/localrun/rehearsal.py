@@ -292,9 +292,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             res = Rehearsal(script, root).run()
             first, second = res["submission_1"], res["submission_2"]
-            print(f"[rehearsal] {script.name}: PASSED in {res['seconds']:.0f} s ({res['layout']}); steps "
-                  f"{first['steps']} then {second['steps']}; checkpoints {second['checkpoints']} in "
-                  f"{first['save_dir']}; CPU mode stood in for {', '.join(first['stand_ins']) or 'nothing'}")  # fmt: skip
+            stood_in = ", ".join(first["stand_ins"]) or "nothing"
+            print(
+                f"[rehearsal] {script.name}: PASSED in {res['seconds']:.0f} s ({res['layout']}); "
+                f"steps {first['steps']} then {second['steps']}; checkpoints {second['checkpoints']} in "
+                f"{first['save_dir']}; CPU mode stood in for {stood_in}"
+            )
         except Exception as e:  # noqa: BLE001 - one line per failed script, the rest still rehearsed
             failed += 1
             print(f"[rehearsal] {script.name}: FAILED: {e}", file=sys.stderr)

@@ -197,3 +197,55 @@ def test_no_command_of_ours_has_flat_flags():
         flags = [t for t in flags if t.startswith("--")]
         assert flags, (script.name, out.stdout, out.stderr)
         assert all("." in t for t in flags), (script.name, [t for t in flags if "." not in t])
+
+
+# ------------------------------------------------------------------------------------------------ the [gpu] extra
+#: what a script flag makes OpenRLHF import beyond its own requirements: (package, when, OpenRLHF file, import text);
+#: each import is checked in the installed OpenRLHF below, so a moved import shows here
+OPTIONAL_PACKAGES = {
+    "--vllm.num_engines": (
+        "vllm", lambda a: (a.vllm.num_engines or 0) > 0, "trainer/ray/vllm_engine.py", "import vllm",
+    ),
+    "--ds.attn_implementation flash_attention_2": (
+        "flash-attn", lambda a: a.ds.attn_implementation == "flash_attention_2", "models/ring_attn_utils.py",
+        "from flash_attn",
+    ),
+    "--ds.packing_samples": (
+        "flash-attn", lambda a: a.ds.packing_samples, "models/ring_attn_utils.py", "from flash_attn",
+    ),
+    "--ds.ring_attn_size": (
+        "ring-flash-attn", lambda a: a.ds.ring_attn_size > 1, "models/ring_attn_utils.py", "from ring_flash_attn import",
+    ),
+    "--ds.use_liger_kernel": (
+        "liger-kernel", lambda a: a.ds.use_liger_kernel, "models/actor.py", "from liger_kernel",
+    ),
+}  # fmt: skip
+
+
+def _requirements(section: str, key: str) -> set:
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    return {re.split(r"[=<>\[ ]", line.strip())[0] for line in cfg[section][key].splitlines() if line.strip()}
+
+
+def test_the_gpu_extra_installs_what_every_script_needs(parser):
+    import openrlhf
+
+    root = Path(openrlhf.__file__).parent
+    for flag, (package, _, path, text) in OPTIONAL_PACKAGES.items():
+        assert text in (root / path).read_text(), f"{flag}: OpenRLHF's {path} no longer has {text!r}"
+    extra = _requirements("options.extras_require", "gpu")
+    installed = extra | _requirements("options", "install_requires")
+    env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}
+    needed = {}
+    for script in SCRIPTS:
+        out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True)
+        _, args = A.parse_args(split_submission(out.stdout.strip())[1][3:], parser=parser)
+        for flag, (package, used, _, _) in OPTIONAL_PACKAGES.items():
+            if used(args):
+                needed.setdefault(package, set()).add(f"{script.name} ({flag})")
+    assert {"vllm", "flash-attn", "ring-flash-attn"} <= set(needed)  # the scripts use all three
+    missing = {p: sorted(by) for p, by in needed.items() if p not in installed}
+    assert not missing, f"not in setup.cfg's [gpu] extra: {missing}"

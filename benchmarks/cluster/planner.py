@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -183,9 +182,14 @@ def script_argv(script: Path, env: Optional[Dict[str, str]] = None) -> List[str]
     )
     if out.returncode != 0:
         raise SystemExit(f"planner: {script} failed with DRY_RUN=1: {out.stderr.strip()}")
-    argv = shlex.split(out.stdout)
+    from lens_openrlhf.localrun.rehearsal import split_submission
+
+    try:
+        _, argv = split_submission(out.stdout.strip())  # `ray job submit ... -- python -m ... <flags>`
+    except ValueError:
+        argv = []
     if argv[:3] != ["python", "-m", "lens_openrlhf.train_ppo_ray"]:
-        raise SystemExit(f"planner: {script} did not print a lens_openrlhf.train_ppo_ray command")
+        raise SystemExit(f"planner: {script} did not print a lens_openrlhf.train_ppo_ray submission")
     return argv[3:]
 
 

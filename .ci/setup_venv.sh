@@ -16,7 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # pip warns once per package about find-links folders that do not exist on this machine: hide that noise
 pip() { "$PY" -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; return "${PIPESTATUS[0]}"; }
 pip install -q --upgrade "pip>=25"
-# 1. torch CPU first: the 2.13.0+cpu wheel lies in PIP_FIND_LINKS on our machines (elsewhere, point
+# 1. torch CPU first: the 2.13.0+cpu wheel lies in PIP_FIND_LINKS on the CI machines (elsewhere, point
 #    PIP_FIND_LINKS or PIP_EXTRA_INDEX_URL at a CPU build before running this, or pip takes a CUDA build)
 pip install -q torch==2.13.0
 echo "[setup_venv] torch done after $(( $(date +%s) - t0 )) s"

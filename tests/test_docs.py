@@ -57,3 +57,24 @@ def test_readme_is_a_front_door():
     assert len(lines) <= 200, f"README.md has {len(lines)} lines; reference belongs in docs/"
     for command in ("make demo", "make test", "ray job submit", "--advantage_estimator lens"):
         assert command in "\n".join(lines), command
+
+
+def test_counts_in_the_docs_come_from_the_code():
+    """Numbers the README and docs state about the code (flag tables, patch tables) are the code's."""
+    from lens_openrlhf.coupling.cli import FLAT_FLAGS, FLAT_FLAGS_WITHOUT_EQUIVALENT
+
+    readme = (REPO / "README.md").read_text()
+    assert f"{len(FLAT_FLAGS)} flat names of OpenRLHF <= 0.10 are" in readme
+    assert f"{len(FLAT_FLAGS_WITHOUT_EQUIVALENT)} without an equivalent are refused" in readme
+    assert f"{len(FLAT_FLAGS)} in all) are translated" in (REPO / "docs" / "cli.md").read_text()
+    from lens_openrlhf.coupling import upstream
+    from lens_openrlhf.cpu.patches import CPU
+
+    n = len(upstream.entries())
+    assert f"   {n} of {n} patches match the installed packages" in (REPO / "docs" / "upgrading-openrlhf.md").read_text()
+    ids = sorted({re.match(r"P\d+", p.id).group() for p in CPU.entries if re.match(r"P\d+", p.id)}, key=lambda i: int(i[1:]))
+    assert f"(`lens_openrlhf/cpu/patches.py`, {ids[0]}-{ids[-1]})" in (REPO / "docs" / "cpu-mode.md").read_text()
+    arch = (REPO / "docs" / "architecture.md").read_text()
+    for pid in ids:
+        assert pid in arch, f"docs/architecture.md does not name CPU mode's {pid}"
+

@@ -94,10 +94,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = D.read_jsonl(inputs.test) if inputs.test and not a.no_eval else []
 
     def measure(model: Path) -> dict:
-        results = heldout.sample_eval(
-            model, rows, n=setup.eval_n, max_new_tokens=setup.max_new_tokens, seed=a.seed, dtype=compute.name
-        )
-        return heldout.pass_table(results, ks=(1, setup.eval_n))
+        kw = dict(max_new_tokens=setup.max_new_tokens, seed=a.seed, dtype=compute.name)
+        results = heldout.sample_eval(model, rows, n=setup.eval_n, **kw)
+        greedy = heldout.sample_eval(model, rows, greedy=True, **kw)
+        return heldout.add_greedy(heldout.pass_table(results, ks=(1, setup.eval_n)), greedy)
 
     before = measure(inputs.model) if rows else None
     if before:

@@ -12,9 +12,17 @@ from typing import Dict, List, Sequence
 from lens_openrlhf.localrun.tiny import chat_prompt, torch_threads
 
 
-def sampling(tokenizer, n: int, max_new_tokens: int) -> dict:
+def sampling(tokenizer, n: int, max_new_tokens: int, greedy: bool = False) -> dict:
     """``generate`` keywords of every sampler here: ``n`` samples per prompt at temperature 1, no top-k or top-p (as
-    the paper's rollouts and evaluation), stopping at the tokenizer's EOS."""
+    the paper's rollouts and evaluation), stopping at the tokenizer's EOS; ``greedy``: one greedy answer instead."""
+    if greedy:
+        return dict(
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=1,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     return dict(
         do_sample=True,
         temperature=1.0,
@@ -35,22 +43,25 @@ def sample_eval(
     seed: int = 0,
     batch_prompts: int = 64,
     dtype: str = "auto",
+    greedy: bool = False,
 ) -> List[dict]:
     """Sample ``n`` answers per row with Hugging Face ``generate`` (temperature 1, in the compute dtype: ``dtype`` as
     ``lens_openrlhf.cpu.dtype.resolve`` reads it) and score them with reasoning-gym's ``score_answer``
     (:func:`lens_openrlhf.rewards.gym_reward.score_text`).
 
     Returns one ``{"id", "level", "datasource", "n", "c", "b"}`` per row (``c`` correct and ``b`` with a
-    non-empty ``\\boxed{}``, of ``n``).
+    non-empty ``\\boxed{}``, of ``n``). ``greedy``: one greedy answer per row instead (``n`` is 1).
     """
 
     from lens_openrlhf.cpu.dtype import resolve
 
     with torch_threads():
-        return _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, resolve(dtype).torch)
+        return _sample_eval(
+            model_path, rows, 1 if greedy else n, max_new_tokens, seed, batch_prompts, resolve(dtype).torch, greedy
+        )
 
 
-def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, torch_dtype) -> List[dict]:
+def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, torch_dtype, greedy=False) -> List[dict]:
     import torch
 
     from lens_openrlhf.rewards.answers import boxed_answer
@@ -67,7 +78,7 @@ def _sample_eval(model_path, rows, n, max_new_tokens, seed, batch_prompts, torch
         texts = [chat_prompt(tok, r["prompt"]) for r in chunk]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            seqs = model.generate(**enc, **sampling(tok, n, max_new_tokens))
+            seqs = model.generate(**enc, **sampling(tok, n, max_new_tokens, greedy))
         answers = tok.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for i, r in enumerate(chunk):
             mine = answers[i * n : (i + 1) * n]
@@ -103,3 +114,11 @@ def pass_table(results: Sequence[dict], ks: Sequence[int] = (1, 8)) -> Dict[str,
             if all("b" in r for r in rs):
                 table[g]["boxed"] = sum(r["b"] for r in rs) / sum(r["n"] for r in rs)
     return table
+
+
+def add_greedy(table: Dict[str, Dict[str, float]], greedy: Sequence[dict]) -> Dict[str, Dict[str, float]]:
+    """``table`` (:func:`pass_table` of sampled answers) with ``"greedy"``: each group's pass@1 of one greedy answer
+    per problem (``greedy``: :func:`sample_eval` with ``greedy=True`` on the same rows). A sampled pass@1 well below
+    the greedy one is a model that knows answers it does not reliably sample."""
+    g = pass_table(greedy, ks=(1,))
+    return {k: {**v, "greedy": g[k]["pass@1"]} if k in g else dict(v) for k, v in table.items()}

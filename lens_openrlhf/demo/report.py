@@ -29,9 +29,10 @@ def one_line(table: dict) -> str:
     g = table["all"]
     k = max((int(x.split("@")[1]) for x in g if x.startswith("pass@")), default=1)
     lv1 = table.get("level_1", {}).get("pass@1", float("nan"))
+    greedy = f", greedy pass@1 {g['greedy']:.3f}" if "greedy" in g else ""
     return (
         f"pass@1 {g['pass@1']:.3f} (Level 1 {lv1:.3f}), pass@{k} {g.get(f'pass@{k}', float('nan')):.3f}, "
-        f"boxed {g.get('boxed', float('nan')):.3f}, accuracy among boxed {accuracy_among_boxed(g):.3f}"
+        f"boxed {g.get('boxed', float('nan')):.3f}, accuracy among boxed {accuracy_among_boxed(g):.3f}{greedy}"
     )
 
 
@@ -65,12 +66,15 @@ ROW_NAMES = {"all": "all levels", "levels_4_5": "Levels 4-5"}
 
 
 def print_before_after(before: dict, after: dict) -> None:
-    """Held-out pass@1, pass@k, the boxed share and accuracy among boxed answers, before and after RL, per level."""
+    """Held-out pass@1, pass@k, the boxed share, accuracy among boxed answers and (where measured) greedy pass@1,
+    before and after RL, per level."""
     k = max(int(x.split("@")[1]) for x in before["all"] if x.startswith("pass@"))
     cols = [("pass@1", "pass@1"), (f"pass@{k}", f"pass@{k}"), ("boxed", "boxed"), ("acc|boxed", None)]
+    if "greedy" in before["all"]:
+        cols.append(("greedy", "greedy"))
     print(
         "held-out problems (Hugging Face sampling at temperature 1, the same for both models); acc|boxed: accuracy "
-        "among boxed answers"
+        "among boxed answers" + ("; greedy: pass@1 of the greedy answer" if len(cols) > 4 else "")
     )
     print(f"  {'':12s} " + " ".join(f"{name + ' before':>17s} {'after':>6s}" for name, _ in cols))
     for g in before:
@@ -103,7 +107,8 @@ def plot_run(
     before: Optional[dict] = None,
     after: Optional[dict] = None,
 ) -> Path:
-    """PNG: reward, held-out pass@1, negative/mixed/all-correct group ratios and nonzero_adv_frac per step."""
+    """PNG: reward, held-out pass@1 (with the warm start's and the final policy's sampled and greedy pass@1),
+    negative/mixed/all-correct group ratios and nonzero_adv_frac per step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,6 +138,10 @@ def plot_run(
             axes[1].scatter([x], [table["all"]["pass@1"]], marker="*", s=80, c=colour, label=f"{label} (HF)", zorder=3)
             acc = accuracy_among_boxed(table["all"])
             axes[1].scatter([x], [acc], marker="x", s=50, c=colour, label=f"{label}: acc. among boxed", zorder=3)
+            if "greedy" in table["all"]:
+                axes[1].scatter(
+                    [x], [table["all"]["greedy"]], marker="^", s=50, c=colour, label=f"{label}: greedy", zorder=3
+                )
     axes[1].set_title("held-out pass@1")
     for tag, label in (
         ("train/lens/negative_group_ratio", "negative (all wrong)"),

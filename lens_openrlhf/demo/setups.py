@@ -1,8 +1,11 @@
 """What the demo runs: its setups, each a model, data, a reward and the sizes of the training job.
 
-- :data:`ANSWERS` (the default): a tiny Qwen2 warm-started on easy reasoning-gym arithmetic, boxing its answers,
-  then LENS PPO on levels 1-3. What RL can teach it is correctness (the format is already there): the held-out
-  table reports pass@1, pass@k and accuracy among boxed answers.
+- :data:`ANSWERS` (the default): a tiny Qwen2 warm-started on reasoning-gym arithmetic of levels 1-3, each answer
+  after its worked steps and boxed, every digit a token, and 30% of the boxed answer's digits replaced at random in
+  the warm-up targets: its greedy answers are right far more often than its samples, on held-out questions as on
+  training ones, so a habit shared by every question (copying the result into the box) is there for RL to remove.
+  LENS PPO on 1,536 distinct problems of levels 1-3 (no problem twice); the held-out table reports pass@1, pass@k,
+  the boxed share, accuracy among boxed answers and greedy pass@1.
 - :data:`FORMAT_LESSON` (``--format-lesson``): the same, but half the warm-up answers read ``The answer is N.``
   (which the reward scores 0): RL's first lesson is to box the answer. Shows how much of a pass@1 rise can be
   the format alone.
@@ -42,20 +45,25 @@ class Setup:
 
 ANSWERS = Setup(
     name="answers",
-    what="a warm-started tiny Qwen2 that boxes its answers; RL on reasoning-gym arithmetic, levels 1-3",
+    what="a tiny Qwen2 that knows its sums but slips when sampling; RL on reasoning-gym arithmetic, levels 1-3",
     steps=48,
     prompts=32,
     n_samples=8,
     updates_per_step=4,
     lr=1e-4,
-    max_new_tokens=12,
+    max_new_tokens=40,  # worked steps, then the boxed answer
     eval_every=12,
-    warmup=WarmStartConfig(boxed_fraction=1.0),
+    train_pool=400,  # per task and level (Level 1 has fewer distinct questions): enough that no problem comes twice
+    warmup=WarmStartConfig(
+        boxed_fraction=1.0, levels=(1, 2, 3), stepwise_fraction=1.0, split_digits=True, digit_noise=0.3
+    ),
 )
 FORMAT_LESSON = replace(
     ANSWERS,
     name="format_lesson",
     what="the warm start boxes half its answers ('The answer is N.' scores 0): RL learns the format first",
+    max_new_tokens=12,
+    train_pool=32,
     warmup=WarmStartConfig(boxed_fraction=0.5),
 )
 ALL_NEGATIVE = Setup(

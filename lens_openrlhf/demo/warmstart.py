@@ -56,6 +56,13 @@ class WarmStartConfig:
     # the share of warm-up answers that show their steps (``8 + 9 = 17, 17 + 9 = 26. \\boxed{26}``, operator
     # precedence, left to right) before the box; the rest give the bare answer
     stepwise_fraction: float = 0.0
+    # every digit a token of its own (the tokenizer's BPE merges no digits): numbers are read and written digit by
+    # digit, so that a step of a sum is the same few tokens in every question
+    split_digits: bool = False
+    # the share of the boxed answer's digits replaced by a random digit (0-9), drawn afresh each time a row is used:
+    # a slip that does not depend on the question, which sampling at temperature 1 repeats and greedy decoding does
+    # not (the worked steps stay exact)
+    digit_noise: float = 0.0
 
     def key(self, rows: Sequence[dict]) -> str:
         h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
@@ -123,23 +130,50 @@ def target_answers(rows: Sequence[dict], shown: Sequence[bool], slip_fraction: f
     return [str(int(r["answer"]) + rng.choice((-1, 1))) if i in slipped else r["answer"] for i, r in enumerate(rows)]
 
 
-class _Examples:
-    """A map-style dataset of tokenized (prompt, response) pairs, loss on the response only."""
+def noisy_digits(answer: str, share: float, rng) -> str:
+    """``answer`` with each digit replaced, with probability ``share``, by a digit drawn uniformly from 0-9 (possibly
+    the same one)."""
+    return "".join(str(rng.randrange(10)) if c.isdigit() and rng.random() < share else c for c in answer)
 
-    def __init__(self, tokenizer, rows: Sequence[dict], boxed: Sequence[bool], answers: Sequence[str] = (), steps=()):
+
+class _Examples:
+    """A map-style dataset of tokenized (prompt, response) pairs, loss on the response only. With ``digit_noise`` > 0
+    each access draws the boxed answer's digit slips afresh (``rng``), so that no question keeps the same wrong answer
+    from one epoch to the next."""
+
+    def __init__(
+        self,
+        tokenizer,
+        rows: Sequence[dict],
+        boxed: Sequence[bool],
+        answers: Sequence[str] = (),
+        steps=(),
+        digit_noise: float = 0.0,
+        seed: int = 0,
+    ):
+        import random
+
+        self.tokenizer, self.digit_noise, self.rng = tokenizer, digit_noise, random.Random(seed)
         self.items = []
         answers = list(answers) or [r["answer"] for r in rows]
         steps = list(steps) or [""] * len(rows)
         for r, b, ans, st in zip(rows, boxed, answers, steps):
             p = tokenizer(chat_prompt(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
             a = tokenizer(response_text(ans, tokenizer, b, st), add_special_tokens=False)["input_ids"]
-            self.items.append({"input_ids": p + a, "labels": [-100] * len(p) + a})
+            self.items.append({"input_ids": p + a, "labels": [-100] * len(p) + a, "parts": (len(p), ans, b, st)})
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
-        return self.items[i]
+        item = self.items[i]
+        if self.digit_noise <= 0:
+            return {"input_ids": item["input_ids"], "labels": item["labels"]}
+        n_prompt, ans, b, st = item["parts"]
+        text = response_text(noisy_digits(ans, self.digit_noise, self.rng), self.tokenizer, b, st)
+        a = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        p = item["input_ids"][:n_prompt]
+        return {"input_ids": p + a, "labels": [-100] * n_prompt + a}
 
 
 def _collate(pad_id: int):
@@ -207,13 +241,16 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log, compu
         kv_heads=config.kv_heads,
         corpus=corpus,
     )
+    if config.split_digits:
+        _split_digits(tmp / "init")
     set_seed(config.seed)
     tok = AutoTokenizer.from_pretrained(tmp / "init")
     model = AutoModelForCausalLM.from_pretrained(tmp / "init", dtype=torch.float32)
     shown = boxed_flags(len(rows), config.stepwise_fraction, config.seed + 2)
     answers = target_answers(rows, shown, config.quick_slip_fraction, config.seed)
     steps = [worked_steps(_expression(r)) if on else "" for r, on in zip(rows, shown)]
-    data = _Examples(tok, rows, boxed_flags(len(rows), config.boxed_fraction, config.seed), answers, steps)
+    boxed = boxed_flags(len(rows), config.boxed_fraction, config.seed)
+    data = _Examples(tok, rows, boxed, answers, steps, digit_noise=config.digit_noise, seed=config.seed + 5)
     args = TrainingArguments(
         output_dir=str(tmp / "trainer"),
         per_device_train_batch_size=config.batch_size,
@@ -269,6 +306,17 @@ def _warm_start(out: Path, train_rows, rows, config: WarmStartConfig, log, compu
         f"in {meta['seconds']:.0f} s, loss {meta['train_loss']:.3f}: {out}"
     )
     return out
+
+
+def _split_digits(model_dir: Path) -> None:
+    """Make the tokenizer in ``model_dir`` split every digit into a token of its own (a ``Digits`` pre-tokenizer before
+    its byte-level one); token ids stay as they are (the multi-digit tokens BPE learned are never produced)."""
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    path = Path(model_dir) / "tokenizer.json"
+    tok = Tokenizer.from_file(str(path))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), tok.pre_tokenizer])
+    tok.save(str(path))
 
 
 def model_dir(warm: Path) -> Path:

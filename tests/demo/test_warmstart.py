@@ -122,3 +122,47 @@ def test_quick_answers_slip_by_one_and_worked_ones_never():
     assert all(abs(int(got[i]) - int(rows[i]["answer"])) == 1 for i in slipped)
     assert target_answers(rows, shown, slip_fraction=0.5, seed=3) == got  # chosen by the seed
     assert target_answers(rows, shown, slip_fraction=0.0, seed=3) == [r["answer"] for r in rows]
+
+
+# ------------------------------------------------------------------------------------------ the default's warm start
+def test_digit_noise_replaces_answer_digits_only_and_at_its_rate():
+    import random
+
+    from lens_openrlhf.demo.warmstart import noisy_digits
+
+    rng = random.Random(0)
+    assert noisy_digits("-123", 0.0, rng) == "-123"
+    answers = [str(100 + i % 900) for i in range(2000)]
+    noisy = [noisy_digits(a, 0.3, rng) for a in answers]
+    assert all(len(n) == len(a) and n.isdigit() for n, a in zip(noisy, answers))
+    changed = sum(x != y for a, n in zip(answers, noisy) for x, y in zip(a, n)) / (3 * len(answers))
+    assert 0.23 < changed < 0.31, changed  # 0.3 of the digits redrawn, a tenth of them the same digit again
+    assert noisy_digits("-7", 1.0, random.Random(1))[0] == "-"  # the sign is not a digit
+
+
+def test_examples_draw_the_slips_afresh_each_time_and_split_digits(gym_dir, tmp_path):
+    """With ``digit_noise`` the same warm-up row is seen with different slips in the boxed answer (never in its
+    worked steps or the prompt), so no question keeps one wrong answer; ``split_digits`` makes every digit a token."""
+    from transformers import AutoTokenizer
+
+    from lens_openrlhf.demo import warmstart
+    from lens_openrlhf.localrun.tiny import build_tiny_model
+
+    tiny = build_tiny_model(tmp_path / "tiny", seed=0, corpus=["12345 + 678 = 13023"])
+    warmstart._split_digits(tiny)
+    tok = AutoTokenizer.from_pretrained(tiny)
+    ids = tok("\\boxed{13023}", add_special_tokens=False)["input_ids"]
+    assert [tok.decode([i]) for i in ids][-6:] == ["1", "3", "0", "2", "3", "}"], [tok.decode([i]) for i in ids]
+    rows = [r for r in _rows(gym_dir / "warmup.jsonl") if r["level"] == 3][:20]
+    steps = [warmstart.worked_steps(warmstart._expression(r)) for r in rows]
+    data = warmstart._Examples(tok, rows, [True] * len(rows), steps=steps, digit_noise=0.5, seed=0)
+    clean = warmstart._Examples(tok, rows, [True] * len(rows), steps=steps)
+    seen = [[tok.decode([t for t in data[i]["labels"] if t != -100]) for _ in range(6)] for i in range(len(rows))]
+    for i, st in enumerate(steps):
+        n_prompt = clean.items[i]["labels"].count(-100)
+        assert data[i]["input_ids"][:n_prompt] == clean.items[i]["input_ids"][:n_prompt]
+        assert all(t.startswith(st + "\\boxed{") and t.endswith("}<|im_end|>") for t in seen[i])
+    assert sum(len(set(s)) > 1 for s in seen) >= 15  # six draws of a row differ
+    assert [tok.decode([t for t in clean[i]["labels"] if t != -100]) for i in range(3)] == [
+        f"{st}\\boxed{{{r['answer']}}}<|im_end|>" for st, r in zip(steps[:3], rows[:3])
+    ]

@@ -9,7 +9,7 @@
   its command here and prints it, to be copied and edited.
 
 Both add the estimator's options at their registry defaults (the paper's values, e.g. ``--algo.lens.alpha 0.25``)
-so that the command states them. Pure Python; imports nothing heavy.
+so that the command states them. Pure Python; only the estimators' options import torch.
 
     python -m lens_openrlhf.recipes paper --estimator lens --lr 1e-6 --format qwen-base   # one flag or value per line
 """
@@ -20,8 +20,6 @@ import argparse
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
-
-from .estimators import recipe_flags
 
 #: The paper's RL algorithm (section 6, appendix D), shared by every recipe: (flag, value) pairs.
 ALGORITHM: Tuple[Tuple[str, str], ...] = (
@@ -62,6 +60,8 @@ def _pairs(pairs: Sequence[Tuple[str, Optional[str]]]) -> List[str]:
 
 def algorithm(estimator: str, loss_agg_mode: str = "seq-mean-token-mean") -> List[str]:
     """The estimator, :data:`ALGORITHM` (``loss_agg_mode`` replaceable) and the estimator's registry options."""
+    from .estimators import recipe_flags  # torch: not needed by `runtime-env`, which the scripts run anywhere
+
     pairs = [("--algo.advantage.estimator", estimator)]
     pairs += [(f, loss_agg_mode if f == "--actor.loss_agg_mode" else v) for f, v in ALGORITHM]
     return _pairs(pairs) + recipe_flags(estimator)

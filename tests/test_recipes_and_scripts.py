@@ -249,3 +249,36 @@ def test_the_gpu_extra_installs_what_every_script_needs(parser):
     assert {"vllm", "flash-attn", "ring-flash-attn"} <= set(needed)  # the scripts use all three
     missing = {p: sorted(by) for p, by in needed.items() if p not in installed}
     assert not missing, f"not in setup.cfg's [gpu] extra: {missing}"
+
+
+def test_the_readme_cluster_quick_start_is_the_scripts_submission(tmp_path):
+    """README's cluster block names scripts that exist, and every flag its DRY_RUN excerpt shows is in the real
+    DRY_RUN output with the same value (the excerpt is the recipe, not a copy that can drift)."""
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    section = readme[readme.index("## On a GPU cluster") : readme.index("## The estimators")]
+    for script in re.findall(r"bash (examples/scripts/\S+\.sh)", section):
+        assert (repo / script).is_file(), script
+    block = section[section.index("$ DRY_RUN=1 bash examples/scripts/train_lens_qwen2.5_3b.sh") :].split("```")[0]
+    text = re.sub(r"'[^']*'", "", " ".join(line.strip() for line in block.splitlines()[1:]))  # the runtime env
+    tokens = [t for t in text.split() if t != "..."]
+    shown = []
+    for i, t in enumerate(tokens):
+        if t.startswith("--") and len(t) > 2:
+            flag, _, value = t.partition("=")
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else "--"
+            shown.append((flag, value or (None if nxt.startswith("--") else nxt)))
+    out = subprocess.run(
+        ["bash", str(repo / "examples" / "scripts" / "train_lens_qwen2.5_3b.sh")], cwd=tmp_path, check=True,
+        env={**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    submit, cmd = split_submission(out.strip())
+    words = submit + cmd
+    assert len(shown) >= 12, shown
+    for flag, value in shown:
+        got = [w.split("=", 1)[1] for w in words if w.startswith(flag + "=")]
+        got += [words[i + 1] for i, w in enumerate(words[:-1]) if w == flag]
+        if value is None:
+            assert flag in words, flag
+        elif not value.endswith("..."):
+            assert value in got, (flag, value, got)

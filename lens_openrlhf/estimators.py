@@ -1,4 +1,4 @@
-"""Group advantage estimators for RLVR: GRPO, LENS and its variants, and seed 003's PSR/NSR/W-REINFORCE.
+"""Group advantage estimators for RLVR: GRPO, LENS and its variants, and the PSR/NSR/W-REINFORCE of arXiv 2506.01347.
 
 Pure torch, no OpenRLHF import: tensors in, tensors out. Read it top to bottom:
 
@@ -256,7 +256,7 @@ class EstimatorSpec:
     #: dropped from the actor's replay buffer before the update (coupling patch B1), so they weigh nothing in
     #: the loss's normalisation and cost no training forward or backward
     trains_on: str = TRAIN_ALL
-    #: defined only for rewards of exactly 0 or 1 (the two classes of seed 003): anything else is refused
+    #: defined only for rewards of exactly 0 or 1 (the two classes of arXiv 2506.01347): anything else is refused
     binary_rewards: bool = False
     #: batch semantics in one sentence: which samples are trained on, with what weight (CLI help, docs)
     semantics: str = ""
@@ -653,7 +653,7 @@ def group_advantages(
 
     Args:
         name: a registered estimator (see :func:`estimator_names`).
-        rewards: ``[n_groups, G]``; in [0, 1] for LENS, exactly 0 or 1 for seed 003's estimators.
+        rewards: ``[n_groups, G]``; in [0, 1] for LENS, exactly 0 or 1 for the estimators of arXiv 2506.01347.
         mean_log_probs: ``[n_groups, G]`` mean token log-prob per response (LENS family).
         response_lengths: ``[n_groups, G]`` tokens per response (``lens_length_pref``).
         **options: the estimator's options (e.g. ``alpha=0.25``); defaults from the registry.

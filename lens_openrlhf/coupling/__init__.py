@@ -12,7 +12,7 @@ module              concern
 ``validation``      readable errors before Ray starts (flags)
 ``inputs``          the paths and files a job names, checked before Ray starts (datasets read in full)
 ``advantages``      A1: the registry's estimators inside ``compute_advantages_and_returns``
-``sample_selection`` B1 (and A1's marking): PSR / NSR train on the kept class only, as seed 003's code
+``sample_selection`` B1 (and A1's marking): PSR / NSR train on the kept class only, as the code of arXiv 2506.01347
 ``eval_metrics``    E1: unbiased pass@k per level in the eval logs
 ``rollout_logprobs`` V1, V2: vLLM returns the sampled tokens' log-probs (LENS's pbar)
 ``vllm_dtype``      V3: ``--lens.vllm_dtype``, the vLLM engines' dtype (OpenRLHF hard-codes bfloat16)

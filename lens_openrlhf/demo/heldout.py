@@ -1,5 +1,10 @@
 """Held-out pass@k of any checkpoint the same way: Hugging Face sampling at temperature 1 and the gym scorer.
 
+    python -m lens_openrlhf.demo.heldout MODEL_DIR FILE.jsonl [--levels 1 2 3] [--n 8] [--max-new-tokens 40]
+
+prints, per level, greedy pass@1 next to sampled pass@1 and the boxed share (e.g. the demo's warm start,
+``<out>/warm_start/warm_*/model``, on ``<out>/data/test.jsonl`` or on its training pool ``<out>/data/train_rl.jsonl``).
+
 The demo's before/after table, the warm start's report and the benchmarks use it: the same sampler, scorer and
 problems for the warm start and the trained policy. ``boxed``: the share of answers with a non-empty ``\\boxed{}``
 (``rewards.answers.boxed_answer``), so that a rise in pass@1 can be split into format and accuracy.
@@ -7,7 +12,9 @@ problems for the warm start and the trained policy. ``boxed``: the share of answ
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import argparse
+import sys
+from typing import Dict, List, Optional, Sequence
 
 from lens_openrlhf.localrun.tiny import chat_prompt, torch_threads
 
@@ -122,3 +129,32 @@ def add_greedy(table: Dict[str, Dict[str, float]], greedy: Sequence[dict]) -> Di
     the greedy one is a model that knows answers it does not reliably sample."""
     g = pass_table(greedy, ks=(1,))
     return {k: {**v, "greedy": g[k]["pass@1"]} if k in g else dict(v) for k, v in table.items()}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lens_openrlhf.demo.heldout", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="a Hugging Face model folder")
+    p.add_argument("file", help="jsonl rows of lens_openrlhf.data.gym (prompt, label, level, ...)")
+    p.add_argument("--levels", type=int, nargs="*", help="only these levels (default: all)")
+    p.add_argument("--n", type=int, default=8, help="samples per problem")
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    from lens_openrlhf.demo.data import read_jsonl
+
+    rows = [r for r in read_jsonl(a.file) if not a.levels or int(r["level"]) in a.levels]
+    kw = dict(max_new_tokens=a.max_new_tokens, seed=a.seed)
+    table = add_greedy(
+        pass_table(sample_eval(a.model, rows, n=a.n, **kw), ks=(1,)), sample_eval(a.model, rows, greedy=True, **kw)
+    )
+    print(f"{len(rows)} problems, {a.n} samples each at temperature 1 and one greedy answer")
+    print(f"  {'':12s} {'greedy':>8s} {'sampled':>8s} {'gap':>7s} {'boxed':>7s}")
+    for g, v in table.items():
+        name = {"all": "all levels", "levels_4_5": "Levels 4-5"}.get(g, g.replace("level_", "Level "))
+        gap = v["greedy"] - v["pass@1"]
+        print(f"  {name:12s} {v['greedy']:8.3f} {v['pass@1']:8.3f} {gap:+7.3f} {v['boxed']:7.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

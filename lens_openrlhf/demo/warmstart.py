@@ -3,10 +3,14 @@
     python -m lens_openrlhf.demo.warmstart --data data/gym/train.jsonl --cache outputs/warm_start [--steps 500]
 
 1. A tiny Qwen2 (:func:`lens_openrlhf.localrun.tiny.build_tiny_model`: hidden 128, 4 layers, 4 heads of 32, 2 KV
-   heads, tied embeddings) whose byte-level BPE tokenizer is also trained on the task's prompts.
+   heads, tied embeddings) whose byte-level BPE tokenizer is also trained on the task's prompts (with
+   ``split_digits``, every digit a token of its own).
 2. A short supervised warm-up with transformers' ``Trainer`` on the easy levels of the training file
    (``WarmStartConfig.levels``): the chat-templated prompt (exactly what OpenRLHF's ``--apply_chat_template``
-   feeds the policy) -> ``\\boxed{<answer>}<|im_end|>``, loss on the response only.
+   feeds the policy) -> ``\\boxed{<answer>}<|im_end|>``, loss on the response only; with ``stepwise_fraction``
+   the worked steps come first (``7 * 5 = 35, 35 + 2 = 37. \\boxed{37}``), with ``digit_noise`` a share of the boxed
+   answer's digits is redrawn at random each time a row is used (the demo's default: all three, see
+   ``lens_openrlhf.demo.setups.ANSWERS``).
 3. Saved under ``<cache>/warm_<key>`` (``key``: a hash of the config and the training rows); a later call with
    the same config and data reuses it. Deterministic in ``seed`` (Trainer's seed and data seed, CPU).
 

@@ -20,6 +20,8 @@ import ast
 import json
 import os
 from typing import Dict, List, Optional
+from ..dotted import get_flag as _get
+from ..dotted import set_flag as _set
 
 #: path flags the job reads (hierarchized names); a value that is neither an existing path nor looks like one is a
 #: hub id, which is left alone
@@ -30,23 +32,6 @@ OUTPUT_PATH_FLAGS = ("ckpt.output_dir", "ckpt.path", "logger.tensorboard_dir")
 RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 _LOCAL_DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".txt")
 _DATA_FLAGS = (("--data.prompt_dataset", "data.prompt_dataset"), ("--eval.dataset", "eval.dataset"))
-
-
-def _get(args, dotted: str):
-    node = args
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
-
-
-def _set(args, flat, dotted: str, value) -> None:
-    node = args
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = getattr(node, part)
-    setattr(node, leaf, value)
-    if flat is not None:
-        setattr(flat, dotted, value)
 
 
 def _looks_local(path: str) -> bool:

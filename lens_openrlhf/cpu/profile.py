@@ -11,6 +11,8 @@ from typing import Dict, List, Tuple
 from ..errors import exit_with
 from ..placement import total_gpus
 from .dtype import resolve as resolve_dtype
+from ..dotted import get_flag as _get
+from ..dotted import set_flag as _set
 
 ENV_CPU_MODE = "LENS_OPENRLHF_CPU_MODE"
 #: path of a JSONL file: each weight sync writes actor-vs-vLLM log-probs of fixed sequences there (P5)
@@ -64,23 +66,6 @@ CPU_VALUES = {
     "reward.offload": (False, (False,), "the reward model is in CPU memory already"),
 }
 OPENRLHF_DEFAULT_GPUS_PER_NODE = 8
-
-
-def _get(args, dotted: str):
-    node = args
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
-
-
-def _set(args, flat, dotted: str, value) -> None:
-    node = args
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = getattr(node, part)
-    setattr(node, leaf, value)
-    if flat is not None:
-        setattr(flat, dotted, value)
 
 
 def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:

@@ -12,6 +12,7 @@ import pytest
 
 from lens_openrlhf import coupling as A
 from lens_openrlhf.coupling import inputs
+from lens_openrlhf.dotted import get_flag
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +148,7 @@ def test_paths_outside_a_ray_job_become_absolute(tmp_path, monkeypatch, model, r
         ("ckpt.output_dir", tmp_path / "out"),
         ("ckpt.path", tmp_path / "ckpt" / "checkpoints_ppo_ray"),
     ):
-        assert inputs._get(args, dotted) == getattr(flat, dotted) == str(want), dotted
+        assert get_flag(args, dotted) == getattr(flat, dotted) == str(want), dotted
     assert args.actor.model_name_or_path == "Qwen/Qwen2.5-3B"  # a hub id is no path
 
 

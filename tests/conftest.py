@@ -96,3 +96,22 @@ def _revert_patches_after_test():
     before = patching.applied()
     yield
     patching.revert_all(since=before)
+
+
+@pytest.fixture(scope="session")
+def script_submissions(tmp_path_factory):
+    """Each example training script's ``DRY_RUN=1`` submission line (``ray job submit ... -- python -m ...``), run once
+    per session from a directory outside the repository, as a user runs it: {script name: (line, that directory)}."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    cwd = tmp_path_factory.mktemp("user_dir")
+    out = {}
+    for script in sorted((repo / "examples" / "scripts").glob("train_*.sh")):
+        res = subprocess.run(
+            ["bash", str(script)], cwd=cwd, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable},
+        )  # fmt: skip
+        assert res.returncode == 0, (script.name, res.stderr[-3000:])
+        out[script.name] = (res.stdout.strip(), cwd)
+    return out

@@ -71,10 +71,10 @@ def test_counts_in_the_docs_come_from_the_code():
     from lens_openrlhf.cpu.patches import CPU
 
     n = len(upstream.entries())
-    assert f"   {n} of {n} patches match the installed packages" in (REPO / "docs" / "upgrading-openrlhf.md").read_text()
-    ids = sorted({re.match(r"P\d+", p.id).group() for p in CPU.entries if re.match(r"P\d+", p.id)}, key=lambda i: int(i[1:]))
+    upgrading = (REPO / "docs" / "upgrading-openrlhf.md").read_text()
+    assert f"   {n} of {n} patches match the installed packages" in upgrading
+    ids = sorted({re.match(r"P\d+", p.id).group() for p in CPU.entries}, key=lambda i: int(i[1:]))
     assert f"(`lens_openrlhf/cpu/patches.py`, {ids[0]}-{ids[-1]})" in (REPO / "docs" / "cpu-mode.md").read_text()
     arch = (REPO / "docs" / "architecture.md").read_text()
     for pid in ids:
         assert pid in arch, f"docs/architecture.md does not name CPU mode's {pid}"
-

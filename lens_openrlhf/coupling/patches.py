@@ -71,8 +71,8 @@ COUPLING = PatchTable(
             "B1",
             f"{_ACTOR}:ActorPPOTrainer.ppo_train",
             sample_selection.ppo_train,
-            "PSR/NSR train on the kept class only, as the code of arXiv 2506.01347: the other samples leave the replay buffer; "
-            "micro-batches without drop_last; a last, shorter window ends in its own optimizer step",
+            "PSR/NSR train on the kept class only, as the code of arXiv 2506.01347: the other samples leave the replay "
+            "buffer; micro-batches without drop_last; a last, shorter window ends in its own optimizer step",
             fingerprint="ecaec55a4ab3",
             # the loop we run over our micro-batches (DataLoader over self.replay_buffer, training_step(step)),
             # its window normaliser, the buffer items we filter, and fit() which clears the real buffer after

@@ -31,8 +31,8 @@ def dry_run(script: Path, cwd: Path, *args: str, **env: str) -> list:
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_every_script_submits_by_the_rules(script, tmp_path):
-    (line,) = dry_run(script, tmp_path)
+def test_every_script_submits_by_the_rules(script, script_submissions):
+    line, tmp_path = script_submissions[script.name]
     assert submission_problems(line) == []
     submit, cmd = split_submission(line)
     env = json.loads(

@@ -3,9 +3,10 @@
 #
 # 1. On the head node:      ray start --head --port 6379 --dashboard-host 0.0.0.0 --num-gpus 8
 # 2. On every other node:   ray start --address HEAD_IP:6379 --num-gpus 8
-# 3. Data must be readable at the same path on every node (shared filesystem), or ship it in the job's
-#    working_dir (common.sh excludes ./data from it by default: remove "data" from the excludes).
-# 4. On the head node:      NODES=2 bash examples/scripts/train_lens_multinode.sh
+# 3. DATA_DIR (the prompt and eval files) and SAVE_DIR (checkpoints, the final model, TensorBoard logs) must sit
+#    on a filesystem every node shares, at the same path: e.g. DATA_DIR=/shared/data SAVE_DIR=/shared/ckpt/run
+#    (relative values are made absolute from the directory you run this in).
+# 4. On the head node:      NODES=2 DATA_DIR=... SAVE_DIR=... bash examples/scripts/train_lens_multinode.sh
 # The job's runtime_env working_dir (set in common.sh) ships this repository to every node; Ray places
 # the actor, vLLM engines and their DeepSpeed ranks across nodes from the flags below.
 set -euo pipefail

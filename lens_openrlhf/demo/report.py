@@ -152,10 +152,13 @@ def plot_run(
     axes[2].set_title("group kinds (training batches)")
     line(axes[3], "train/lens/nonzero_adv_frac", "nonzero_adv_frac")
     axes[3].set_title("samples with nonzero advantage")
+    axes[1].set_ylim(0, 1.4)  # room above the curves for the legend: the warm start's markers sit at step 0
     for ax in axes:
         ax.set_xlabel("PPO step")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
+        if ax is axes[1]:
+            ax.legend(fontsize=6, loc="upper center", ncol=3)
+        elif ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()

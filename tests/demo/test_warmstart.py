@@ -166,3 +166,23 @@ def test_examples_draw_the_slips_afresh_each_time_and_split_digits(gym_dir, tmp_
     assert [tok.decode([t for t in clean[i]["labels"] if t != -100]) for i in range(3)] == [
         f"{st}\\boxed{{{r['answer']}}}<|im_end|>" for st, r in zip(steps[:3], rows[:3])
     ]
+
+
+def test_the_default_recipe_gives_a_warm_start_that_samples_worse_than_it_knows(gym_dir, tmp_path):
+    """The default setup's warm-up recipe (worked steps, every digit a token, 30% of the boxed digits redrawn), CI-sized
+    (levels 1-2, 300 steps): on the problems it trained on, greedy pass@1 is well above sampled pass@1 (the slip that
+    RL can remove) and nearly every answer is boxed."""
+    from dataclasses import replace
+
+    from lens_openrlhf.demo import heldout, setups, warmstart
+
+    cfg = replace(setups.ANSWERS.warmup, levels=(1, 2), steps=300, lr=3e-3)
+    assert cfg.split_digits and cfg.stepwise_fraction == 1.0 and cfg.digit_noise == 0.3
+    warm_rows = _rows(gym_dir / "warmup.jsonl")
+    warm = warmstart.model_dir(warmstart.warm_start(tmp_path / "cache", warm_rows, cfg, log=lambda m: None))
+    rows = [r for r in warm_rows if r["level"] in (1, 2)][:64]
+    greedy = heldout.pass_table(heldout.sample_eval(warm, rows, greedy=True, max_new_tokens=40), ks=(1,))["all"]
+    sampled = heldout.pass_table(heldout.sample_eval(warm, rows, n=8, max_new_tokens=40), ks=(1,))["all"]
+    print(f"greedy {greedy['pass@1']:.3f}, sampled {sampled['pass@1']:.3f}, boxed {sampled['boxed']:.3f}")
+    assert greedy["pass@1"] >= sampled["pass@1"] + 0.15
+    assert sampled["boxed"] >= 0.9

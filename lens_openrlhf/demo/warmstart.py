@@ -340,15 +340,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=8, help="samples per held-out problem")
     a = p.parse_args(argv)
+    from dataclasses import replace
+
+    from lens_openrlhf.demo import setups
     from lens_openrlhf.demo.heldout import pass_table, sample_eval
 
-    cfg = WarmStartConfig(steps=a.steps, seed=a.seed)
+    cfg = replace(setups.ANSWERS.warmup, steps=a.steps, seed=a.seed)  # the demo's default recipe
     warm = warm_start(a.cache, read_jsonl(a.data), cfg)
     print(warm)
     if a.test:
         rows = read_jsonl(a.test)
         for name, path in (("random init", warm / "init"), ("warm start", warm / "model")):
-            t = pass_table(sample_eval(path, rows, n=a.n, seed=a.seed))
+            t = pass_table(sample_eval(path, rows, n=a.n, seed=a.seed, max_new_tokens=setups.ANSWERS.max_new_tokens))
             print(f"{name:12s} " + "  ".join(f"{g} {v['pass@1']:.3f}" for g, v in t.items()))
     return 0
 

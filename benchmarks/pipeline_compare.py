@@ -75,6 +75,7 @@ def compare(diffs: List[Optional[float]]) -> dict:
     wins, losses = sum(x > TIE for x in d), sum(x < -TIE for x in d)
     c = dict(wins=wins, ties=len(d) - wins - losses, losses=losses, missing=len(diffs) - len(d), per_seed_diff=diffs)
     c.update(median_diff=statistics.median(d) if d else None, mean_diff=statistics.mean(d) if d else None)
+    c.update(sd_diff=statistics.stdev(d) if len(d) > 1 else None)  # the paired noise that shared seeds lower
     return dict(c, sign_test_p=sign_test(wins, losses))
 
 
@@ -155,7 +156,7 @@ def run_one(out: Path, setup, inputs, rows: List[dict], cfg: dict, estimator: st
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     flags = setups.job_flags(setup, inputs, run_dir, estimator, seed, evaluate=a.trainer_eval)
-    cmd = job.command(flags + ["--lens.cpu_dtype", cfg["dtype"]])
+    cmd = job.command(flags + ["--lens.cpu_dtype", cfg["dtype"], "--lens.rollout_seeds", cfg.get("rollout_seeds", "engine")])
     t1 = time.time()
     env = job.job_env(run_dir, sync_check=False)
     rc = job.TrainingJob(cmd, env, run_dir / "train.log", verbose=a.verbose, t0=t0).run()
@@ -252,14 +253,14 @@ def write_markdown(rep: dict, path: Path) -> Path:
             "",
             f"{e} - {base}, per seed (wins / ties / losses; exact two-sided sign test, ties dropped):",
             "",
-            _row("metric", "W / T / L", "median diff", "mean diff", "sign-test p", "per seed"),
-            "|---" * 6 + "|",
+            _row("metric", "W / T / L", "median diff", "mean diff", "sd of diffs", "sign-test p", "per seed"),
+            "|---" * 7 + "|",
         ]
         for m, c in comp.items():
             wtl = f"{c['wins']} / {c['ties']} / {c['losses']}"
             per = ", ".join(_f(d, "+.3f") for d in c["per_seed_diff"])
             diffs = (_f(c["median_diff"], "+.4f"), _f(c["mean_diff"], "+.4f"))
-            lines.append(_row(lab[m], wtl, *diffs, f"{c['sign_test_p']:.4g}", per))
+            lines.append(_row(lab[m], wtl, *diffs, _f(c.get("sd_diff"), ".4f"), f"{c['sign_test_p']:.4g}", per))
         r = summ["step_time_ratio"][e]
         lines += [
             "",
@@ -378,6 +379,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--eval-n", type=int, default=16, help="samples per held-out problem: pass@1 and pass@<this>")
     p.add_argument("--data-seed", type=int, default=0, help="the data and warm-start seed (one for all runs)")
     p.add_argument("--trainer-eval", action="store_true", help="also the trainer's own vLLM eval (off: faster)")
+    p.add_argument(
+        "--rollout-seeds",
+        choices=("per_sample", "engine"),
+        default="per_sample",
+        help="--lens.rollout_seeds of every run: per_sample (default) gives the arms of a pair the same sampling "
+        "seeds (common random numbers); engine is OpenRLHF's seeding, where they share none",
+    )
     p.add_argument("--verbose", action="store_true", help="the whole training log on the console")
     p.add_argument("--report-only", action="store_true", help="no runs: the report from <out>/runs.json")
     a = p.parse_args(argv)
@@ -408,6 +416,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     compute = resolve("auto")
     say(compute.line())
     cfg = {"setup": asdict(setup), "eval_n": a.eval_n, "data_seed": a.data_seed, "trainer_eval": a.trainer_eval}
+    cfg["rollout_seeds"] = a.rollout_seeds
     cfg = json.loads(json.dumps(dict(cfg, dtype=compute.name)))  # as runs.json holds it (tuples as lists)
     inputs = setups.prepare(setup, out, seed=a.data_seed, log=say, dtype=compute.name)
     rows = data.read_jsonl(inputs.test)

@@ -71,6 +71,9 @@ def test_apply_revert_status_roundtrip():
     status = COUPLING.status()
     assert status["V1"] and status["V2"] and not status["V3"]
     COUPLING.apply(tags=("rollout_logprobs", "vllm_dtype"))
+    status = COUPLING.status()
+    assert status["V3"] and not (status["S1"] or status["S2"] or status["S3"])
+    COUPLING.apply(tags=("rollout_logprobs", "vllm_dtype", "rollout_seeds"))
     assert all(COUPLING.status().values())
     COUPLING.apply(tags=("rollout_logprobs", "vllm_dtype"))  # idempotent: originals stay the upstream ones
     assert COUPLING.original("V1") is sp_before

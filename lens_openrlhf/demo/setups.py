@@ -85,7 +85,6 @@ class Inputs:
     train: Path
     reward: Path
     test: Optional[Path] = None  # held-out problems (gym setups)
-    episodes: int = 1
     max_samples: Optional[int] = None
 
 
@@ -102,18 +101,33 @@ def prepare(setup: Setup, out: Path, seed: int = 0, log: Callable[[str], None] =
     from lens_openrlhf.demo import warmstart
 
     files = D.prepare_gym_data(out / "data", seed=seed, train_per_level=setup.train_pool)
-    rows = [r for r in D.read_jsonl(files["train"]) if int(r["level"]) in setup.train_levels]
-    train = D.write_rows(out / "data" / "train_rl.jsonl", rows)
-    used = min(len(rows), setup.steps * setup.prompts)  # a short run takes part of the pool; a long one revisits it
+    pool = [r for r in D.read_jsonl(files["train"]) if int(r["level"]) in setup.train_levels]
+    train = D.write_rows(out / "data" / "train_rl.jsonl", prompt_stream(pool, setup.steps * setup.prompts, seed))
     warm = warmstart.warm_start(out / "warm_start", D.read_jsonl(files["warmup"]), setup.warmup, log=log, dtype=dtype)
     return Inputs(
         warmstart.model_dir(warm),
         train,
         D.reward_path("gym_reward"),
         test=files["test"],
-        episodes=max(1, -(-setup.steps * setup.prompts // used)),
-        max_samples=used,
+        max_samples=setup.steps * setup.prompts,
     )
+
+
+def prompt_stream(pool: List[dict], count: int, seed: int) -> List[dict]:
+    """``count`` training prompts from ``pool``: its first ``count`` rows when it has that many, else the pool
+    repeated, each repetition in its own shuffled order (seeded), and cut at ``count``. One pass over the result is
+    the run: ``steps`` x ``prompts`` prompts give exactly ``steps`` PPO steps, whether or not the pool's size divides
+    them (OpenRLHF's episodes would round up to whole passes over the pool)."""
+    import random
+
+    if len(pool) >= count:
+        return pool[:count]
+    rng, out = random.Random(seed), []
+    while len(out) < count:
+        again = list(pool)
+        rng.shuffle(again)
+        out += again
+    return out[:count]
 
 
 def job_flags(
@@ -136,7 +150,6 @@ def job_flags(
         max_new_tokens=setup.max_new_tokens,
         lr=setup.lr,
         seed=seed,
-        episodes=inputs.episodes,
         max_samples=inputs.max_samples,
         eval_file=inputs.test if with_eval else None,
         eval_every=setup.eval_every,

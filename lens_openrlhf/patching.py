@@ -89,7 +89,9 @@ class Patch:
     """One replacement. ``owners`` (optional) lists where to set it when that is more than the target's
     parent (e.g. the classes Ray builds behind ``@ray.remote``, which copy methods at import time); the
     first owner's value is the original. ``tag``: applied only when the table is applied with that tag. ``tests``: the
-    test files that re-check the patch's behaviour against the installed upstream (run them after a re-review)."""
+    test files that re-check the patch's behaviour against the installed upstream (run them after a re-review).
+    ``call_sites``: ``("module:Qual.name", "expression")`` pairs, upstream code that must keep calling or reading what
+    the patch relies on (checked in the installed source by ``tests/test_patch_table.py``)."""
 
     id: str
     target: str
@@ -100,6 +102,7 @@ class Patch:
     owners: Optional[Callable[[], List[object]]] = None
     tag: Optional[str] = None
     tests: Tuple[str, ...] = ()
+    call_sites: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def watched(self) -> Tuple[str, ...]:

@@ -165,3 +165,32 @@ def test_upstream_command_reports_a_changed_target(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "coupling R2    CHANGED  openrlhf.utils.agent:SingleTurnAgentExecutor.execute" in out
     assert "re-checked by: tests/coupling/test_coupling.py" in out and "to re-review" in out
+
+
+def _function_source(path: str) -> str:
+    """The unparsed AST of ``"module:Class.func"`` in the installed source (upstream's, even where patched)."""
+    import ast
+    import importlib
+    import inspect
+
+    module, _, qual = path.partition(":")
+    tree = ast.parse(inspect.getsource(importlib.import_module(module)))
+    cls, fn = qual.split(".")
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls)
+    return ast.unparse(next(n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn))
+
+
+@pytest.mark.parametrize("patch", [p for p in COUPLING.entries + CPU.entries if p.call_sites], ids=lambda p: p.id)
+def test_upstream_call_sites_the_patches_rely_on(patch):
+    """Each entry's ``call_sites``: the upstream code that must keep calling or reading what the patch relies on
+    (T1's and T2's callers in both trainers, S2's per-prompt remote call, ...), found in the installed source."""
+    for site, expr in patch.call_sites:
+        assert expr.replace(" ", "") in _function_source(site).replace(" ", ""), (
+            f"{site} no longer has {expr} (OpenRLHF changed): re-review {patch.id} ({patch.target})"
+        )
+
+
+def test_a_call_site_that_moved_is_found():
+    """The check above can fail: an expression that is not in the function is reported."""
+    assert "self.save_logs_and_checkpoints" in _function_source("openrlhf.trainer.ppo_trainer:PPOTrainer.fit")
+    assert "self.no_such_call" not in _function_source("openrlhf.trainer.ppo_trainer:PPOTrainer.fit")

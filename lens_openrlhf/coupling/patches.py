@@ -142,6 +142,7 @@ COUPLING = PatchTable(
             ),
             tag=ROLLOUT_SEEDS,
             tests=("tests/coupling/test_rollout_seeds.py",),
+            call_sites=((f"{_SG}:SamplesGenerator.generate_eval_samples", "dataloader_iter=self._eval_dataloader_iter"),),
         ),
         Patch(
             "S2",
@@ -160,6 +161,11 @@ COUPLING = PatchTable(
             ),
             tag=ROLLOUT_SEEDS,
             tests=("tests/coupling/test_rollout_seeds.py",),
+            call_sites=(
+                (f"{_SG}:SamplesGenerator._dispatch_prompts_to_vllm", "llm_engine.generate_responses.remote"),
+                (f"{_SG}:SamplesGenerator._dispatch_prompts_to_vllm", "self.vllm_engines[engine_indices[idx]]"),
+                (f"{_SG}:SamplesGenerator._generate_vllm", "self._dispatch_prompts_to_vllm"),
+            ),
         ),
         Patch(
             "S3",
@@ -186,6 +192,11 @@ COUPLING = PatchTable(
                 f"{_PTA}:PPOTrainerAsync.fit",
             ),
             tests=("tests/coupling/test_preemption.py",),
+            call_sites=(
+                (f"{_PT}:PPOTrainer.fit", "self.init_checkpoint_states"),
+                (f"{_PTA}:PPOTrainerAsync.fit", "self.trainer_actor.init_checkpoint_states.remote"),
+                (f"{_PT}:PPOTrainer.fit", "checkpoint_states['total_consumed_prompts']"),
+            ),
         ),
         Patch(
             "T2",

@@ -40,9 +40,9 @@ worker hook and in the driver; entries T1, T2 of ``coupling.patches.COUPLING``)
      ``fit()``. The step in progress when the signal came is therefore finished, not lost; the evaluation
      OpenRLHF would run after it is skipped.
 
-Drift: :data:`PATCHES` names each replaced attribute and the upstream call sites it relies on;
-tests/coupling/test_preemption.py checks those call sites in the installed OpenRLHF's source (AST), the patch table's
-fingerprints cover them, and the launcher refuses any OpenRLHF other than the pinned release (``coupling.version``).
+Drift: T1 and T2 are entries of the one patch table (``coupling.patches``) with the upstream call sites they rely
+on (``call_sites``, checked in the installed OpenRLHF's source by tests/test_patch_table.py) and the fingerprints of
+what they watch, and the launcher refuses any OpenRLHF other than the pinned release (``coupling.version``).
 """
 
 from __future__ import annotations
@@ -61,38 +61,6 @@ PREFIX = "lens_openrlhf.train_ppo_ray"
 #: env var of the RunControl worker (see ``coupling.launch.ray_worker_setup``)
 ENV_NO_WORKER_PATCHES = "LENS_OPENRLHF_NO_WORKER_PATCHES"
 CONTROL_NAME = "lens_openrlhf_run_control"
-
-#: (module, attribute) -> (what replaces it, the upstream call sites it relies on; checked by the drift test)
-PATCHES: Dict[tuple, tuple] = {
-    ("openrlhf.trainer.ppo_trainer", "BasePPOTrainer.init_checkpoint_states"): (
-        "T1: the original, then registers the job's actor handles with RunControl; raises StopRequested "
-        "when a stop was requested before training began",
-        (
-            ("openrlhf.trainer.ppo_trainer", "PPOTrainer.fit", "self.init_checkpoint_states"),
-            (
-                "openrlhf.trainer.ppo_trainer_async",
-                "PPOTrainerAsync.fit",
-                "self.trainer_actor.init_checkpoint_states.remote",
-            ),
-        ),
-    ),
-    ("openrlhf.trainer.ppo_trainer", "BasePPOTrainer.save_logs_and_checkpoints"): (
-        "T2: on a stop request, OpenRLHF's own checkpoint for this step (save_steps forced to 1 for the "
-        "call), trackers closed, then StopRequested ends fit()",
-        (
-            ("openrlhf.trainer.ppo_trainer", "PPOTrainer.fit", "self.save_logs_and_checkpoints"),
-            ("openrlhf.trainer.ppo_trainer_async", "TrainingActor.fit", "self.save_logs_and_checkpoints"),
-            # the save condition T2 forces, and the attributes it reads
-            ("openrlhf.trainer.ppo_trainer", "BasePPOTrainer.save_logs_and_checkpoints", "self.args.ckpt.save_steps"),
-            (
-                "openrlhf.trainer.ppo_trainer",
-                "BasePPOTrainer.save_logs_and_checkpoints",
-                "self.actor_model_group.async_run_method",
-            ),
-            ("openrlhf.trainer.ray.launcher", "RayActorGroup._initiate_actors", "self._actor_handlers"),
-        ),
-    ),
-}
 
 
 class StopRequested(Exception):

@@ -61,7 +61,7 @@ def test_readme_is_a_front_door():
 
 def test_counts_in_the_docs_come_from_the_code():
     """Numbers the README and docs state about the code (flag tables, patch tables) are the code's."""
-    from lens_openrlhf.coupling.cli import FLAT_FLAGS, FLAT_FLAGS_WITHOUT_EQUIVALENT
+    from lens_openrlhf.coupling.parser import FLAT_FLAGS, FLAT_FLAGS_WITHOUT_EQUIVALENT
 
     readme = (REPO / "README.md").read_text()
     assert f"{len(FLAT_FLAGS)} flat names of OpenRLHF <= 0.10 are" in readme

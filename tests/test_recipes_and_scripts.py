@@ -116,7 +116,8 @@ def test_common_sh_states_every_registry_option_without_listing_estimators(tmp_p
         assert out.returncode == 0, out.stderr
         spec = ADV_ESTIMATORS.get(name)
         for opt in spec.options.values() if spec else ():
-            assert f"--algo.lens.{opt.name} {opt.default:g}" in out.stdout, (name, opt.name)
+            default = f"{opt.default:g}" if isinstance(opt.default, (int, float)) else str(opt.default)
+            assert f"--algo.lens.{opt.name} {default}" in out.stdout, (name, opt.name)
         if spec is None:
             assert "--algo.lens." not in out.stdout
 
@@ -180,7 +181,7 @@ def test_recipes_cli_prints_one_token_per_line_and_refuses_a_bad_format():
 
 
 def test_no_command_of_ours_has_flat_flags():
-    """Flat flags (OpenRLHF <= 0.10) are accepted on the command line (coupling/cli.py translates them) but no
+    """Flat flags (OpenRLHF <= 0.10) are accepted on the command line (coupling/parser.py translates them) but no
     command we build has one: every example script's and every benchmark script's command is in dotted flags."""
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}
     repo = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ placement, DeepSpeed engine, vLLM engines, PPO losses, ``compute_reward`` and ``
 module              concern
 =================== ===================================================================================
 ``version``         the pinned OpenRLHF release and its check
-``cli``             OpenRLHF's parser + the registry's estimators + ``--algo.lens.*``; flat flags of <= 0.10
+``parser``          OpenRLHF's parser + the registry's estimators + ``--algo.lens.*``; flat flags of <= 0.10
 ``validation``      readable errors before Ray starts (flags)
 ``inputs``          the paths and files a job names, checked before Ray starts (datasets read in full)
 ``advantages``      A1: the registry's estimators inside ``compute_advantages_and_returns``
@@ -28,7 +28,7 @@ below are the coupling's public interface.
 """
 
 from ..placement import gpus_needed
-from .cli import FLAT_FLAGS, build_parser, parse_args, translate_flat_flags
+from .parser import FLAT_FLAGS, build_parser, parse_args, translate_flat_flags
 from .eval_metrics import LEVEL_RE, unbiased_eval_logs
 from .launch import ENV_EXTRA_HOOKS, ENV_ROLLOUT_LOGPROBS, main, ray_worker_setup, require_gpus, runtime_env
 from .patches import COUPLING, install_patches, patches_installed

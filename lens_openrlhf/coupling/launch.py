@@ -1,6 +1,6 @@
 """The entry point: parse and check in the driver, start Ray with our worker hook, run OpenRLHF's main.
 
-``main`` = :func:`cli.parse_args` (OpenRLHF's parser + ours, :mod:`validation`) -> :mod:`inputs` (paths and
+``main`` = :func:`parser.parse_args` (OpenRLHF's parser + ours, :mod:`validation`) -> :mod:`inputs` (paths and
 files, before Ray) -> CPU mode's driver set-up if asked -> ``ray.init`` with :func:`runtime_env` (the worker hook
 applies the patch table in every Ray worker) -> the GPU check (:func:`lens_openrlhf.placement.gpus_needed`)
 -> the patch table in the driver -> OpenRLHF's own ``__main__`` block (its validation, then ``train(args)``)
@@ -16,7 +16,7 @@ from typing import Dict, Optional, Sequence
 
 from ..errors import UpstreamChanged, exit_with
 from ..placement import gpus_needed
-from .cli import parse_args, run_openrlhf_main
+from .parser import parse_args, run_openrlhf_main
 from .patches import install_patches
 from .preemption import ENV_NO_WORKER_PATCHES, GracefulStop
 from .inputs import check_inputs, check_paths

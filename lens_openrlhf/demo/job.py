@@ -293,7 +293,7 @@ def submit(
 
 def job_gpus(cmd: List[str]) -> int:
     """Logical GPUs the CPU-mode job ``cmd`` asks Ray for (``placement.total_gpus`` after CPU mode's defaults)."""
-    from lens_openrlhf.coupling.cli import parse_args
+    from lens_openrlhf.coupling.parser import parse_args
     from lens_openrlhf.cpu.profile import check_and_default_args
     from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
     from lens_openrlhf.placement import total_gpus

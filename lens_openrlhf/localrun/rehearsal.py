@@ -281,7 +281,7 @@ class Rehearsal:
 
     @staticmethod
     def _gpus(cmd: List[str]) -> int:
-        from lens_openrlhf.coupling.cli import parse_args
+        from lens_openrlhf.coupling.parser import parse_args
         from lens_openrlhf.cpu.profile import check_and_default_args
         from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
         from lens_openrlhf.placement import total_gpus

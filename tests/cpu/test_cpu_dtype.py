@@ -57,7 +57,7 @@ def test_this_machine_under_the_emulation_is_seen_as_avx2_only():
 
 def test_cpu_mode_sets_every_part_from_the_choice(tmp_path):
     from lens_openrlhf import recipes
-    from lens_openrlhf.coupling.cli import parse_args
+    from lens_openrlhf.coupling.parser import parse_args
     from lens_openrlhf.cpu.profile import check_and_default_args
 
     flags = recipes.cpu(

@@ -16,6 +16,7 @@ import sys
 import types
 from typing import Dict, List, Optional, Sequence
 
+from ..cpu.dtype import CHOICES as CPU_DTYPES  # one definition; importing CPU mode installs nothing
 from ..errors import exit_with
 from ..estimators import ADV_ESTIMATORS
 from .validation import LOGPROB_SOURCES, validate
@@ -24,7 +25,6 @@ from .rollout_seeds import CHOICES as ROLLOUT_SEED_CHOICES
 from .rollout_seeds import DEFAULT as ROLLOUT_SEEDS_DEFAULT
 from .vllm_dtype import VLLM_DTYPES
 
-CPU_DTYPES = ("auto", "bfloat16", "float32")  # lens_openrlhf.cpu.dtype.CHOICES (CPU mode is not imported here)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -156,7 +156,9 @@ def run_one(out: Path, setup, inputs, rows: List[dict], cfg: dict, estimator: st
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     flags = setups.job_flags(setup, inputs, run_dir, estimator, seed, evaluate=a.trainer_eval)
-    cmd = job.command(flags + ["--lens.cpu_dtype", cfg["dtype"], "--lens.rollout_seeds", cfg.get("rollout_seeds", "engine")])
+    cmd = job.command(
+        flags + ["--lens.cpu_dtype", cfg["dtype"], "--lens.rollout_seeds", cfg.get("rollout_seeds", "engine")]
+    )
     t1 = time.time()
     env = job.job_env(run_dir, sync_check=False)
     rc = job.TrainingJob(cmd, env, run_dir / "train.log", verbose=a.verbose, t0=t0).run()

@@ -177,7 +177,9 @@ def _function_source(path: str) -> str:
     tree = ast.parse(inspect.getsource(importlib.import_module(module)))
     cls, fn = qual.split(".")
     node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls)
-    return ast.unparse(next(n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn))
+    return ast.unparse(
+        next(n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn)
+    )
 
 
 @pytest.mark.parametrize("patch", [p for p in COUPLING.entries + CPU.entries if p.call_sites], ids=lambda p: p.id)

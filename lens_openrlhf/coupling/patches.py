@@ -142,7 +142,9 @@ COUPLING = PatchTable(
             ),
             tag=ROLLOUT_SEEDS,
             tests=("tests/coupling/test_rollout_seeds.py",),
-            call_sites=((f"{_SG}:SamplesGenerator.generate_eval_samples", "dataloader_iter=self._eval_dataloader_iter"),),
+            call_sites=(
+                (f"{_SG}:SamplesGenerator.generate_eval_samples", "dataloader_iter=self._eval_dataloader_iter"),
+            ),
         ),
         Patch(
             "S2",

@@ -8,9 +8,9 @@ the number of engines). Here every rollout sample's request carries its own seed
     sample seed  = H(prompt seed, j)                               j = the sample's index in its group
 
 where ``n`` is the prompt's position in the run's prompt stream: the number of prompts the run drew from the
-training dataloader before it (its shuffle seeded with ``--train.seed`` here, see :func:`on_fit_start`), so ``n // --rollout.batch_size`` is the global step and the
-dataloader's order names the prompt. OpenRLHF's checkpoint saves that count (``total_consumed_prompts``), so a
-resumed run continues the sequence (:func:`on_fit_start`, called by T1). Evaluation prompts count from 0 at every
+training dataloader before it (its shuffle seeded with ``--train.seed`` here, see :func:`on_fit_start`), so
+``n // --rollout.batch_size`` is the global step and the dataloader's order names the prompt. OpenRLHF's
+checkpoint saves that count (``total_consumed_prompts``), so a resumed run continues the sequence (:func:`on_fit_start`, called by T1). Evaluation prompts count from 0 at every
 evaluation: the same held-out prompt is sampled with the same seeds at every step.
 
 A sample's tokens then depend on the policy and its seed alone. Two arms of a paired comparison with the same
@@ -68,7 +68,9 @@ def sample_seed(prompt_seed_: int, j: int) -> int:
 
 def sample_seeds(run_seed: int, stream: str, start: int, prompts: Sequence[str], n: int) -> List[List[int]]:
     """``[prompt][j]`` sample seeds of ``prompts`` drawn at positions ``start, start + 1, ...``."""
-    return [[sample_seed(prompt_seed(run_seed, stream, start + i, p), j) for j in range(n)] for i, p in enumerate(prompts)]
+    return [
+        [sample_seed(prompt_seed(run_seed, stream, start + i, p), j) for j in range(n)] for i, p in enumerate(prompts)
+    ]
 
 
 # ---- S1/S2: the trainer side (SamplesGenerator, in the PPOTrainer actor or the async generator actor) -----------
@@ -201,7 +203,9 @@ def dispatch_prompts_to_vllm(self, prompts, labels, *, images=None, **generate_k
 # ---- S3: the engine side (RolloutRayActor, in each vLLM engine's process) ---------------------------------------
 
 
-async def generate_responses(self, prompt, label, sampling_params, max_length, hf_tokenizer, num_samples=1, images=None):
+async def generate_responses(
+    self, prompt, label, sampling_params, max_length, hf_tokenizer, num_samples=1, images=None
+):
     """S3: ``RolloutRayActor.generate_responses``; a request seeded by S2 becomes ``num_samples`` one-sample
     requests seeded ``sample_seed(seed, j)``; an unseeded one goes to the original unchanged."""
     original = patching.original("coupling", "S3")

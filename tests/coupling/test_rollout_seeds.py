@@ -149,7 +149,9 @@ def _run(root: Path, name: str, cmd, out: Path):
     env = step_record.job_env(demo.job_env(out, sync_check=False), out / "step")
     t0 = time.time()
     with open(root / f"{name}.log", "w") as log:
-        proc = subprocess.run(cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S)
+        proc = subprocess.run(
+            cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
+        )
     text = (root / f"{name}.log").read_text()
     assert proc.returncode == 0, f"{name} failed ({proc.returncode}) after {time.time() - t0:.0f} s:\n{text[-5000:]}"
     scalars = demo.read_tensorboard(out / "tensorboard")
@@ -172,7 +174,9 @@ def runs(tmp_path_factory):
 
     def cmd(out, *extra):
         flags = ["--ckpt.save_steps", "1", "--ckpt.load_enable", *extra]
-        return demo.train_command(out, model, data, demo.math_reward(), steps=STEPS, prompts=PROMPTS, n_samples=G, extra=flags)
+        return demo.train_command(
+            out, model, data, demo.math_reward(), steps=STEPS, prompts=PROMPTS, n_samples=G, extra=flags
+        )
 
     got = {}
     for name, extra in (("first", ()), ("again", ()), ("engines2", ("--vllm.num_engines", "2"))):

@@ -7,35 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from lens_openrlhf.data.cli import main as data_main
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _rows(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def gym_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gym")
-    rc = data_main(
-        [
-            "gym",
-            "--out-dir",
-            str(out),
-            "--train-per-level",
-            "40",
-            "--test-per-level",
-            "8",
-            "--seed",
-            "3",
-            "--warmup-per-level",
-            "100",
-        ]
-    )
-    assert rc == 0
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ warm start

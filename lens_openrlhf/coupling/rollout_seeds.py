@@ -10,8 +10,9 @@ the number of engines). Here every rollout sample's request carries its own seed
 where ``n`` is the prompt's position in the run's prompt stream: the number of prompts the run drew from the
 training dataloader before it (its shuffle seeded with ``--train.seed`` here, see :func:`on_fit_start`), so
 ``n // --rollout.batch_size`` is the global step and the dataloader's order names the prompt. OpenRLHF's
-checkpoint saves that count (``total_consumed_prompts``), so a resumed run continues the sequence (:func:`on_fit_start`, called by T1). Evaluation prompts count from 0 at every
-evaluation: the same held-out prompt is sampled with the same seeds at every step.
+checkpoint saves that count (``total_consumed_prompts``), so a resumed run continues the sequence
+(:func:`on_fit_start`, called by T1). Evaluation prompts count from 0 at every evaluation: the same held-out prompt
+is sampled with the same seeds at every step.
 
 A sample's tokens then depend on the policy and its seed alone. Two arms of a paired comparison with the same
 ``--train.seed`` (``benchmarks/pipeline_compare.py``) sample their first step from the very same rollouts and

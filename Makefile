@@ -3,7 +3,7 @@
 #   make test   # the test suite
 PY := .venv/bin/python
 
-.PHONY: venv test lint demo demo-format-lesson demo-submit demo-smollm2 bench bench-pipeline bench-cpu-dtype
+.PHONY: venv test test-quick lint demo demo-format-lesson demo-submit demo-smollm2 bench bench-pipeline bench-cpu-dtype
 venv:
 	bash .ci/setup_venv.sh
 
@@ -35,3 +35,7 @@ bench-pipeline: venv
 
 bench-cpu-dtype: venv
 	$(PY) benchmarks/bench_cpu_dtype.py
+
+# the edit loop: every test that starts no Ray, vLLM, DeepSpeed or training process (see tests/conftest.py)
+test-quick: venv
+	$(PY) -m pytest --import-mode=importlib -q -p no:cacheprovider -m "not processes" --durations=10 tests

@@ -53,7 +53,7 @@ def cpu_model() -> str:
 
 
 def run_job(cmd: List[str], env: dict, run_dir: Path) -> dict:
-    from lens_openrlhf.demo.report import read_tensorboard
+    from lens_openrlhf.tblogs import read_tensorboard
 
     t0 = time.time()
     with open(run_dir / "train.log", "w") as log:
@@ -96,8 +96,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     a = p.parse_args(argv)
 
-    from lens_openrlhf.demo import job, setups
-    from lens_openrlhf.demo.data import clear_outputs
+    from lens_openrlhf.demo import setups
+    from lens_openrlhf.localrun import job
 
     out = Path(a.out).resolve()
     setup = replace(setups.ANSWERS, steps=a.steps, eval_every=None)
@@ -108,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         kinds = ["native", "avx2"] if r % 2 == 0 else ["avx2", "native"]
         for kind in kinds:
             run_dir = out / f"{kind}_{r}"
-            clear_outputs(run_dir, keep=())
+            job.clear_outputs(run_dir, keep=())
             env = job.job_env(run_dir, sync_check=True)
             for k in EMULATION:
                 env.pop(k, None)

@@ -128,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     from lens_openrlhf.demo import setups
-    from lens_openrlhf.demo.data import read_jsonl
+    from lens_openrlhf.data.files import read_jsonl
 
     torch.set_num_threads(1)
     out = Path(a.out).resolve()

@@ -150,7 +150,9 @@ def measure(model: Path, rows: List[dict], cfg: dict, seed: int) -> dict:
 
 
 def run_one(out: Path, setup, inputs, rows: List[dict], cfg: dict, estimator: str, seed: int, a, t0: float) -> dict:
-    from lens_openrlhf.demo import job, report, setups
+    from lens_openrlhf.demo import setups
+    from lens_openrlhf.localrun import job
+    from lens_openrlhf.tblogs import read_tensorboard
 
     run_dir = out / "runs" / f"{estimator}_seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -166,7 +168,7 @@ def run_one(out: Path, setup, inputs, rows: List[dict], cfg: dict, estimator: st
     if rc != 0 or not (run_dir / "checkpoint" / "config.json").exists():
         raise RuntimeError(f"{estimator} seed {seed} failed (exit code {rc}); see {run_dir / 'train.log'}")
     table = measure(run_dir / "checkpoint", rows, cfg, seed)
-    s = report.read_tensorboard(run_dir / "tensorboard")
+    s = read_tensorboard(run_dir / "tensorboard")
     times = sorted(s.get("train/timing/step_total", {}).items())
     later = [v for st, v in times if st > 1] or [v for _, v in times]  # step 1 pays the start-up
     return {
@@ -394,7 +396,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if len(set(a.estimators)) != len(a.estimators) or len(a.estimators) < 2:
         p.error("--estimators: at least two, distinct (the first is the baseline)")
 
-    from lens_openrlhf.demo import cli, data, setups
+    from lens_openrlhf.data import files as data
+    from lens_openrlhf.demo import cli, setups
 
     cli.quiet()
     out = Path(a.out).resolve()

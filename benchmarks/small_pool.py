@@ -38,9 +38,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=42)
     a = p.parse_args(argv)
 
-    from lens_openrlhf.demo import data as D
-    from lens_openrlhf.demo import heldout, job, setups
-    from lens_openrlhf.demo.report import read_tensorboard
+    from lens_openrlhf.data import files as D
+    from lens_openrlhf.demo import heldout, setups
+    from lens_openrlhf.localrun import job
+    from lens_openrlhf.tblogs import read_tensorboard
 
     out = Path(a.out).resolve()
     levels = (1, 2)
@@ -57,7 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     before_pool, before_test = table(inputs.model, pool), table(inputs.model, test)
     run = out / "run"
-    D.clear_outputs(run, keep=())
+    job.clear_outputs(run, keep=())
     flags = setups.job_flags(setup, inputs, run, estimator=a.estimator, seed=a.seed, evaluate=False)
     rc = job.TrainingJob(job.command(flags), job.job_env(run, sync_check=False), run / "train.log", t0=t0).run()
     if rc != 0:

@@ -47,3 +47,11 @@ def read_scalars(folder, label: str = "run") -> Dict[str, Series]:
     for _, tag, step, value in sorted(events, key=lambda e: e[0]):
         out.setdefault(tag, {})[step] = value
     return out
+
+
+def read_tensorboard(tb_dir: Path) -> Dict[str, Dict[int, float]]:
+    """tag -> {step: value} of a run's TensorBoard logs ({} when the run logged nothing)."""
+    try:
+        return read_scalars(tb_dir, "run")
+    except TensorBoardLogError:
+        return {}

@@ -99,6 +99,18 @@ def _revert_patches_after_test():
 
 
 @pytest.fixture(scope="session")
+def gym_dir(tmp_path_factory):
+    """reasoning-gym data as ``python -m lens_openrlhf.data gym`` writes it (40 train and 8 test problems per task
+    and level, 100 warm-up rows per level, seed 3), built once per session; read-only for the tests."""
+    from lens_openrlhf.data.cli import main as data_main
+
+    out = tmp_path_factory.mktemp("gym")
+    argv = ["gym", "--out-dir", str(out), "--train-per-level", "40", "--test-per-level", "8", "--seed", "3"]
+    assert data_main(argv + ["--warmup-per-level", "100"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def script_submissions(tmp_path_factory):
     """Each example training script's ``DRY_RUN=1`` submission line (``ray job submit ... -- python -m ...``), run once
     per session from a directory outside the repository, as a user runs it: {script name: (line, that directory)}."""
@@ -115,3 +127,61 @@ def script_submissions(tmp_path_factory):
         assert res.returncode == 0, (script.name, res.stderr[-3000:])
         out[script.name] = (res.stdout.strip(), cwd)
     return out
+
+
+# ---- two tiers: `make test` (everything, what CI runs) and `make test-quick` (-m "not processes") -----------------
+PROCESSES = "processes"
+_HEAVY_COMMANDS = ("train_ppo_ray", "lens_openrlhf.demo", "lens_openrlhf.evaluation", "rehearse_on_cpu", "benchmarks/")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        f"{PROCESSES}: starts Ray, vLLM, DeepSpeed or a training job (`make test-quick`, -m 'not {PROCESSES}', "
+        "leaves it out)",
+    )
+
+
+def _quick_tier(config) -> bool:
+    return f"not {PROCESSES}" in (config.option.markexpr or "")
+
+
+def _refuse(what: str):
+    raise RuntimeError(
+        f"this test {what}, which the quick tier (-m 'not {PROCESSES}') leaves out: mark it "
+        f"@pytest.mark.{PROCESSES} (or its module: pytestmark = pytest.mark.{PROCESSES})"
+    )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quick_tier_guard(request):
+    """In the quick tier a test that starts Ray, a vLLM engine, a DeepSpeed engine or a job (the repository's training,
+    demo, evaluation or benchmark commands) fails with a message saying how to mark it; the tier stays what it says."""
+    if not _quick_tier(request.config):
+        yield
+        return
+    import multiprocessing.process
+    import subprocess
+
+    mp = pytest.MonkeyPatch()
+    import deepspeed
+    import ray
+
+    mp.setattr(ray, "init", lambda *a, **k: _refuse("starts Ray"))
+    mp.setattr(deepspeed, "initialize", lambda *a, **k: _refuse("starts a DeepSpeed engine"))
+    mp.setattr(multiprocessing.process.BaseProcess, "start", lambda self: _refuse("starts a process (vLLM's engine?)"))
+    popen_init = subprocess.Popen.__init__
+
+    def guarded_popen(self, args, *a, **k):
+        words = [args] if isinstance(args, (str, os.PathLike)) else list(args)
+        text = " ".join(map(str, words))
+        env = k.get("env") or os.environ
+        if any(c in text for c in _HEAVY_COMMANDS) or (words and Path(str(words[0])).name == "ray"):
+            _refuse(f"runs {text[:120]!r}")
+        if ".sh" in text and "examples/scripts" in text and env.get("DRY_RUN") != "1":
+            _refuse(f"runs {text[:120]!r} without DRY_RUN=1")
+        popen_init(self, args, *a, **k)
+
+    mp.setattr(subprocess.Popen, "__init__", guarded_popen)
+    yield
+    mp.undo()

@@ -70,7 +70,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     quiet()
 
     from lens_openrlhf.cpu.dtype import resolve as resolve_dtype
-    from lens_openrlhf.demo import data as D, heldout, job, report, setups
+    from lens_openrlhf.data import files as D
+    from lens_openrlhf.demo import heldout, report, setups
+    from lens_openrlhf.localrun import job
 
     a, extra = parser().parse_known_args(argv)
     unknown = [x for x in extra if x.startswith("-") and not _is_number(x) and not (x.startswith("--") and "." in x)]
@@ -80,11 +82,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.smollm2 is not None:
         from lens_openrlhf.demo import smollm2
 
-        D.clear_outputs(out)
+        job.clear_outputs(out)
         return smollm2.demo_run(out, steps=a.steps or 2, seed=a.seed, source=a.smollm2 or None, extra=extra)
     setup = setups.FORMAT_LESSON if a.format_lesson else setups.ALL_NEGATIVE if a.all_negative else setups.ANSWERS
     setup = replace(setup, steps=a.steps or setup.steps)
-    D.clear_outputs(out)
+    job.clear_outputs(out)
     t0 = time.time()
     say = lambda m: print(f"[demo {time.time() - t0:6.1f}s] {m}", flush=True)  # noqa: E731
     say(f"setup '{setup.name}': {setup.what}")

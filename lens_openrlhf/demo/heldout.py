@@ -140,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    from lens_openrlhf.demo.data import read_jsonl
+    from lens_openrlhf.data.files import read_jsonl
 
     rows = [r for r in read_jsonl(a.file) if not a.levels or int(r["level"]) in a.levels]
     kw = dict(max_new_tokens=a.max_new_tokens, seed=a.seed)

@@ -7,15 +7,7 @@ import json
 from pathlib import Path
 from typing import Dict, Optional
 
-
-def read_tensorboard(tb_dir: Path) -> Dict[str, Dict[int, float]]:
-    """tag -> {step: value} of a run's TensorBoard logs ({} when the run logged nothing)."""
-    from lens_openrlhf.tblogs import TensorBoardLogError, read_scalars
-
-    try:
-        return read_scalars(tb_dir, "demo")
-    except TensorBoardLogError:
-        return {}
+from lens_openrlhf.tblogs import read_tensorboard
 
 
 def accuracy_among_boxed(group: dict) -> float:

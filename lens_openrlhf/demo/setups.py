@@ -91,7 +91,7 @@ class Inputs:
 def prepare(setup: Setup, out: Path, seed: int = 0, log: Callable[[str], None] = print, dtype: str = "auto") -> Inputs:
     """Data, model and reward of ``setup`` under ``out`` (``seed``: the data and warm-start seed; ``dtype``: the
     warm start's compute dtype, ``lens_openrlhf.cpu.dtype``)."""
-    from lens_openrlhf.demo import data as D
+    from lens_openrlhf.data import files as D
     from lens_openrlhf.localrun.tiny import build_tiny_model
 
     if not setup.gym:

@@ -281,7 +281,9 @@ def demo_run(
     import statistics
 
     from lens_openrlhf import recipes
-    from lens_openrlhf.demo import data as D, job, report
+    from lens_openrlhf.data import files as D
+    from lens_openrlhf.localrun import job
+    from lens_openrlhf.tblogs import read_tensorboard
     from lens_openrlhf.rewards.gym_reward import score_text
 
     t0 = time.time()
@@ -331,7 +333,7 @@ def demo_run(
     runs = {}
     for e in estimators:
         run_dir = out / f"run_{e}"
-        D.clear_outputs(run_dir, keep=())
+        job.clear_outputs(run_dir, keep=())
         flags = recipes.cpu(
             model,
             train,
@@ -355,7 +357,7 @@ def demo_run(
         rc = job.TrainingJob(cmd, env, run_dir / "train.log", verbose=verbose, t0=t0).run()
         if rc != 0:
             return rc
-        runs[e] = report.read_tensorboard(run_dir / "tensorboard")
+        runs[e] = read_tensorboard(run_dir / "tensorboard")
     summary = {"model": str(model), "start": start_report, "runs": {}}
     print("\n==================== SmolLM2-135M-Instruct: LENS through the real pipeline ====================")
     for e, sc in runs.items():

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from lens_openrlhf.demo.data import read_jsonl
+from lens_openrlhf.data.files import read_jsonl
 from lens_openrlhf.localrun.tiny import build_tiny_model, chat_prompt, torch_threads
 
 

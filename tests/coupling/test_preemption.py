@@ -32,7 +32,7 @@ import psutil
 import pytest
 import torch
 
-import cpu_jobs as demo
+import cpu_jobs as jobs
 
 PROMPTS, G, STEPS = 4, 4, 8
 PER_STEP = PROMPTS * G  # reward calls (one per sample) per step
@@ -108,7 +108,7 @@ def _run(out, name, cmd, gate_at=0, action=None):
     """
     gate = out / f"gate_{name}"
     gate.mkdir()
-    env = demo.job_env(out, sync_check=True)
+    env = jobs.job_env(out, sync_check=True)
     env.update(
         {
             "LENS_OPENRLHF_CPU_SYNC_CHECK": str(out / f"sync_{name}.jsonl"),
@@ -121,7 +121,7 @@ def _run(out, name, cmd, gate_at=0, action=None):
     seen, t0, acted = set(), time.time(), None
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, env=env, cwd=str(jobs.REPO), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             while proc.poll() is None:
@@ -202,10 +202,10 @@ def chain(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("preemption")
     model = build_tiny_model(out / "model", seed=0)
-    data = demo.write_math_dataset(out / "train.jsonl", STEPS * PROMPTS, seed=1)
+    data = jobs.write_math_dataset(out / "train.jsonl", STEPS * PROMPTS, seed=1)
     reward = out / "reward.py"
     reward.write_text(REWARD)
-    base = demo.train_command(out, model, data, reward, steps=STEPS, prompts=PROMPTS, n_samples=G)
+    base = jobs.train_command(out, model, data, reward, steps=STEPS, prompts=PROMPTS, n_samples=G)
     ckpt = out / "ckpt" / "_actor"
     runs, states, t0 = {}, {}, time.time()
 
@@ -360,7 +360,7 @@ def test_signal_before_training_began_stops_at_once(tmp_path):
     """No trainer has started fit(): nothing to checkpoint, so the driver stops at once (not after model loading)."""
     proc = subprocess.Popen(
         [os.sys.executable, "-c", EARLY_STOP, str(tmp_path / "ckpt")],
-        cwd=str(demo.REPO),
+        cwd=str(jobs.REPO),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import cpu_jobs as demo
+import cpu_jobs as jobs
 import step_record
 from lens_openrlhf import patching
 from lens_openrlhf.coupling import rollout_seeds
@@ -146,15 +146,15 @@ def test_s1_to_s3_are_applied_only_with_per_sample_seeds():
 
 # ---- four real runs ---------------------------------------------------------------------------------------------
 def _run(root: Path, name: str, cmd, out: Path):
-    env = step_record.job_env(demo.job_env(out, sync_check=False), out / "step")
+    env = step_record.job_env(jobs.job_env(out, sync_check=False), out / "step")
     t0 = time.time()
     with open(root / f"{name}.log", "w") as log:
         proc = subprocess.run(
-            cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
+            cmd, env=env, cwd=str(jobs.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
         )
     text = (root / f"{name}.log").read_text()
     assert proc.returncode == 0, f"{name} failed ({proc.returncode}) after {time.time() - t0:.0f} s:\n{text[-5000:]}"
-    scalars = demo.read_tensorboard(out / "tensorboard")
+    scalars = jobs.read_tensorboard(out / "tensorboard")
     return SimpleNamespace(
         out=out,
         log=text,
@@ -170,12 +170,12 @@ def runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("rollout_seeds")
     model = build_tiny_model(root / "model", seed=0)
-    data = demo.write_math_dataset(root / "data" / "train.jsonl", STEPS * PROMPTS, seed=1)
+    data = jobs.write_math_dataset(root / "data" / "train.jsonl", STEPS * PROMPTS, seed=1)
 
     def cmd(out, *extra):
         flags = ["--ckpt.save_steps", "1", "--ckpt.load_enable", *extra]
-        return demo.train_command(
-            out, model, data, demo.math_reward(), steps=STEPS, prompts=PROMPTS, n_samples=G, extra=flags
+        return jobs.train_command(
+            out, model, data, jobs.math_reward(), steps=STEPS, prompts=PROMPTS, n_samples=G, extra=flags
         )
 
     got = {}

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 
-import cpu_jobs as demo
+import cpu_jobs as jobs
 
 STEPS = 3
 
@@ -18,16 +18,16 @@ def test_async_trainer_runs_lens(tmp_path):
     from lens_openrlhf.localrun.tiny import build_tiny_model
 
     model = build_tiny_model(tmp_path / "model", seed=0)
-    data = demo.write_math_dataset(tmp_path / "train.jsonl", STEPS * 4, seed=1)
-    cmd = demo.train_command(
-        tmp_path, model, data, demo.math_reward(), estimator="lens", steps=STEPS, extra=["--train.async_enable"]
+    data = jobs.write_math_dataset(tmp_path / "train.jsonl", STEPS * 4, seed=1)
+    cmd = jobs.train_command(
+        tmp_path, model, data, jobs.math_reward(), estimator="lens", steps=STEPS, extra=["--train.async_enable"]
     )
     t0 = time.time()
     with open(tmp_path / "train.log", "w") as log:
         proc = subprocess.run(
             cmd,
-            env=demo.job_env(tmp_path, sync_check=False),
-            cwd=str(demo.REPO),
+            env=jobs.job_env(tmp_path, sync_check=False),
+            cwd=str(jobs.REPO),
             stdout=log,
             stderr=subprocess.STDOUT,
             timeout=600,
@@ -35,7 +35,7 @@ def test_async_trainer_runs_lens(tmp_path):
     text = (tmp_path / "train.log").read_text()
     assert proc.returncode == 0, f"async run failed after {time.time() - t0:.0f} s:\n{text[-6000:]}"
     assert "ppo_trainer_async" in text  # it really was OpenRLHF's async trainer
-    scalars = demo.read_tensorboard(tmp_path / "tensorboard")
+    scalars = jobs.read_tensorboard(tmp_path / "tensorboard")
     for tag in ("train/lens/negative_group_ratio", "train/lens/nonzero_adv_frac", "train/lens/mean_pbar"):
         assert sorted(scalars.get(tag, {})) == list(range(1, STEPS + 1)), (tag, sorted(scalars)[:40])
     for step in range(1, STEPS + 1):

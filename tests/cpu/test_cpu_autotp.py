@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import cpu_jobs as demo
+import cpu_jobs as jobs
 from lens_openrlhf import placement
 import step_record
 
@@ -73,7 +73,7 @@ def _records(prefix, world):
 
 
 def _run(out, name, model, data, reward, tp):
-    cmd = demo.train_command(
+    cmd = jobs.train_command(
         out / name,
         model,
         data,
@@ -85,11 +85,11 @@ def _run(out, name, model, data, reward, tp):
         extra=["--ds.tensor_parallel_size", str(tp), "--actor.num_gpus_per_node", str(tp)] + BF16,
     )
     (out / name).mkdir()
-    env = step_record.job_env(demo.job_env(out / name, sync_check=True), out / name / "step")
+    env = step_record.job_env(jobs.job_env(out / name, sync_check=True), out / name / "step")
     t0 = time.time()
     with open(out / name / "train.log", "w") as log:
         proc = subprocess.run(
-            cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
+            cmd, env=env, cwd=str(jobs.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
         )
     text = (out / name / "train.log").read_text()
     assert proc.returncode == 0, f"tp {tp} failed ({proc.returncode}):\n{text[-6000:]}"
@@ -100,7 +100,7 @@ def _run(out, name, model, data, reward, tp):
         syncs=syncs,
         seconds=time.time() - t0,
         checkpoint=out / name / "checkpoint",
-        scalars=demo.read_tensorboard(out / name / "tensorboard"),
+        scalars=jobs.read_tensorboard(out / name / "tensorboard"),
     )
 
 
@@ -108,7 +108,7 @@ def _run(out, name, model, data, reward, tp):
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("autotp")
     model = build_tp_model(out / "model")
-    data = demo.write_math_dataset(out / "train.jsonl", PROMPTS, seed=1)
+    data = jobs.write_math_dataset(out / "train.jsonl", PROMPTS, seed=1)
     reward = Path(__file__).resolve().parents[1] / "helpers" / "exact_match_reward.py"  # no verifier pool needed
     tp1 = _run(out, "tp1", model, data, reward, 1)
     tp2 = _run(out, "tp2", model, data, reward, 2)

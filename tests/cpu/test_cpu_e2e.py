@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import cpu_jobs as demo
+import cpu_jobs as jobs
 from lens_openrlhf import placement
 
 STEPS = 3
@@ -44,10 +44,10 @@ def run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("cpu_e2e")
     model = build_tiny_model(out / "model", seed=0)
-    data = demo.write_math_dataset(out / "data" / "train.jsonl", STEPS * PROMPTS, seed=1)
-    eval_data = demo.write_math_dataset(out / "data" / "eval.jsonl", 5, seed=2)
-    reward = demo.math_reward()
-    cmd = demo.train_command(
+    data = jobs.write_math_dataset(out / "data" / "train.jsonl", STEPS * PROMPTS, seed=1)
+    eval_data = jobs.write_math_dataset(out / "data" / "eval.jsonl", 5, seed=2)
+    reward = jobs.math_reward()
+    cmd = jobs.train_command(
         out,
         model,
         data,
@@ -60,16 +60,16 @@ def run(tmp_path_factory):
         eval_data=eval_data,
         extra=["--ds.zero_stage", "3"],  # the demo's recipe has ZeRO-2
     )
-    env = demo.job_env(out, sync_check=True)
+    env = jobs.job_env(out, sync_check=True)
     t0 = time.time()
     with open(out / "train.log", "w") as log:
         proc = subprocess.run(
-            cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
+            cmd, env=env, cwd=str(jobs.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
         )
     seconds = time.time() - t0
     log_text = (out / "train.log").read_text()
     assert proc.returncode == 0, f"training failed ({proc.returncode}) after {seconds:.0f} s:\n{log_text[-6000:]}"
-    scalars = demo.read_tensorboard(out / "tensorboard")
+    scalars = jobs.read_tensorboard(out / "tensorboard")
     syncs = [json.loads(l) for l in (out / "sync_check.jsonl").read_text().splitlines() if l.strip()]
     return SimpleNamespace(out=out, model=model, log=log_text, scalars=scalars, syncs=syncs, seconds=seconds)
 
@@ -384,6 +384,6 @@ print("UNCHANGED")
 """
     env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=str(demo.REPO)
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=str(jobs.REPO)
     )
     assert "UNCHANGED" in out.stdout, out.stderr[-3000:]

@@ -39,7 +39,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import cpu_jobs as demo
+import cpu_jobs as jobs
 import step_record
 
 PROMPTS, G = 8, 8
@@ -54,8 +54,8 @@ def step(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("update_direction")
     model = build_tiny_model(out / "model", seed=0)
-    data = demo.write_math_dataset(out / "data" / "train.jsonl", PROMPTS, seed=3)
-    cmd = demo.train_command(
+    data = jobs.write_math_dataset(out / "data" / "train.jsonl", PROMPTS, seed=3)
+    cmd = jobs.train_command(
         out,
         model,
         data,
@@ -70,11 +70,11 @@ def step(tmp_path_factory):
         extra=["--train.max_epochs", "2", "--actor.adam.eps", "1.0", "--lens.cpu_dtype", "float32"],
     )
     prefix = out / "record"
-    env = step_record.job_env(demo.job_env(out, sync_check=False), prefix)
+    env = step_record.job_env(jobs.job_env(out, sync_check=False), prefix)
     t0 = time.time()
     with open(out / "train.log", "w") as log:
         proc = subprocess.run(
-            cmd, env=env, cwd=str(demo.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
+            cmd, env=env, cwd=str(jobs.REPO), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
         )
     text = (out / "train.log").read_text()
     assert proc.returncode == 0, f"training failed ({proc.returncode}) after {time.time() - t0:.0f} s:\n{text[-6000:]}"

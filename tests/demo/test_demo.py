@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lens_openrlhf.demo import job
-from lens_openrlhf.demo.job import MAX_LINE, console_line, error_line, show_command
+from lens_openrlhf.localrun import job
+from lens_openrlhf.localrun.job import MAX_LINE, console_line, error_line, show_command
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from lens_openrlhf import recipes
-from lens_openrlhf.demo.data import reward_path as _reward_path
-from lens_openrlhf.demo.data import write_math_dataset  # noqa: F401 - the tests' data
-from lens_openrlhf.demo.job import REPO, command, job_env  # noqa: F401 - used by the tests
-from lens_openrlhf.demo.report import read_tensorboard  # noqa: F401 - used by the tests
+from lens_openrlhf.data.files import reward_path as _reward_path
+from lens_openrlhf.data.files import write_math_dataset  # noqa: F401 - the tests' data
+from lens_openrlhf.localrun.job import REPO, command, job_env  # noqa: F401 - used by the tests
+from lens_openrlhf.tblogs import read_tensorboard  # noqa: F401 - used by the tests
 
 
 def train_command(

@@ -1,10 +1,10 @@
-"""The demo's inputs: reasoning-gym files, the reward files, the synthetic arithmetic set, the output folder."""
+"""Local data files: the reasoning-gym sets of the demo, JSONL rows, the reward files, the synthetic arithmetic set
+(the CPU tests' and ``--all-negative``'s)."""
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 from typing import Dict, Sequence
 
@@ -62,18 +62,6 @@ def reward_path(name: str) -> Path:
     else:
         raise ValueError(f"unknown reward {name!r}")
     return Path(module.__file__).resolve()
-
-
-def clear_outputs(out: Path, keep: Sequence[str] = ("warm_start", "smollm2")) -> None:
-    """Empty ``out`` except the warm-start and SmolLM2 caches."""
-    out.mkdir(parents=True, exist_ok=True)
-    for child in out.iterdir():
-        if child.name in keep:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The demo's training job: the command, its environment, running it for a person, and ``--submit``.
+"""A local training job (the demo's, the tests', the benchmarks'): the command, its environment, running it for a
+person, and ``--submit``.
 
 The command is ``python -m lens_openrlhf.train_ppo_ray`` with the flags of :func:`lens_openrlhf.recipes.cpu`
 (OpenRLHF's dotted names) plus whatever the user added; :func:`show_command` prints it so it can be copied.
@@ -19,6 +20,7 @@ import ast
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +30,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRY = "lens_openrlhf.train_ppo_ray"
@@ -302,3 +304,15 @@ def job_gpus(cmd: List[str]) -> int:
     flat, args = parse_args(cmd[cmd.index(ENTRY) + 1 :])
     check_and_default_args(args, flat)
     return total_gpus(args)
+
+
+def clear_outputs(out: Path, keep: Sequence[str] = ("warm_start", "smollm2")) -> None:
+    """Empty ``out`` except the warm-start and SmolLM2 caches."""
+    out.mkdir(parents=True, exist_ok=True)
+    for child in out.iterdir():
+        if child.name in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()

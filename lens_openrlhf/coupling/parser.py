@@ -26,7 +26,6 @@ from .rollout_seeds import DEFAULT as ROLLOUT_SEEDS_DEFAULT
 from .vllm_dtype import VLLM_DTYPES
 
 
-
 # ----------------------------------------------------------------------------------------------------
 # 1. Flat flags of OpenRLHF <= 0.10 -> the pinned release's dotted flags: one table.
 # ----------------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from torch import Tensor
 
 __all__ = [
     "EPS_STD",
+    "D_IMP_READINGS",
     "NEGATIVE",
     "MIXED",
     "ALL_CORRECT",
@@ -75,6 +76,9 @@ TRAIN_ALL, TRAIN_CORRECT, TRAIN_INCORRECT = "all", "correct", "incorrect"
 
 #: A mean log-prob above this is not a log-prob (pbar would exceed 1 by more than rounding noise).
 _MAX_MEAN_LOG_PROB = 1e-3
+
+#: The readings of D_imp's importance weights (eq. 14): ``pbar`` (length-normalised) or ``sequence`` (pi_old(o|q)).
+D_IMP_READINGS = ("pbar", "sequence")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -167,11 +171,17 @@ def confidence_weight(prob: Tensor, D) -> Tensor:
     return torch.where(has_mass, prob / denom, torch.zeros_like(prob))
 
 
-def lens_terms(rewards: Tensor, mean_log_probs: Tensor) -> LensTerms:
+def lens_terms(
+    rewards: Tensor,
+    mean_log_probs: Tensor,
+    *,
+    d_imp: str = "pbar",
+    response_lengths: Optional[Tensor] = None,
+) -> LensTerms:
     """Compute pbar, D and the calibrated reward of LENS (arXiv 2510.08696, §5.1).
 
         pbar_i = exp(mean_log_probs_i)
-        D_imp  = ( (1/G) sum_i r_i / pbar_i )^-1              (only when some r_i > 0)
+        D_imp  = ( (1/G) sum_i r_i / p_i )^-1                 (only when some r_i > 0)
         D      = max(D_imp, 2 max_j pbar_j)   mixed / all-correct groups
         D      = 2 max_j pbar_j               negative groups (all r_i = 0)
         r~_i   = r_i - (1 - r_i) (1/G) pbar_i / (D - pbar_i)
@@ -179,43 +189,74 @@ def lens_terms(rewards: Tensor, mean_log_probs: Tensor) -> LensTerms:
     Since D >= 2 max pbar, D - pbar_i >= pbar_i, so pbar_i / (D - pbar_i) lies in [0, 1] and every
     incorrect r~ in [-1/G, 0]. A group whose pbar are all 0 gets D = 0 and penalty 0 (no NaN).
 
-    Our reading of D_imp (the paper is not explicit): its importance weights use pbar, the
-    length-normalised probability, not the raw pi_old(o|q). With the raw sequence probability, a correct
-    answer of a few hundred tokens has pi_old ~ 1e-100, D_imp ~ 1e-100 * G / (sum of r), and the
-    ``max(D_imp, 2 max pbar)`` would always pick the floor: D_imp would never matter. With pbar both
-    sides of the max live on the same per-token scale, which is what the confidence weight pbar/(D - pbar)
-    compares.
+    p_i, the probability in D_imp's importance weights (``d_imp``; ``--algo.lens.d_imp``):
+
+    - ``"pbar"`` (default, our reading): p_i = pbar_i, the length-normalised probability. Eq. 14 writes
+      pi_old(o_i|q), but with the raw sequence probability a correct answer of a few hundred tokens has
+      pi_old ~ 1e-100, D_imp ~ 1e-100 * G / (sum of r), and ``max(D_imp, 2 max pbar)`` always picks the floor:
+      D_imp would never matter. With pbar both sides of the max live on the same per-token scale, which is
+      what the confidence weight pbar / (D - pbar) compares.
+    - ``"sequence"``: eq. 14 as written, p_i = pi_old(o_i|q) = exp(sum of token log-probs) = pbar_i^|o_i|
+      (|o_i| from ``response_lengths``; a length below 1 counts as 1). Only D_imp changes: the confidence
+      weight keeps pbar, as §5.1 writes it. For answers of realistic length D = 2 max pbar in practice.
 
     Args:
         rewards: ``[n, G]`` in [0, 1] (validated by :func:`group_advantages`, not here).
         mean_log_probs: ``[n, G]`` mean token log-prob per response, <= 0; ``-inf`` allowed.
+        d_imp: ``"pbar"`` or ``"sequence"``.
+        response_lengths: ``[n, G]`` tokens per response; required with ``d_imp="sequence"``, unused otherwise.
     Returns:
         :class:`LensTerms` of float64 tensors.
     """
+    if d_imp not in D_IMP_READINGS:
+        raise ValueError(f"d_imp must be one of {', '.join(D_IMP_READINGS)}, got {d_imp!r}")
     r = rewards.to(torch.float64)
     G = r.shape[-1]
     pbar = torch.exp(mean_log_probs.to(torch.float64).clamp(max=0.0))
     max_pbar = pbar.max(dim=-1).values
-    # D_imp: r/pbar with 0/0 := 0 (an incorrect response contributes nothing) and r/0 := inf (a correct
-    # response the policy gave probability 0 drives D_imp to 0, so the 2 max pbar floor decides).
-    ratio = torch.where(r > 0, r / pbar, torch.zeros_like(r))
-    inv_d_imp = ratio.mean(dim=-1)  # (1/G) sum r_i / pbar_i, 0 for negative groups
-    d_imp = torch.where(inv_d_imp > 0, 1.0 / inv_d_imp, torch.zeros_like(inv_d_imp))
-    D = torch.maximum(d_imp, 2.0 * max_pbar)  # negative groups: d_imp = 0 -> D = 2 max pbar
+    if d_imp == "sequence":
+        if response_lengths is None:
+            raise ValueError("d_imp='sequence' needs response_lengths (tokens per response): pi_old(o|q) = pbar^|o|")
+        prob = pbar ** response_lengths.to(torch.float64).clamp(min=1.0)  # underflows to 0 for long answers
+    else:
+        prob = pbar
+    # D_imp: r/p with 0/0 := 0 (an incorrect response contributes nothing) and r/0 := inf (a correct response of
+    # probability 0, or one whose sequence probability underflows, drives D_imp to 0: the 2 max pbar floor decides).
+    ratio = torch.where(r > 0, r / prob, torch.zeros_like(r))
+    inv_d_imp = ratio.mean(dim=-1)  # (1/G) sum r_i / p_i, 0 for negative groups
+    d_imp_value = torch.where(inv_d_imp > 0, 1.0 / inv_d_imp, torch.zeros_like(inv_d_imp))
+    D = torch.maximum(d_imp_value, 2.0 * max_pbar)  # negative groups: D_imp = 0 -> D = 2 max pbar
     penalty = confidence_weight(pbar, D.unsqueeze(-1)) / G
     calibrated = r - (1.0 - r) * penalty
     return LensTerms(pbar=pbar, D=D, penalty=penalty, calibrated=calibrated)
 
 
-def lens_calibrated_rewards(rewards: Tensor, mean_log_probs: Tensor) -> Tensor:
-    """r~ of LENS, ``[n_groups, G]`` float32. See :func:`lens_terms` for the formula.
+def lens_calibrated_rewards(
+    rewards: Tensor,
+    mean_log_probs: Tensor,
+    *,
+    d_imp: str = "pbar",
+    response_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    """r~ of LENS, ``[n_groups, G]`` float32. See :func:`lens_terms` for the formula and ``d_imp``.
 
     Args:
         rewards: ``[n_groups, G]`` rewards in [0, 1].
         mean_log_probs: ``[n_groups, G]`` each response's mean token log-prob (pbar = its exp).
+        response_lengths: ``[n_groups, G]`` tokens per response (``d_imp="sequence"`` only).
     """
-    _validate(rewards, mean_log_probs, None, needs_log_probs=True, group_based=True, bounded_rewards=True)
-    return lens_terms(rewards, mean_log_probs).calibrated.to(torch.float32)
+    _validate(
+        rewards,
+        mean_log_probs,
+        response_lengths,
+        needs_log_probs=True,
+        group_based=True,
+        bounded_rewards=True,
+        needs_lengths=d_imp == "sequence",
+        lengths_for=" with d_imp='sequence'",
+    )
+    terms = lens_terms(rewards, mean_log_probs, d_imp=d_imp, response_lengths=response_lengths)
+    return terms.calibrated.to(torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -223,14 +264,26 @@ def lens_calibrated_rewards(rewards: Tensor, mean_log_probs: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EstimatorOption:
-    """One tunable option of an estimator (becomes ``--algo.lens.<name>`` on the CLI)."""
+    """One tunable option of an estimator (becomes ``--algo.lens.<name>`` on the CLI).
+
+    A number (``type=float``, the default) or one of a few named readings (``type=str`` with ``choices``).
+    """
 
     name: str
-    default: float
+    default: Any
     help: str
     type: type = float
     #: ``check(value)`` returns an error string, or None when the value is valid.
     check: Optional[Callable[[Any], Optional[str]]] = None
+    #: the values a ``str`` option may take (any other is refused when the options are resolved); () = no list
+    choices: tuple = ()
+    #: the values of this option with which the estimator also needs each response's length in tokens
+    needs_lengths_with: tuple = ()
+
+    @property
+    def default_text(self) -> str:
+        """The default as written on a command line (``0.25``, ``pbar``): recipe flags and the docs' table."""
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
 
 
 @dataclass(frozen=True)
@@ -242,7 +295,8 @@ class EstimatorSpec:
     help: str
     #: needs each response's mean token log-prob (pi_old confidence)
     needs_log_probs: bool = False
-    #: needs each response's length in tokens
+    #: needs each response's length in tokens, whatever its options (an option value may also ask for them:
+    #: ``EstimatorOption.needs_lengths_with``; :meth:`needs_lengths_for` tells for given options)
     needs_lengths: bool = False
     #: uses statistics of the group of G samples of one prompt: needs G >= 2
     group_based: bool = True
@@ -275,12 +329,25 @@ class EstimatorSpec:
             value = opt.type(value)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"option '{name}' of estimator '{self.name}' must be finite, got {value}")
+            if opt.choices and value not in opt.choices:
+                raise ValueError(
+                    f"option '{name}' of estimator '{self.name}' must be one of {', '.join(opt.choices)}, got {value!r}"
+                )
             if opt.check is not None:
                 err = opt.check(value)
                 if err:
                     raise ValueError(f"option '{name}' of estimator '{self.name}': {err}")
             out[name] = value
         return out
+
+    def needs_lengths_for(self, given: Mapping[str, Any]) -> bool:
+        """Whether the estimator needs each response's length with these options (unresolved, as given:
+        defaults apply): always when ``needs_lengths``, else when an option takes a value of its
+        ``needs_lengths_with`` (``lens`` with ``d_imp='sequence'``)."""
+        if self.needs_lengths:
+            return True
+        opts = self.resolve_options(given)
+        return any(opts[name] in opt.needs_lengths_with for name, opt in self.options.items())
 
 
 class EstimatorContext(NamedTuple):
@@ -371,13 +438,13 @@ ALPHA = EstimatorOption(
 )
 
 
-def _above_one(v):
+def _gamma_positive(v):
     return (
         None
-        if v > 1
+        if v > 0
         else (
-            f"must be > 1, got {v}: rho(o) = gamma^|o| must exceed pi(o) = pbar^|o| for every response, and pbar "
-            "reaches 1 for a response the policy is sure of, so only gamma > 1 can never be crossed mid-run"
+            f"must be > 0, got {v}: gamma is compared with pbar = pi(o)^(1/|o|) in [0, 1] and must exceed every "
+            "pbar of a batch"
         )
     )
 
@@ -385,11 +452,24 @@ def _above_one(v):
 GAMMA = EstimatorOption(
     "gamma",
     1.05,
-    "Length-preference base of rho = gamma^|o|: incorrect r~ = -(1/|o|) pbar / (gamma - pbar) (LENS, "
-    "arXiv 2510.08696, Appendix C). Must be > 1: pbar = pi(o)^(1/|o|) lies in [0, 1], so gamma > 1 "
-    "exceeds every pbar a run can meet (refused at start otherwise); the paper gives no value "
-    "('properly tuned'); the default here is 1.05.",
-    check=_above_one,
+    "Length-preference base of rho = gamma^|o|: incorrect r~ = -(1/G) min(1, (1/|o|) pbar / (gamma - pbar)) "
+    "(LENS, arXiv 2510.08696, Appendix C, with the 1/G and the [-1/G, 0] bound of §5.1). Must be > 0 and above "
+    "every pbar of a batch: a batch whose max pbar reaches gamma is refused. Appendix C takes gamma 'on the same "
+    "scale as pbar' (below 1 is fine); the paper gives no value ('properly tuned'); the default 1.05 is above every "
+    "pbar in [0, 1], so it is never refused.",
+    check=_gamma_positive,
+)
+D_IMP = EstimatorOption(
+    "d_imp",
+    "pbar",
+    "The probability in D_imp's importance weights, D_imp = ((1/G) sum_i r_i / p_i)^-1 (LENS, arXiv 2510.08696, "
+    "§5.1, eq. 14): 'pbar' = pi_old(o|q)^(1/|o|), the length-normalised probability of the rest of §5.1 (our "
+    "reading; the paper writes pi_old in eq. 14); 'sequence' = eq. 14 as written, p_i = pi_old(o_i|q) = "
+    "pbar_i^|o_i| (needs the response lengths), with which D_imp ~ 0 for answers of realistic length and "
+    "D = 2 max pbar.",
+    type=str,
+    choices=D_IMP_READINGS,
+    needs_lengths_with=("sequence",),
 )
 LAM = EstimatorOption(
     "lam",
@@ -445,15 +525,15 @@ def grpo(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     "GRPO-normalised, negative groups de-meaned and weighted by alpha, all-correct groups zero.",
     needs_log_probs=True,
     bounded_rewards=True,
-    options=(ALPHA,),
+    options=(ALPHA, D_IMP),
     negative_groups_learn=True,
     lens_statistics=True,
     semantics="every sample; weight: in mixed groups the z-score of the calibrated rewards r~ (correct > 0, "
     "incorrect < 0, a confident error more negative); in all-incorrect groups alpha (r~ - group mean), at most "
     "alpha/G in magnitude; all-correct groups weigh 0 but stay in the batch",
 )
-def lens(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
-    cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
+def lens(rewards: Tensor, ctx: EstimatorContext, alpha: float, d_imp: str) -> Tensor:
+    cal = lens_terms(rewards, ctx.mean_log_probs, d_imp=d_imp, response_lengths=ctx.response_lengths).calibrated
     return _lens_combine(rewards, cal, alpha, mixed=True, negative=True)
 
 
@@ -463,12 +543,13 @@ def lens(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
     "mixed groups, negative groups keep zero advantage.",
     needs_log_probs=True,
     bounded_rewards=True,
+    options=(D_IMP,),
     lens_statistics=True,
     semantics="every sample; weight: in mixed groups as lens; all-incorrect and all-correct groups weigh 0 but "
     "stay in the batch",
 )
-def lens_mixed_only(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
-    cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
+def lens_mixed_only(rewards: Tensor, ctx: EstimatorContext, d_imp: str) -> Tensor:
+    cal = lens_terms(rewards, ctx.mean_log_probs, d_imp=d_imp, response_lengths=ctx.response_lengths).calibrated
     return _lens_combine(rewards, cal, 0.0, mixed=True, negative=False)
 
 
@@ -485,6 +566,7 @@ def lens_mixed_only(rewards: Tensor, ctx: EstimatorContext) -> Tensor:
     "(alpha (r~ - group mean)); all-correct groups weigh 0 but stay in the batch",
 )
 def lens_negative_only(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> Tensor:
+    # no d_imp option: mixed groups are plain GRPO on r and a negative group has no D_imp (D = 2 max pbar)
     cal = lens_terms(rewards, ctx.mean_log_probs).calibrated
     return _lens_combine(rewards, cal, alpha, mixed=False, negative=True)
 
@@ -492,34 +574,61 @@ def lens_negative_only(rewards: Tensor, ctx: EstimatorContext, alpha: float) -> 
 def length_pref_calibrated_rewards(
     rewards: Tensor, mean_log_probs: Tensor, response_lengths: Tensor, gamma: float
 ) -> Tensor:
-    """Appendix C, rho = gamma^|o|: r~ = r - (1 - r) (1/|o|) pbar / (gamma - pbar). ``[n, G]`` float64.
+    """Appendix C's length preference rho = gamma^|o|, with §5.1's 1/G and bound. ``[n, G]`` float64.
 
-    Replaces LENS's (1/G) pbar / (D - pbar) term; gamma must exceed every pbar. Through the registry gamma
-    is > 1 (checked when the options are resolved, i.e. at start of a run), and pbar <= 1 always (mean
-    log-probs are clamped at 0), so the error below can only come from a direct call with gamma <= 1.
+        w_i  = min(1, (1/|o_i|) pbar_i / (gamma - pbar_i))      (0 where pbar_i = 0; |o_i| below 1 counts as 1)
+        r~_i = r_i - (1 - r_i) (1/G) w_i
+
+    Appendix C (arXiv 2510.08696) derives the incorrect reward -pi/(D rho - pi) for rho = gamma^|o| and, with
+    D^(1/|o|) ~ 1 and gamma "on the same scale as pbar", sets it to -(1/|o|) pbar / (gamma - pbar): the
+    counterpart of eq. 10's -pi/(D - pi), before §5.1's practical rules. Used as it stands, that term has no
+    1/G and no bound, and an incorrect answer can end above zero: rewards [1, 0, 0, 0], pbar
+    [.9, .99, .5, .5], |o| [300, 10, 300, 300], gamma 1.05 give r~ = [1, -1.65, -.003, -.003] and advantages
+    [1.06, -1.35, +.147, +.147]. Here §5.1's two rules apply to it as they do to LENS's own term (the paper
+    does not say whether Appendix C's variant takes them; this is our choice):
+
+    - "we should conservatively overestimate D(q) so that the denominator is positive and well-conditioned
+      ... which keeps the calibrated rewards in [-1, 1]": gamma is one number for the whole run, so there is
+      no per-group D to raise; the smallest base that keeps sample i's weight at most 1 is
+      pbar_i (1 + 1/|o_i|), and using max(gamma, pbar_i (1 + 1/|o_i|)) in its place is exactly min(1, ...).
+      Below the bound, i.e. when |o_i| >= pbar_i / (gamma - pbar_i) (gamma 1.05: every answer of 20 tokens or
+      more), the weight is Appendix C's.
+    - "To maintain sign invariance, we scale all negative calibrated rewards by 1/G" (Handling Invariance).
+
+    So an incorrect r~ lies in [-1/G, 0] and a correct one is 1, as in LENS: a mixed group of 0/1 rewards with
+    k >= 1 correct answers has mean r~ >= (k - (G - k)/G)/G > 0 >= every incorrect r~, so after GRPO
+    normalisation every incorrect answer is negative and every correct one positive (and in any group a sample
+    with r = 0 is below every sample with r = 1, since the normalisation is increasing).
+
+    gamma must exceed every pbar of the batch (else gamma - pbar <= 0): checked here, per batch, with one line
+    naming ``--algo.lens.gamma`` and the batch's max pbar. The registry only asks gamma > 0 up front.
     """
     r = rewards.to(torch.float64)
+    G = r.shape[-1]
     pbar = torch.exp(mean_log_probs.to(torch.float64).clamp(max=0.0))
-    if (pbar >= gamma).any():
+    if pbar.numel() and (pbar >= gamma).any():
         raise ValueError(
-            f"lens_length_pref: gamma={gamma} must exceed every pbar (max pbar in batch "
-            f"{pbar.max().item():.6f}); raise --algo.lens.gamma"
+            f"lens_length_pref: --algo.lens.gamma {gamma:g} must exceed every pbar = exp(mean token log-prob) of "
+            f"the batch, and this batch's max pbar is {pbar.max().item():.6g}; raise --algo.lens.gamma above it "
+            "(any gamma > 1 exceeds every pbar)"
         )
     length = response_lengths.to(torch.float64).clamp(min=1.0)
-    penalty = pbar / (gamma - pbar) / length
-    return r - (1.0 - r) * penalty
+    weight = (confidence_weight(pbar, gamma) / length).clamp(max=1.0)
+    return r - (1.0 - r) * weight / G
 
 
 @register_adv_est(
     "lens_length_pref",
     help="LENS with a length preference rho = gamma^|o| (arXiv 2510.08696, Appendix C): incorrect "
-    "r~ = -(1/|o|) pbar/(gamma - pbar); then grouped as 'lens' (alpha on negative groups).",
+    "r~ = -(1/G) min(1, (1/|o|) pbar/(gamma - pbar)) (Appendix C's term with §5.1's 1/G and bound, so r~ in "
+    "[-1/G, 0] as in 'lens'); then grouped as 'lens' (alpha on negative groups).",
     needs_log_probs=True,
     needs_lengths=True,
     bounded_rewards=True,
     options=(ALPHA, GAMMA),
     negative_groups_learn=True,
-    semantics="every sample; weight: as lens, with the incorrect samples' r~ = -(1/|o|) pbar / (gamma - pbar)",
+    semantics="every sample; weight: as lens (in mixed groups correct > 0, incorrect < 0), with the incorrect "
+    "samples' r~ = -(1/G) min(1, (1/|o|) pbar / (gamma - pbar))",
 )
 def lens_length_pref(rewards: Tensor, ctx: EstimatorContext, alpha: float, gamma: float) -> Tensor:
     cal = length_pref_calibrated_rewards(rewards, ctx.mean_log_probs, ctx.response_lengths, gamma)
@@ -587,6 +696,7 @@ def _validate(
     needs_lengths: bool = False,
     binary_rewards: bool = False,
     name: str = "lens",
+    lengths_for: str = "",
 ) -> None:
     if not isinstance(rewards, Tensor) or rewards.dim() != 2:
         shape = tuple(rewards.shape) if isinstance(rewards, Tensor) else type(rewards).__name__
@@ -632,7 +742,7 @@ def _validate(
             )
     if needs_lengths:
         if response_lengths is None:
-            raise ValueError(f"estimator '{name}' needs response_lengths (tokens per response)")
+            raise ValueError(f"estimator '{name}'{lengths_for} needs response_lengths (tokens per response)")
         if response_lengths.shape != rewards.shape:
             raise ValueError(
                 f"response_lengths shape {tuple(response_lengths.shape)} != rewards shape {tuple(rewards.shape)}"
@@ -655,7 +765,8 @@ def group_advantages(
         name: a registered estimator (see :func:`estimator_names`).
         rewards: ``[n_groups, G]``; in [0, 1] for LENS, exactly 0 or 1 for the estimators of arXiv 2506.01347.
         mean_log_probs: ``[n_groups, G]`` mean token log-prob per response (LENS family).
-        response_lengths: ``[n_groups, G]`` tokens per response (``lens_length_pref``).
+        response_lengths: ``[n_groups, G]`` tokens per response (``lens_length_pref``; ``lens`` and
+            ``lens_mixed_only`` with ``d_imp="sequence"``).
         **options: the estimator's options (e.g. ``alpha=0.25``); defaults from the registry.
     Returns:
         ``[n_groups, G]`` float32 advantages, finite.
@@ -669,9 +780,12 @@ def group_advantages(
         needs_log_probs=spec.needs_log_probs,
         group_based=spec.group_based,
         bounded_rewards=spec.bounded_rewards,
-        needs_lengths=spec.needs_lengths,
+        needs_lengths=spec.needs_lengths_for(opts),
         binary_rewards=spec.binary_rewards,
         name=name,
+        lengths_for="".join(
+            f" with {k}={opts[k]!r}" for k, o in spec.options.items() if opts[k] in o.needs_lengths_with
+        ),
     )
     ctx = EstimatorContext(mean_log_probs=mean_log_probs, response_lengths=response_lengths)
     adv = spec.fn(rewards, ctx, **opts).to(torch.float32)
@@ -707,11 +821,15 @@ def group_statistics(
     mean_log_probs: Optional[Tensor] = None,
     *,
     lens_terms_too: bool = True,
+    d_imp: str = "pbar",
+    response_lengths: Optional[Tensor] = None,
 ) -> Dict[str, float]:
     """Per-batch numbers worth logging each step.
 
     Args:
         rewards: ``[n, G]``; advantages: ``[n, G]`` (optional); mean_log_probs: ``[n, G]`` (optional).
+        d_imp, response_lengths: D_imp's reading and ``[n, G]`` tokens per response, as the estimator was given
+            them (:func:`lens_terms`), so that ``mean_D`` is the D it used.
     Returns:
         dict of floats:
           ``negative_group_ratio``, ``mixed_group_ratio``, ``all_correct_group_ratio`` (sum to 1; kinds
@@ -738,7 +856,7 @@ def group_statistics(
             m = kind == k
             stats[f"mean_abs_adv_{label}"] = float(advantages[m].abs().mean()) if bool(m.any()) else 0.0
     if mean_log_probs is not None:
-        t = lens_terms(rewards, mean_log_probs)
+        t = lens_terms(rewards, mean_log_probs, d_imp=d_imp, response_lengths=response_lengths)
         incorrect = rewards == 0
 
         def _mean(x: Tensor, m: Tensor) -> float:
@@ -761,7 +879,7 @@ def recipe_flags(name: str) -> List[str]:
     spec = ADV_ESTIMATORS.get(name)
     if spec is None:
         return []
-    return [tok for opt in spec.options.values() for tok in (f"--algo.lens.{opt.name}", f"{opt.default:g}")]
+    return [tok for opt in spec.options.values() for tok in (f"--algo.lens.{opt.name}", opt.default_text)]
 
 
 def markdown_tables() -> str:
@@ -785,7 +903,7 @@ def markdown_tables() -> str:
     for s in ADV_ESTIMATORS.values():
         seen.update({o.name: o for o in s.options.values() if o.name not in seen})
     for name, o in seen.items():
-        rows.append(f"| `--algo.lens.{name}` | {o.default:g} | {', '.join(users[name])} | {cell(o.help)} |")
+        rows.append(f"| `--algo.lens.{name}` | {o.default_text} | {', '.join(users[name])} | {cell(o.help)} |")
     return "\n".join(rows) + "\n"
 
 

@@ -117,32 +117,135 @@ def test_ablations_hand_worked():
 
 
 def test_length_pref_hand_worked():
-    # gamma = 2, negative group, pbar = [1/2, 1/4], |o| = [2, 4]:
-    # r~ = -(1/2)(.5/1.5) = -1/6 ; -(1/4)(.25/1.75) = -1/28 ; mean = -17/168
-    # A = .25 (r~ - mean) = .25 [-11/168, 11/168] = [-11/672, 11/672]
+    # gamma = 2, negative group (G = 2), pbar = [1/2, 1/4], |o| = [2, 4]; weights below the bound 1:
+    # w = (1/2)(.5/1.5) = 1/6 ; (1/4)(.25/1.75) = 1/28. r~ = -(1/G) w = [-1/12, -1/56] = [-14/168, -3/168],
+    # mean = -17/336; A = .25 (r~ - mean) = .25 [-11/336, 11/336] = [-11/1344, 11/1344]
+    cal = E.length_pref_calibrated_rewards(t([[0, 0]]), logs([[0.5, 0.25]]), t([[2, 4]]), 2.0)
+    assert cal[0].tolist() == pytest.approx([-1 / 12, -1 / 56], rel=1e-12)
     adv = group_advantages(
         "lens_length_pref", t([[0, 0]]), logs([[0.5, 0.25]]).float(), response_lengths=t([[2, 4]]), gamma=2.0
     )
-    assert adv[0].tolist() == pytest.approx([-11 / 672, 11 / 672], rel=1e-5)
+    assert adv[0].tolist() == pytest.approx([-11 / 1344, 11 / 1344], rel=1e-5)
 
 
-def test_length_pref_gamma_must_exceed_one():
-    # pbar lies in [0, 1]: only gamma > 1 is above every pbar a run can meet, so gamma <= 1 is refused when the
-    # options are resolved (at the start of a run), before any sample is seen
-    for gamma in (0.8, 1.0):
-        with pytest.raises(ValueError, match="gamma.*must be > 1"):
-            group_advantages(
-                "lens_length_pref", t([[0, 1]]), logs([[0.5, 0.5]]).float(), response_lengths=t([[3, 3]]), gamma=gamma
-            )
-    # a sample the policy is sure of (pbar = 1, mean log-prob 0 or a rounding above it) never stops a run:
-    # with the default gamma 1.05 its penalty is (1/|o|) 1/0.05 = 20/|o|, finite
+def test_length_pref_issue_example_keeps_signs():
+    # issue 29: r = [1,0,0,0], pbar = [.9,.99,.5,.5], |o| = [300,10,300,300], gamma = 1.05. Appendix C's term alone
+    # gave r~ = [1, -1.65, -1/330, -1/330] and A = [1.06, -1.35, +.147, +.147]. Now
+    # w_2 = (1/10)(.99/.06) = 1.65 -> bound 1 ; w_3 = w_4 = (1/300)(.5/.55) = 1/330 (below it);
+    # r~ = [1, -1/4, -1/1320, -1/1320]: every incorrect r~ in [-1/G, 0]
+    r, mlp, lengths = t([[1, 0, 0, 0]]), logs([[0.9, 0.99, 0.5, 0.5]]), t([[300, 10, 300, 300]])
+    x = [1.0, -1 / 4, -1 / 1320, -1 / 1320]
+    assert E.length_pref_calibrated_rewards(r, mlp, lengths, 1.05)[0].tolist() == pytest.approx(x, rel=1e-12)
+    m = sum(x) / 4
+    s = math.sqrt(sum((v - m) ** 2 for v in x) / 3)
+    adv = group_advantages("lens_length_pref", r, mlp.float(), response_lengths=lengths, gamma=1.05)
+    assert adv[0].tolist() == pytest.approx([(v - m) / s for v in x], rel=1e-5)
+    assert adv[0, 0] > 0 and (adv[0, 1:] < 0).all()
+
+
+def test_length_pref_gamma_above_every_pbar_not_above_one():
+    # Appendix C takes gamma "on the same scale as pbar": gamma = .8 < 1, above both pbar = .5, is accepted.
+    # w = (1/3)(.5/.3) = 5/9 -> r~ = -(1/2)(5/9) = -5/18
+    r, mlp, lengths = t([[0, 1]]), logs([[0.5, 0.5]]), t([[3, 3]])
+    assert E.length_pref_calibrated_rewards(r, mlp, lengths, 0.8)[0].tolist() == pytest.approx([-5 / 18, 1], rel=1e-12)
+    adv = group_advantages("lens_length_pref", r, mlp.float(), response_lengths=lengths, gamma=0.8)
+    assert adv[0, 0] < 0 < adv[0, 1]
+    # gamma = .6: w = (1/3)(.5/.1) = 5/3 is above the bound -> 1, r~ = -1/2
+    assert E.length_pref_calibrated_rewards(r, mlp, lengths, 0.6)[0].tolist() == pytest.approx([-1 / 2, 1], rel=1e-12)
+    # a batch whose max pbar reaches gamma is refused in one line naming the flag and the batch's max pbar
+    for gamma in (1.0, 0.9, 0.1):  # pbar = 1 (mean log-prob 0) reaches gamma = 1 exactly
+        with pytest.raises(ValueError) as e:
+            group_advantages("lens_length_pref", t([[0, 1]]), t([[0.0, -1.0]]), response_lengths=lengths, gamma=gamma)
+        msg = str(e.value)
+        assert "\n" not in msg and "--algo.lens.gamma" in msg and "max pbar is 1;" in msg, msg
+    # the correct samples' pbar counts too: "above every pbar of the batch"
+    with pytest.raises(ValueError, match="max pbar is 0.9"):
+        E.length_pref_calibrated_rewards(t([[0, 1]]), logs([[0.5, 0.9]]), lengths, 0.8)
+    # only gamma <= 0 is refused up front (when the options are resolved, before any sample is seen)
+    for gamma in (0.0, -1.0):
+        with pytest.raises(ValueError, match="option 'gamma' of estimator 'lens_length_pref': must be > 0"):
+            ADV_ESTIMATORS["lens_length_pref"].resolve_options({"gamma": gamma})
+    assert ADV_ESTIMATORS["lens_length_pref"].resolve_options({"gamma": 0.8})["gamma"] == 0.8
+    # with the default gamma 1.05 a sample the policy is sure of (pbar = 1, a mean log-prob of 0 or a rounding
+    # above it) never stops a run: w = (1/4)(1/.05) = 5 -> bound 1, r~ = -1/2
     cal = E.length_pref_calibrated_rewards(t([[0, 1]]), t([[0.0, 0.0]]), t([[4, 4]]), 1.05)
-    assert cal[0].tolist() == pytest.approx([-20 / 4, 1.0], rel=1e-9)
+    assert cal[0].tolist() == pytest.approx([-1 / 2, 1.0], rel=1e-12)
     adv = group_advantages("lens_length_pref", t([[0, 0]]), t([[5e-4, -1.0]]), response_lengths=t([[4, 4]]))
     assert torch.isfinite(adv).all()
-    # the pure function called directly with gamma below a pbar still refuses, never divides by a negative
-    with pytest.raises(ValueError, match="gamma"):
-        E.length_pref_calibrated_rewards(t([[0, 1]]), logs([[0.9, 0.5]]), t([[3, 3]]), 0.8)
+
+
+# D_imp's two readings on one batch. Group 1: r = [1,0,0,0], pbar = [.8,.4,.2,.1], |o| = [2,3,5,7]; group 2:
+# r = [1,0,0,0], pbar = [.9,.3,.3,.3], |o| = 300 each.
+D_IMP_R = [[1, 0, 0, 0], [1, 0, 0, 0]]
+D_IMP_PBAR = [[0.8, 0.4, 0.2, 0.1], [0.9, 0.3, 0.3, 0.3]]
+D_IMP_LEN = [[2, 3, 5, 7], [300, 300, 300, 300]]
+
+
+def _normalised(x):
+    m = sum(x) / len(x)
+    s = math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1))
+    return [(v - m) / s for v in x]
+
+
+def test_d_imp_pbar_reading_hand_worked():
+    # group 1: D_imp = ((1/4)(1/.8))^-1 = 3.2 > 2 max pbar = 1.6 -> D = 3.2;
+    #   (1/4) pbar/(3.2 - pbar): .4/2.8 = 1/7 -> 1/28 ; .2/3 = 1/15 -> 1/60 ; .1/3.1 = 1/31 -> 1/124
+    # group 2: D_imp = 4 * .9 = 3.6 > 1.8 -> D = 3.6; (1/4) .3/3.3 = 1/44
+    x1, x2 = [1, -1 / 28, -1 / 60, -1 / 124], [1, -1 / 44, -1 / 44, -1 / 44]
+    r, mlp, lengths = t(D_IMP_R), logs(D_IMP_PBAR), t(D_IMP_LEN)
+    for terms in (lens_terms(r, mlp), lens_terms(r, mlp, d_imp="pbar", response_lengths=lengths)):
+        assert terms.D.tolist() == pytest.approx([3.2, 3.6], rel=1e-12)
+        assert terms.calibrated.flatten().tolist() == pytest.approx(x1 + x2, rel=1e-12)
+    adv = group_advantages("lens", r, mlp.float())  # the default: no lengths needed
+    assert adv.flatten().tolist() == pytest.approx(_normalised(x1) + _normalised(x2), rel=1e-5)
+    assert torch.equal(adv, group_advantages("lens", r, mlp.float(), d_imp="pbar"))
+    assert group_statistics(r, adv, mlp.float())["mean_D"] == pytest.approx((3.2 + 3.6) / 2, rel=1e-6)
+
+
+def test_d_imp_sequence_reading_hand_worked():
+    # eq. 14 as written, p_i = pbar_i^|o_i|. Group 1: p_1 = .8^2 = .64, D_imp = 4 * .64 = 2.56 > 1.6 -> D = 2.56;
+    #   (1/4) pbar/(2.56 - pbar): .4/2.16 = 5/27 -> 5/108 ; .2/2.36 = 5/59 -> 5/236 ; .1/2.46 = 5/123 -> 5/492
+    # group 2: p_1 = .9^300 ~ 1.9e-14, D_imp ~ 7.5e-14 -> D = 2 max pbar = 1.8 (the reason pbar is the default);
+    #   (1/4) .3/1.5 = 1/20
+    x1, x2 = [1, -5 / 108, -5 / 236, -5 / 492], [1, -1 / 20, -1 / 20, -1 / 20]
+    r, mlp, lengths = t(D_IMP_R), logs(D_IMP_PBAR), t(D_IMP_LEN)
+    terms = lens_terms(r, mlp, d_imp="sequence", response_lengths=lengths)
+    assert terms.D.tolist() == pytest.approx([2.56, 1.8], rel=1e-12)
+    assert terms.calibrated.flatten().tolist() == pytest.approx(x1 + x2, rel=1e-12)
+    adv = group_advantages("lens", r, mlp.float(), response_lengths=lengths, d_imp="sequence")
+    assert adv.flatten().tolist() == pytest.approx(_normalised(x1) + _normalised(x2), rel=1e-5)
+    mixed_only = group_advantages("lens_mixed_only", r, mlp.float(), response_lengths=lengths, d_imp="sequence")
+    assert torch.equal(mixed_only, adv)  # both groups mixed
+    s = group_statistics(r, adv, mlp.float(), d_imp="sequence", response_lengths=lengths)
+    assert s["mean_D"] == pytest.approx((2.56 + 1.8) / 2, rel=1e-6)
+    cal = lens_calibrated_rewards(r, mlp.float(), d_imp="sequence", response_lengths=lengths)
+    assert cal.flatten().tolist() == pytest.approx(x1 + x2, rel=1e-5)
+
+
+def test_d_imp_option_through_the_registry():
+    lens_spec = ADV_ESTIMATORS["lens"]
+    assert lens_spec.options["d_imp"].default == "pbar" and lens_spec.options["d_imp"].type is str
+    assert set(E.D_IMP_READINGS) == {"pbar", "sequence"}
+    assert "d_imp" in ADV_ESTIMATORS["lens_mixed_only"].options
+    # lens_negative_only: mixed groups are GRPO on r and negative groups have no D_imp, so no such option
+    assert "d_imp" not in ADV_ESTIMATORS["lens_negative_only"].options
+    assert "d_imp" not in ADV_ESTIMATORS["lens_length_pref"].options
+    # the response lengths are needed with the sequence reading only
+    assert not lens_spec.needs_lengths_for({}) and not lens_spec.needs_lengths_for({"d_imp": None})
+    assert lens_spec.needs_lengths_for({"d_imp": "sequence"})
+    assert ADV_ESTIMATORS["lens_length_pref"].needs_lengths_for({}) and not ADV_ESTIMATORS["grpo"].needs_lengths_for({})
+    r, mlp = t(D_IMP_R), logs(D_IMP_PBAR).float()
+    with pytest.raises(ValueError, match="estimator 'lens' with d_imp='sequence' needs response_lengths"):
+        group_advantages("lens", r, mlp, d_imp="sequence")
+    with pytest.raises(ValueError, match="d_imp' of estimator 'lens' must be one of pbar, sequence, got 'seq'"):
+        group_advantages("lens", r, mlp, d_imp="seq")
+    with pytest.raises(ValueError, match="needs response_lengths"):
+        lens_terms(r, mlp, d_imp="sequence")
+    with pytest.raises(ValueError, match="d_imp must be one of"):
+        lens_terms(r, mlp, d_imp="raw")
+    # stated on a launch command as written there
+    assert E.recipe_flags("lens") == ["--algo.lens.alpha", "0.25", "--algo.lens.d_imp", "pbar"]
+    assert E.recipe_flags("lens_length_pref") == ["--algo.lens.alpha", "0.25", "--algo.lens.gamma", "1.05"]
 
 
 def test_seed003_estimators_hand_worked():
@@ -434,6 +537,47 @@ def test_property_lens_advantages(batch, alpha):
     neg = kind == E.NEGATIVE
     assert torch.allclose(adv[neg], alpha * adv1[neg], atol=1e-7)
     assert torch.equal(adv[~neg], adv1[~neg])
+
+
+@st.composite
+def length_pref_batches(draw):
+    """Rewards (all 0/1, or with fractions), mean log-probs, lengths (0 included) and a gamma above every pbar of
+    the batch: just above (the weight's bound then applies) or well above, below 1 or not."""
+    r, mlp = draw(batches(binary=draw(st.booleans())))
+    lengths = torch.tensor(
+        draw(st.lists(st.lists(st.integers(0, 4096), min_size=r.shape[1], max_size=r.shape[1]), min_size=r.shape[0],
+                      max_size=r.shape[0])),
+        dtype=torch.float32,
+    )  # fmt: skip
+    max_pbar = torch.exp(mlp.double().clamp(max=0.0)).max().item()
+    gamma = max_pbar + draw(st.one_of(st.floats(1e-9, 1e-3), st.floats(1e-3, 2.0)))
+    return r, mlp, lengths, gamma
+
+
+@settings(max_examples=200)
+@given(length_pref_batches(), st.floats(0.0, 2.0))
+# issue 29: Appendix C's term without 1/G or bound gave the two confident-but-short-listed incorrect answers +0.147
+@example((t([[1, 0, 0, 0]]), logs([[0.9, 0.99, 0.5, 0.5]]).float(), t([[300, 10, 300, 300]]), 1.05), 0.25)
+def test_property_length_pref_sign_invariance(batch, alpha):
+    """§5.1's sign invariance holds for lens_length_pref: in a mixed group of 0/1 rewards every incorrect answer
+    ends below zero and every correct one above; in any group an r = 0 sample is below every r = 1 sample."""
+    r, mlp, lengths, gamma = batch
+    G = r.shape[1]
+    cal = E.length_pref_calibrated_rewards(r, mlp, lengths, gamma)
+    assert torch.isfinite(cal).all() and torch.all(cal[r == 1] == 1.0)
+    assert torch.all(cal[r == 0] <= 0) and torch.all(cal[r == 0] >= -1.0 / G)
+    assert torch.all(cal <= r.to(F64))
+    adv = group_advantages("lens_length_pref", r, mlp, response_lengths=lengths, gamma=gamma, alpha=alpha)
+    assert torch.isfinite(adv).all()
+    kind = E.classify_groups(r)
+    for i in range(r.shape[0]):
+        correct, incorrect = r[i] == 1, r[i] == 0
+        if correct.any() and incorrect.any():
+            assert adv[i][incorrect].max() < adv[i][correct].min()
+        if kind[i] == E.MIXED and bool((correct | incorrect).all()):
+            assert torch.all(adv[i][correct] > 0) and torch.all(adv[i][incorrect] < 0)
+        if kind[i] == E.ALL_CORRECT:
+            assert torch.all(adv[i] == 0)
 
 
 @st.composite

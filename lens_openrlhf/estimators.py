@@ -50,6 +50,8 @@ __all__ = [
     "TRAIN_INCORRECT",
     "EstimatorOption",
     "EstimatorSpec",
+    "LOGPROB_OPTIONS",
+    "LOGPROB_SOURCE",
     "ADV_ESTIMATORS",
     "register_adv_est",
     "get_adv_estimator",
@@ -471,6 +473,29 @@ D_IMP = EstimatorOption(
     choices=D_IMP_READINGS,
     needs_lengths_with=("sequence",),
 )
+#: ``--algo.lens.logprob_source`` and ``--algo.lens.allow_truncated_logprobs``: where pbar's pi_old comes from, taken
+#: by every estimator that needs log-probs (``EstimatorSpec.needs_log_probs``)
+LOGPROB_SOURCE = EstimatorOption(
+    "logprob_source",
+    "vllm",
+    "Where pi_old(o|q) of LENS comes from: 'vllm' = the log-probs vLLM returns for the sampled tokens (logprobs=1, "
+    "processed mode: the distribution vLLM sampled from; requested even with IS correction off); 'actor' = the "
+    "actor's recomputed log-probs at the rollout temperature (no extra cost), the same pi_old as the PPO ratio. "
+    "LENS (arXiv 2510.08696, §5.1) uses pi_old. With --rollout.top_p 1.0 (the paper's setting) both are pi_old up to "
+    "numerics; with top-p < 1 vLLM's are those of the truncated, renormalised distribution, which the actor and the "
+    "PPO ratio never see, so that combination is refused unless --algo.lens.allow_truncated_logprobs.",
+    type=str,
+    choices=("vllm", "actor"),
+)
+ALLOW_TRUNCATED_LOGPROBS = EstimatorOption(
+    "allow_truncated_logprobs",
+    False,
+    "Accept --algo.lens.logprob_source vllm with --rollout.top_p < 1: pbar then comes from the top-p truncated, "
+    "renormalised sampling distribution (larger than pi_old's for the kept tokens), not from the temperature-only "
+    "pi_old of the actor and the PPO ratio. Off by default.",
+    type=bool,
+)
+LOGPROB_OPTIONS = (LOGPROB_SOURCE, ALLOW_TRUNCATED_LOGPROBS)
 LAM = EstimatorOption(
     "lam",
     0.1,

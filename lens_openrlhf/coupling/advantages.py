@@ -20,6 +20,7 @@ from .. import patching
 from ..errors import RolloutLogProbsMissing
 from ..estimators import (
     ADV_ESTIMATORS,
+    LOGPROB_SOURCE,
     TRAIN_ALL,
     get_adv_estimator,
     group_advantages,
@@ -28,7 +29,6 @@ from ..estimators import (
     trained_samples,
 )
 from .sample_selection import effective_actor_groups, mark_trained
-from .validation import LOGPROB_SOURCES, lens_option_values, logprob_source
 
 
 def response_mean_log_probs(experience, source: str) -> torch.Tensor:
@@ -47,7 +47,7 @@ def response_mean_log_probs(experience, source: str) -> torch.Tensor:
         if lp is None:
             raise RuntimeError("LENS with --algo.lens.logprob_source actor found no actor log-probs on the experience")
     else:
-        raise ValueError(f"--algo.lens.logprob_source must be one of {LOGPROB_SOURCES}, got {source!r}")
+        raise ValueError(f"--algo.lens.logprob_source must be vllm or actor, got {source!r}")
     if lp.shape != experience.action_mask.shape:
         raise RuntimeError(
             f"{source} log-probs shape {tuple(lp.shape)} != action mask shape {tuple(experience.action_mask.shape)}"
@@ -76,8 +76,10 @@ def compute_advantages_and_returns(self, experiences):
     from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
 
     spec = get_adv_estimator(name)
-    given = lens_option_values(args)
-    options = {k: given[k] for k in spec.options if given.get(k) is not None}
+    # the values the driver resolved (coupling.validation.resolve_lens_options); a None (args built without the
+    # launcher, e.g. OpenRLHF's own tests) falls back to the registry default, as the driver would have
+    lens = args.algo.lens
+    options = spec.resolve_options({k: getattr(lens, k) for k in spec.options if getattr(lens, k, None) is not None})
     G = args.rollout.n_samples_per_prompt
 
     for experience in experiences:
@@ -96,12 +98,19 @@ def compute_advantages_and_returns(self, experiences):
     rewards = in_prompt_order([e.rewards for e in experiences])
     mean_lp = lengths = None
     if spec.needs_log_probs:
-        source = logprob_source(args)
+        source = getattr(lens, "logprob_source", None) or LOGPROB_SOURCE.default
         mean_lp = in_prompt_order([response_mean_log_probs(e, source) for e in experiences])
-    if spec.needs_lengths:
+    if spec.needs_lengths_for(options):
         lengths = in_prompt_order([e.action_mask.sum(-1).to(torch.float32) for e in experiences])
     advantages = group_advantages(name, rewards, mean_lp, response_lengths=lengths, **options)
-    stats = group_statistics(rewards, advantages, mean_lp, lens_terms_too=spec.lens_statistics)
+    stats = group_statistics(
+        rewards,
+        advantages,
+        mean_lp,
+        lens_terms_too=spec.lens_statistics,
+        d_imp=options.get("d_imp", "pbar"),
+        response_lengths=lengths,
+    )
 
     per_sample = advantages.reshape(-1)[indices].split(exp_len)
     if G > 1:  # as OpenRLHF logs it (the std of one sample is undefined: psr/nsr/w_reinforce allow G = 1)

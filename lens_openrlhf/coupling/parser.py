@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Sequence
 
 from ..cpu.dtype import CHOICES as CPU_DTYPES  # one definition; importing CPU mode installs nothing
 from ..errors import exit_with
-from ..estimators import ADV_ESTIMATORS
-from .validation import LOGPROB_SOURCES, validate
+from ..estimators import ADV_ESTIMATORS, LOGPROB_OPTIONS
+from .validation import resolve_lens_options, validate
 from .version import OPENRLHF_VERSION, check_openrlhf_version
 from .rollout_seeds import CHOICES as ROLLOUT_SEED_CHOICES
 from .rollout_seeds import DEFAULT as ROLLOUT_SEEDS_DEFAULT
@@ -227,29 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument(
             f"--algo.lens.{name}",
             type=opt.type,
+            choices=opt.choices or None,
             default=None,
-            help=f"{opt.help} Used by: {', '.join(users)}. Default {opt.default}.",
+            help=f"{opt.help} Used by: {', '.join(users)}. Default {opt.default_text}.",
         )
-    group.add_argument(
-        "--algo.lens.logprob_source",
-        choices=LOGPROB_SOURCES,
-        default=None,
-        help="Where pi_old(o|q) of LENS comes from: 'vllm' = the log-probs vLLM returns for the sampled "
-        "tokens (logprobs=1, processed mode: the distribution vLLM sampled from; requested even with IS "
-        "correction off); 'actor' = the actor's recomputed log-probs at the rollout temperature (no extra "
-        "cost), the same pi_old as the PPO ratio. LENS (arXiv 2510.08696, §5.1) uses pi_old. With "
-        "--rollout.top_p 1.0 (the paper's setting) both are pi_old up to numerics; with top-p < 1 vLLM's "
-        "are those of the truncated, renormalised distribution, which the actor and the PPO ratio never "
-        "see, so that combination is refused unless --algo.lens.allow_truncated_logprobs. Default vllm.",
-    )
-    group.add_argument(
-        "--algo.lens.allow_truncated_logprobs",
-        action="store_true",
-        default=None,
-        help="Accept --algo.lens.logprob_source vllm with --rollout.top_p < 1: pbar then comes from the "
-        "top-p truncated, renormalised sampling distribution (larger than pi_old's for the kept tokens), "
-        "not from the temperature-only pi_old of the actor and the PPO ratio. Off by default.",
-    )
+    for opt in LOGPROB_OPTIONS:  # taken by every estimator that needs log-probs
+        kind = {"action": "store_true"} if opt.type is bool else {"type": opt.type, "choices": opt.choices or None}
+        group.add_argument(f"--algo.lens.{opt.name}", default=None, help=f"{opt.help} Default {opt.default}.", **kind)
     group.add_argument(
         "--lens.cpu_mode",
         action="store_true",
@@ -303,4 +287,7 @@ def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.A
     errors = validate(args)
     if errors:
         parser.error("\n  " + "\n  ".join(errors))
+    for name, value in resolve_lens_options(args).items():  # once, here: what the run uses is what its args say
+        setattr(args.algo.lens, name, value)
+        setattr(flat, f"algo.lens.{name}", value)
     return flat, args

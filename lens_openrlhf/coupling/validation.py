@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from ..estimators import ADV_ESTIMATORS, TRAIN_ALL, get_adv_estimator
+from ..estimators import ADV_ESTIMATORS, LOGPROB_OPTIONS, LOGPROB_SOURCE, TRAIN_ALL, get_adv_estimator
 
-LOGPROB_SOURCES = ("vllm", "actor")
-#: ``--algo.lens.*`` options about the log-prob source, taken by every estimator that needs log-probs.
-LOGPROB_OPTIONS = ("logprob_source", "allow_truncated_logprobs")
+#: the values of ``--algo.lens.logprob_source`` (the registry's ``LOGPROB_SOURCE``)
+LOGPROB_SOURCES = LOGPROB_SOURCE.choices
 
 
 def lens_option_values(args) -> Dict[str, object]:
@@ -69,7 +68,7 @@ def validate(args) -> List[str]:
             )
         return errors
     spec = get_adv_estimator(name)
-    source_options = list(LOGPROB_OPTIONS) if spec.needs_log_probs else []
+    source_options = [o.name for o in LOGPROB_OPTIONS] if spec.needs_log_probs else []
     not_taken = sorted(set(given) - set(spec.options) - set(source_options))
     if not_taken:
         takes = ", ".join("--algo.lens." + k for k in list(spec.options) + source_options)
@@ -155,7 +154,25 @@ def validate(args) -> List[str]:
 
 
 def logprob_source(args) -> str:
-    return lens_option_values(args).get("logprob_source") or "vllm"
+    return lens_option_values(args).get("logprob_source") or LOGPROB_SOURCE.default
+
+
+def resolve_lens_options(args) -> Dict[str, object]:
+    """Every ``--algo.lens.*`` value this run uses, once, in the driver (after :func:`validate` passed): the
+    estimator's registry options with their defaults applied and checked, the log-prob source options where it needs
+    log-probs; None for the options it does not take. The launcher writes them back into the args, so the saved
+    args, the console, TensorBoard's hparams and the checkpoints show ``alpha 0.25``, and the actor reads them as
+    they are."""
+    name = args.algo.advantage.estimator
+    given = {k: v for k, v in lens_option_values(args).items() if v is not None}
+    out: Dict[str, object] = {k: None for k in lens_option_values(args)}
+    if name not in ADV_ESTIMATORS:
+        return out
+    spec = get_adv_estimator(name)
+    out.update(spec.resolve_options({k: v for k, v in given.items() if k in spec.options}))
+    if spec.needs_log_probs:
+        out.update({o.name: o.type(given.get(o.name, o.default)) for o in LOGPROB_OPTIONS})
+    return out
 
 
 def needs_rollout_logprobs(args) -> bool:

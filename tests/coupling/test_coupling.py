@@ -50,6 +50,9 @@ def test_help_lists_lens_options():
         "--algo.lens.alpha",
         "--algo.lens.logprob_source",
         "--algo.lens.gamma",
+        "--algo.lens.d_imp",
+        "--algo.lens.allow_truncated_logprobs",
+        "--lens.rollout_seeds",
         "--algo.lens.lam",
         "--lens.cpu_mode",
     ):
@@ -72,7 +75,7 @@ def test_parser_is_openrlhfs_own(parser):
     flat, args = parse(parser, BASE + ["--advantage_estimator", "lens"])
     assert args.actor.adam.lr == 1e-6 and args.rollout.batch_size == 1024 and args.ds.zero_stage == 2
     assert args.algo.advantage.estimator == "lens"
-    assert args.algo.lens.alpha is None  # not given: the registry default applies at run time
+    assert args.algo.lens.alpha == 0.25  # not given: the registry default, resolved once in the driver
 
 
 def _values_for(action):
@@ -137,9 +140,10 @@ def test_flat_flag_without_equivalent_says_what_to_use(capsys):
             "--algo.lens.allow_truncated_logprobs",
         ),
         (
-            ["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "1.0"],
-            "gamma' of estimator 'lens_length_pref': must be > 1",
+            ["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "0"],
+            "gamma' of estimator 'lens_length_pref': must be > 0",
         ),
+        (["--advantage_estimator", "lens", "--algo.lens.d_imp", "raw"], "invalid choice: 'raw'"),
         (
             ["--advantage_estimator", "grpo", "--algo.lens.allow_truncated_logprobs"],
             "--algo.lens.allow_truncated_logprobs not used",
@@ -177,6 +181,26 @@ def test_bad_combinations_exit_with_a_message(parser, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "estimator, given, resolved",
+    [
+        ("lens", [], {"alpha": 0.25, "d_imp": "pbar", "logprob_source": "vllm", "allow_truncated_logprobs": False}),
+        ("lens", ["--algo.lens.alpha", "0.5"], {"alpha": 0.5, "gamma": None, "lam": None}),
+        ("lens_length_pref", [], {"alpha": 0.25, "gamma": 1.05, "d_imp": None}),
+        ("w_reinforce", [], {"lam": 0.1, "alpha": None, "logprob_source": None}),
+        ("group_norm", [], {"alpha": None, "logprob_source": None}),
+    ],
+)
+def test_lens_options_are_resolved_once_in_the_driver(parser, estimator, given, resolved):
+    """The registry's defaults are applied when the driver parses, and written into both namespaces: the args OpenRLHF
+    saves and prints, and those the actor receives, say what the run uses (``alpha 0.25``, not ``None``); options the
+    estimator does not take stay None."""
+    flat, args = parse(parser, BASE + ["--advantage_estimator", estimator] + given)
+    for name, value in resolved.items():
+        assert getattr(args.algo.lens, name) == value, name
+        assert getattr(flat, f"algo.lens.{name}") == value, name
+
+
 def test_good_combinations_validate(parser):
     for argv in (
         ["--advantage_estimator", "lens", "--algo.lens.alpha", "0.5"],
@@ -195,6 +219,8 @@ def test_good_combinations_validate(parser):
         ["--advantage_estimator", "lens", "--top_p", "0.9", "--algo.lens.allow_truncated_logprobs"],
         ["--advantage_estimator", "group_norm", "--top_p", "0.9"],
         ["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "1.2"],
+        ["--advantage_estimator", "lens_length_pref", "--algo.lens.gamma", "0.9"],  # above every pbar is enough
+        ["--advantage_estimator", "lens", "--algo.lens.d_imp", "sequence"],
         [
             "--advantage_estimator",
             "lens",

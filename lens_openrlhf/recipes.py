@@ -35,6 +35,24 @@ ALGORITHM: Tuple[Tuple[str, str], ...] = (
 
 #: The data file tag of each prompt format (``python -m lens_openrlhf.data all`` writes both).
 FORMAT_TAGS = {"qwen-base": "qwen", "llama-instruct": "llama"}
+#: the training mixes (``python -m lens_openrlhf.data train --mix``); ``math_dapo`` is accepted for ``math-dapo``
+MIXES = ("math-dapo", "math-numina")
+
+
+def train_file(data_dir, mix: str, fmt: str) -> str:
+    """Where ``python -m lens_openrlhf.data`` writes the ``mix`` training set in ``fmt`` and the recipes read it:
+    ``<data_dir>/train_math_dapo.qwen.jsonl``. The one owner of the file-name convention."""
+    canonical = mix.replace("_", "-")
+    if canonical not in MIXES or fmt not in FORMAT_TAGS:
+        raise ValueError(f"mix must be one of {MIXES} and format one of {sorted(FORMAT_TAGS)}, got {mix!r}, {fmt!r}")
+    return f"{data_dir}/train_{canonical.replace('-', '_')}.{FORMAT_TAGS[fmt]}.jsonl"
+
+
+def test_file(data_dir, fmt: str) -> str:
+    """Where the MATH test set in ``fmt`` is written and read: ``<data_dir>/math_test.qwen.jsonl``."""
+    return f"{data_dir}/math_test.{FORMAT_TAGS[fmt]}.jsonl"
+
+
 #: The reward of the paper's runs, relative to the job's working_dir (the repository, uploaded with each job).
 MATH_REWARD = "lens_openrlhf/rewards/math_reward.py"
 #: What a job's ``working_dir`` upload leaves out: data, outputs and environments at the repository's top. Ray reads
@@ -84,7 +102,6 @@ def paper(
     working_dir."""
     if fmt not in FORMAT_TAGS:
         raise ValueError(f"format must be one of {sorted(FORMAT_TAGS)}, got {fmt!r}")
-    tag = FORMAT_TAGS[fmt]
     reward = reward or MATH_REWARD
     pairs = [
         ("--rollout.n_samples_per_prompt", "16"),
@@ -95,10 +112,10 @@ def paper(
         ("--actor.adam.lr", f"{lr:g}"),
         ("--actor.lr_warmup_ratio", "0.0"),
         ("--reward.remote_url", reward),
-        ("--data.prompt_dataset", f"{data_dir}/train_{mix}.{tag}.jsonl"),
+        ("--data.prompt_dataset", train_file(data_dir, mix, fmt)),
         ("--data.input_key", "prompt"),
         ("--data.label_key", "label"),
-        ("--eval.dataset", f"{data_dir}/math_test.{tag}.jsonl"),
+        ("--eval.dataset", test_file(data_dir, fmt)),
         ("--eval.steps", "20"),
         ("--eval.n_samples_per_prompt", "16"),
         ("--train.num_episodes", "20"),
@@ -197,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pp.add_argument("--lr", type=float, required=True)
     pp.add_argument("--format", required=True, choices=sorted(FORMAT_TAGS))
     pp.add_argument("--data-dir", default="data")
-    pp.add_argument("--mix", default="math_dapo", choices=("math_dapo", "math_numina"))
+    pp.add_argument("--mix", default="math_dapo", choices=[m.replace("-", "_") for m in MIXES] + list(MIXES))
     pp.add_argument("--save-dir", default="checkpoints/run")
     pp.add_argument("--loss-agg-mode", default="seq-mean-token-mean")
     pp.add_argument("--reward", default=None, help=f"reward file (default: {MATH_REWARD}, in the job's working_dir)")

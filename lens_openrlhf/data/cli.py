@@ -69,9 +69,8 @@ from lens_openrlhf.data.select import (
     select,
 )
 from lens_openrlhf.data.sources import DataError
+from lens_openrlhf.recipes import MIXES, test_file, train_file
 
-
-MIXES = ("math-dapo", "math-numina")
 
 DEFAULT_MATH_TRAIN = "hf:DigitalLearningGmbH/MATH-lighteval@train"
 DEFAULT_MATH_TEST = "hf:DigitalLearningGmbH/MATH-lighteval@test"
@@ -356,13 +355,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 args.numina_size,
             )
         for fmt in formats:
-            short = "qwen" if fmt == "qwen-base" else "llama"
             for mix in mixes:
                 extra, size = extras[mix]
-                out = args.out if args.cmd == "train" else args.out_dir / f"train_{mix.replace('-', '_')}.{short}.jsonl"
+                out = args.out if args.cmd == "train" else Path(train_file(args.out_dir, mix, fmt))
                 build_train(mix, fmt, out, math_train, extra, test, size, args.seed, args.gold_check, args.workers)
             if args.cmd == "all":
-                build_test(test, fmt, args.out_dir / f"math_test.{short}.jsonl", args.gold_check, args.workers)
+                build_test(test, fmt, Path(test_file(args.out_dir, fmt)), args.gold_check, args.workers)
         return 0
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

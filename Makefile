@@ -36,6 +36,6 @@ bench-pipeline: venv
 bench-cpu-dtype: venv
 	$(PY) benchmarks/bench_cpu_dtype.py
 
-# the edit loop: every test that starts no Ray, vLLM, DeepSpeed or training process (see tests/conftest.py)
+# the edit loop: every test that starts no Ray, vLLM, DeepSpeed or training job and trains no model (tests/conftest.py)
 test-quick: venv
-	$(PY) -m pytest --import-mode=importlib -q -p no:cacheprovider -m "not processes" --durations=10 tests
+	$(PY) -m pytest --import-mode=importlib -q -p no:cacheprovider -m "not heavy" --durations=10 tests

@@ -129,59 +129,71 @@ def script_submissions(tmp_path_factory):
     return out
 
 
-# ---- two tiers: `make test` (everything, what CI runs) and `make test-quick` (-m "not processes") -----------------
-PROCESSES = "processes"
-_HEAVY_COMMANDS = ("train_ppo_ray", "lens_openrlhf.demo", "lens_openrlhf.evaluation", "rehearse_on_cpu", "benchmarks/")
+# ---- two tiers: `make test` (everything, what CI runs) and `make test-quick` (-m "not heavy") --------------------
+HEAVY = "heavy"
+_JOB_MODULES = ("lens_openrlhf.train_ppo_ray", "lens_openrlhf.demo", "lens_openrlhf.evaluation")
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        f"{PROCESSES}: starts Ray, vLLM, DeepSpeed or a training job (`make test-quick`, -m 'not {PROCESSES}', "
-        "leaves it out)",
+        f"{HEAVY}: starts Ray, vLLM, DeepSpeed or a training job, trains a model, or runs many subprocesses for "
+        f"tens of seconds (`make test-quick`, -m 'not {HEAVY}', leaves it out)",
     )
-
-
-def _quick_tier(config) -> bool:
-    return f"not {PROCESSES}" in (config.option.markexpr or "")
 
 
 def _refuse(what: str):
     raise RuntimeError(
-        f"this test {what}, which the quick tier (-m 'not {PROCESSES}') leaves out: mark it "
-        f"@pytest.mark.{PROCESSES} (or its module: pytestmark = pytest.mark.{PROCESSES})"
+        f"this test {what}, which the quick tier (-m 'not {HEAVY}') leaves out: mark it @pytest.mark.{HEAVY} "
+        f"(or its module: pytestmark = pytest.mark.{HEAVY})"
     )
+
+
+def _heavy_command(words, env) -> str:
+    """What makes a command heavy (a Ray CLI call, one of our jobs, a script submission), or ''."""
+    text = " ".join(map(str, words))
+    if words and Path(str(words[0])).name == "ray":
+        return "runs the Ray CLI"
+    if "--help" not in words and any(w in _JOB_MODULES for w in map(str, words)):
+        return f"runs a job ({text[:100]})"
+    if "rehearse_on_cpu" in text or ("examples/scripts/" in text and (env or os.environ).get("DRY_RUN") != "1"):
+        return f"submits a script ({text[:100]})"
+    return ""
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _quick_tier_guard(request):
-    """In the quick tier a test that starts Ray, a vLLM engine, a DeepSpeed engine or a job (the repository's training,
-    demo, evaluation or benchmark commands) fails with a message saying how to mark it; the tier stays what it says."""
-    if not _quick_tier(request.config):
+    """In the quick tier, a test that starts Ray, a DeepSpeed engine, a vLLM engine process or a job fails with a
+    message saying how to mark it, so the tier stays what it says."""
+    if f"not {HEAVY}" not in (request.config.option.markexpr or ""):
         yield
         return
     import multiprocessing.process
     import subprocess
 
-    mp = pytest.MonkeyPatch()
     import deepspeed
     import ray
 
+    mp = pytest.MonkeyPatch()
     mp.setattr(ray, "init", lambda *a, **k: _refuse("starts Ray"))
     mp.setattr(deepspeed, "initialize", lambda *a, **k: _refuse("starts a DeepSpeed engine"))
-    mp.setattr(multiprocessing.process.BaseProcess, "start", lambda self: _refuse("starts a process (vLLM's engine?)"))
+    start = multiprocessing.process.BaseProcess.start
+
+    def guarded_start(self):
+        if getattr(getattr(self, "_target", None), "__module__", "").startswith("vllm"):
+            _refuse("starts a vLLM engine process")
+        start(self)
+
     popen_init = subprocess.Popen.__init__
 
     def guarded_popen(self, args, *a, **k):
         words = [args] if isinstance(args, (str, os.PathLike)) else list(args)
-        text = " ".join(map(str, words))
-        env = k.get("env") or os.environ
-        if any(c in text for c in _HEAVY_COMMANDS) or (words and Path(str(words[0])).name == "ray"):
-            _refuse(f"runs {text[:120]!r}")
-        if ".sh" in text and "examples/scripts" in text and env.get("DRY_RUN") != "1":
-            _refuse(f"runs {text[:120]!r} without DRY_RUN=1")
+        what = _heavy_command(words, k.get("env"))
+        if what:
+            _refuse(what)
         popen_init(self, args, *a, **k)
 
+    mp.setattr(multiprocessing.process.BaseProcess, "start", guarded_start)
     mp.setattr(subprocess.Popen, "__init__", guarded_popen)
     yield
     mp.undo()

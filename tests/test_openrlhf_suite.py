@@ -32,6 +32,8 @@ from unittest.mock import MagicMock
 import pytest
 import torch
 
+pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
+
 REPO = Path(__file__).resolve().parent.parent
 RUNS = ("installed", "patched", "cpu")
 

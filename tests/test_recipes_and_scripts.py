@@ -99,6 +99,7 @@ def test_loss_agg_mode_can_be_switched_back():
     assert "--actor.loss_agg_mode token-mean" in switched and "seq-mean-token-mean" not in switched
 
 
+@pytest.mark.heavy
 def test_common_sh_states_every_registry_option_without_listing_estimators(tmp_path):
     """common.sh asks the registry for the estimator's options (a new estimator needs no edit there): every
     registry estimator's command states each of its options at the registry default, OpenRLHF's none."""
@@ -180,6 +181,7 @@ def test_recipes_cli_prints_one_token_per_line_and_refuses_a_bad_format():
     assert bad.returncode == 2 and "--format" in bad.stderr and "qwen-base" in bad.stderr
 
 
+@pytest.mark.heavy
 def test_no_command_of_ours_has_flat_flags():
     """Flat flags (OpenRLHF <= 0.10) are accepted on the command line (coupling/parser.py translates them) but no
     command we build has one: every example script's and every benchmark script's command is in dotted flags."""
@@ -275,3 +277,20 @@ def test_the_readme_cluster_quick_start_is_the_scripts_submission(tmp_path):
             assert flag in words, flag
         elif not value.endswith("..."):
             assert value in got, (flag, value, got)
+
+
+def test_the_data_file_names_have_one_owner(tmp_path):
+    """``recipes.train_file`` names the training set the data CLI writes and the recipes read (either spelling of the
+    mix); ``python -m lens_openrlhf.data all`` writes exactly those names."""
+    from lens_openrlhf import recipes
+    from lens_openrlhf.data.cli import main as data_main
+
+    assert recipes.train_file("d", "math_dapo", "qwen-base") == recipes.train_file("d", "math-dapo", "qwen-base")
+    assert recipes.train_file("d", "math-numina", "llama-instruct") == "d/train_math_numina.llama.jsonl"
+    with pytest.raises(ValueError, match="mix must be one of"):
+        recipes.train_file("d", "math_gsm8k", "qwen-base")
+    assert data_main(["all", "--out-dir", str(tmp_path), "--offline-sample", "8", "--workers", "1"]) == 0
+    written = {p.name for p in tmp_path.glob("*.jsonl")}
+    expected = {Path(recipes.train_file(tmp_path, m, f)).name for m in recipes.MIXES for f in recipes.FORMAT_TAGS}
+    expected |= {Path(recipes.test_file(tmp_path, f)).name for f in recipes.FORMAT_TAGS}
+    assert written == expected

@@ -11,6 +11,7 @@ The sign test itself is checked against exact values.
 import importlib.util
 import json
 import math
+import statistics
 import subprocess
 import sys
 import time
@@ -42,9 +43,11 @@ def test_compare_counts_ties_and_missing():
     c = _module().compare([0.1, 0.0, -0.2, None, 0.3])
     assert (c["wins"], c["ties"], c["losses"], c["missing"]) == (2, 1, 1, 1)
     assert math.isclose(c["median_diff"], 0.05) and math.isclose(c["mean_diff"], 0.05)
+    assert math.isclose(c["sd_diff"], statistics.stdev([0.1, 0.0, -0.2, 0.3]))
     assert c["sign_test_p"] == 1.0  # 2 wins, 1 loss
 
 
+@pytest.mark.heavy
 def test_pipeline_compare_ci_sized(tmp_path):
     out = tmp_path / "cmp"
     args = ["--out", str(out), "--seeds", "0", "--estimators", "group_norm", "lens"]
@@ -97,6 +100,15 @@ def test_pipeline_compare_ci_sized(tmp_path):
         assert 0.0 <= c["sign_test_p"] <= 1.0 and c["sign_test_p"] == 1.0  # one pair: a tie, 1-0 or 0-1
     ratio = summ["step_time_ratio"]["lens"]
     assert ratio["median"] > 0
+
+    # common random numbers: both arms share --train.seed and per-sample rollout seeds, so step 1 (same warm start)
+    # trained on the very same rollouts; step 2 samples from two different policies
+    from lens_openrlhf.tblogs import read_tensorboard
+
+    assert cfg["rollout_seeds"] == "per_sample"
+    tb = {e: read_tensorboard(out / "runs" / f"{e}_seed0" / "tensorboard") for e in ("group_norm", "lens")}
+    for tag in ("train/reward", "train/rollout/response_length_mean", "train/response_length"):
+        assert tb["group_norm"][tag][1] == tb["lens"][tag][1], tag
     assert math.isclose(ratio["median"], lens["median_step_seconds"] / base["median_step_seconds"], rel_tol=1e-9)
     assert ratio["per_seed"] == [ratio["median"]]
 

@@ -76,6 +76,7 @@ def _script_default(script: Path, var: str) -> int:
     return int(m.group(1))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_script_gpu_arithmetic(script):
     p = P.plan_command(P.script_argv(script))
@@ -97,6 +98,7 @@ def test_cli_prints_the_plan(capsys):
     assert "GPUs asked of Ray: actor 16, vllm 16 = 32" in out and "total per actor GPU" in out
 
 
+@pytest.mark.heavy
 def test_openrlhf_launcher_asks_one_gpu_per_rank_whatever_the_tp():
     """OpenRLHF's real RayActorGroup, in a real Ray with 8 logical GPUs: a 4-GPU actor at tp 2 x ring 1
     (duplicate_actors = 2, as train() passes) reserves 4 GPUs, the count gpus_needed and the planner use."""

@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
+
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "simulate.py"
 
 

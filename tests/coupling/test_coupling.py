@@ -243,6 +243,7 @@ def test_good_combinations_validate(parser):
         parse(parser, BASE + argv)
 
 
+@pytest.mark.heavy
 def test_truncated_pbar_is_refused_before_ray():
     # the command of the issue, as a user types it: exits 2 with the message, before Ray (or vLLM) starts
     cmd = [
@@ -490,6 +491,7 @@ def test_missing_vllm_log_probs_is_a_clear_error(parser, make_experiences):
         real_maker(args).compute_advantages_and_returns(exps)
 
 
+@pytest.mark.heavy
 def test_rollout_logprob_patches(parser):
     A.install_patches(rollout_logprobs=True)
     from openrlhf.trainer.ppo_utils import samples_generator
@@ -550,6 +552,7 @@ def _run_in_ray_actor(runtime_env, args, exps):
         ray.shutdown()
 
 
+@pytest.mark.heavy
 def test_patch_takes_effect_inside_a_ray_actor(parser, make_experiences):
     import ray
 
@@ -683,6 +686,7 @@ class ExecutorHost:
         return "ok", None if r is None else float(torch.as_tensor(r).reshape(-1)[0])
 
 
+@pytest.mark.heavy
 def test_reward_error_stops_the_run_inside_a_ray_actor(tmp_path, parser):
     import ray
     from ray import cloudpickle

@@ -96,6 +96,7 @@ def test_chat_template_needs_a_tokenizer_that_has_one(tmp_path, model, reward):
     assert err.startswith(f"--data.apply_chat_template: the tokenizer of --actor.model_name_or_path {bare} has no chat")
 
 
+@pytest.mark.heavy
 def test_refused_in_the_driver_before_ray(tmp_path, model, reward):
     """As a user runs it (CPU mode, RAY_ADDRESS pointing nowhere): a run that got past the checks would hang on the
     connection; each bad dataset ends at once with one line naming the file."""

@@ -34,6 +34,8 @@ import torch
 
 import cpu_jobs as jobs
 
+pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
+
 PROMPTS, G, STEPS = 4, 4, 8
 PER_STEP = PROMPTS * G  # reward calls (one per sample) per step
 RUN_TIMEOUT_S = 420

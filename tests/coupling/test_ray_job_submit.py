@@ -17,6 +17,8 @@ import pytest
 
 from lens_openrlhf.localrun.ray_head import LocalRayHead
 
+pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
+
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):

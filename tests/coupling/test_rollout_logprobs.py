@@ -19,6 +19,8 @@ from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
 from lens_openrlhf.localrun.tiny import build_tiny_model
 
+pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
+
 G = 4
 PROMPTS = ["What is 2 + 3? Put the final answer in \\boxed{}.", "Solve for x: x + 4 = 9.", "What is 7 * 6?"]
 LABELS = ["5", "5", "42"]

@@ -202,6 +202,7 @@ def _same_weights(a, b):
     return ta.keys() == tb.keys() and all(ta[k].equal(tb[k]) for k in ta)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("other", ["again", "engines2"])
 def test_the_same_command_gives_the_same_steps_batches_and_weights(runs, other):
     a, b = runs["first"], runs[other]
@@ -213,6 +214,7 @@ def test_the_same_command_gives_the_same_steps_batches_and_weights(runs, other):
     assert _same_weights(a.weights, b.weights)
 
 
+@pytest.mark.heavy
 def test_a_groups_samples_are_drawn_with_different_seeds(runs):
     """One seed per prompt would give G identical samples: the tiny random model's 24-token answers all differ."""
     sequences = [tuple(s) for r in runs["first"].records for s in r["sequences"]]
@@ -220,6 +222,7 @@ def test_a_groups_samples_are_drawn_with_different_seeds(runs):
     assert len(set(sequences)) == len(sequences)
 
 
+@pytest.mark.heavy
 def test_a_resumed_run_continues_the_seed_sequence(runs):
     """Step 3 after a resume samples what step 3 of the uninterrupted run sampled: the step line (reward, group
     kinds, pbar, response length) is identical. The policy's update is equal within float rounding only: OpenRLHF

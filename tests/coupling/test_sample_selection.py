@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
+
 MICRO, TRAIN_BATCH, G, PROMPTS = 2, 4, 5, 2  # gas = 4 / 2 = 2 micro-batches per optimizer step (dp = 1)
 ACCURACIES = (0.2, 0.5, 0.8)
 CLIP = 0.2

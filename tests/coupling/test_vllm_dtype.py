@@ -39,6 +39,7 @@ def test_v3_only_with_its_tag():
     assert A.patches_installed()["V3"]
 
 
+@pytest.mark.heavy
 def test_create_vllm_engines_runs_the_dtype_given(tmp_path, monkeypatch):
     import ray
     from openrlhf.trainer.ray.vllm_engine import create_vllm_engines

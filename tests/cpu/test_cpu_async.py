@@ -11,6 +11,10 @@ import time
 
 import cpu_jobs as jobs
 
+import pytest
+
+pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
+
 STEPS = 3
 
 

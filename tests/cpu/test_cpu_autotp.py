@@ -35,6 +35,8 @@ import cpu_jobs as jobs
 from lens_openrlhf import placement
 import step_record
 
+pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
+
 # One prompt: OpenRLHF's prompt dataloader shuffles with the trainer's unseeded global RNG, and vLLM's samples
 # depend on the order of the requests; G samples of one prompt are the same batch whatever the order.
 PROMPTS, G = 1, 16

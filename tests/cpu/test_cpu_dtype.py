@@ -113,6 +113,7 @@ def emulated_run(tmp_path_factory):
     return text, syncs
 
 
+@pytest.mark.heavy
 def test_under_the_emulation_every_part_computes_in_float32(emulated_run):
     text, syncs = emulated_run
     # the one line, when the job starts; its reason is the emulation's, or on a real AVX2-only CPU the missing units

@@ -30,6 +30,8 @@ import torch
 import cpu_jobs as jobs
 from lens_openrlhf import placement
 
+pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
+
 STEPS = 3
 G = 4
 PROMPTS = 4

@@ -303,6 +303,7 @@ def _where(ppo_path, key, hits):
     return f"{ppo_path[key[0]]}:{','.join(str(h['line']) for h in hits)}  {key[1]}: {key[2]}"
 
 
+@pytest.mark.heavy
 def test_every_gpu_use_on_the_ppo_path_is_handled(ppo_path, uses):
     missing = {k: v for k, v in uses.items() if k not in HANDLED_GPU_USES}
     assert not missing, (
@@ -312,6 +313,7 @@ def test_every_gpu_use_on_the_ppo_path_is_handled(ppo_path, uses):
     )
 
 
+@pytest.mark.heavy
 def test_handled_table_matches_the_installed_code(uses):
     stale = sorted(set(HANDLED_GPU_USES) - set(uses))
     assert not stale, f"HANDLED_GPU_USES lists uses the installed OpenRLHF no longer has: {stale}"
@@ -345,6 +347,7 @@ def g():
     }
 
 
+@pytest.mark.heavy
 def test_p1_entries_are_reached_by_the_torch_proxy(ppo_path, uses):
     """A call handled by the module-level torch proxy must be in a proxied module, use the module's torch
     (no local ``import torch``) and name a torch.cuda function the proxy provides."""
@@ -374,6 +377,7 @@ def _imported_names(path, source_module):
     }
 
 
+@pytest.mark.heavy
 def test_p2_p3_reach_every_importer(ppo_path):
     """``torch_dist_barrier_and_cuda_sync`` and ``init_device_mesh`` are imported BY NAME: CPU mode replaces
     the name in each importing module, so a new importer upstream would escape the patch."""
@@ -454,6 +458,7 @@ print("INSTALLED=" + json.dumps(res))
 """
 
 
+@pytest.mark.heavy
 def test_install_patches_everything_it_claims():
     env = dict(os.environ, DS_ACCELERATOR="cpu")
     out = subprocess.run([sys.executable, "-c", INSTALL_CHECK], capture_output=True, text=True, timeout=300, env=env)

@@ -42,6 +42,8 @@ import pytest
 import cpu_jobs as jobs
 import step_record
 
+pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
+
 PROMPTS, G = 8, 8
 LR = 0.02
 RUN_TIMEOUT_S = 600

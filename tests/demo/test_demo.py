@@ -66,6 +66,7 @@ def _demo(out: Path, *extra):
     )
 
 
+@pytest.mark.heavy
 def test_a_whole_demo_prints_for_a_person(tmp_path):
     """A whole demo, through `ray job submit` to the private Ray head it starts (the job path the GPU quick start
     uses): a console for a person, the job really went through the job server, and the head is gone afterwards."""
@@ -115,6 +116,7 @@ def _stop_after_step_one(proc, deadline_s=600):
     return lines + rest.splitlines(), started
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("mode", ["local", "submit"])
 def test_sigterm_stops_the_demo_and_everything_it_started(tmp_path, mode):
     """SIGTERM to the demo (as `timeout`, a scheduler or a container stop sends it): the job finishes its step,

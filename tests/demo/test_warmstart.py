@@ -15,6 +15,7 @@ def _rows(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.heavy
 # ------------------------------------------------------------------------------------------------ warm start
 def test_warm_up_solves_level_1_more_often_than_the_random_model(gym_dir, tmp_path, capsys):
     """transformers' Trainer on the warm-up split: Level-1 accuracy (sampled at temperature 1, the gym scorer)
@@ -145,6 +146,7 @@ def test_examples_draw_the_slips_afresh_each_time_and_split_digits(gym_dir, tmp_
     ]
 
 
+@pytest.mark.heavy
 def test_the_default_recipe_gives_a_warm_start_that_samples_worse_than_it_knows(gym_dir, tmp_path):
     """The default setup's warm-up recipe (worked steps, every digit a token, 30% of the boxed digits redrawn), CI-sized
     (levels 1-2, 300 steps): on the problems it trained on, greedy pass@1 is well above sampled pass@1 (the slip that

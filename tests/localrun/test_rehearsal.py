@@ -91,6 +91,7 @@ def _rehearse(script: Path, keep: Path) -> str:
     return summary
 
 
+@pytest.mark.heavy
 def test_rehearse_the_colocated_recipe(tmp_path):
     """train_lens_qwen2.5_3b.sh: ZeRO-3, colocated, sleep; CPU mode says what it stands in for."""
     script = REPO / "examples" / "scripts" / "train_lens_qwen2.5_3b.sh"
@@ -102,6 +103,7 @@ def test_rehearse_the_colocated_recipe(tmp_path):
     assert (save / "model.safetensors").is_file()  # the final model, in the user's SAVE_DIR after the job
 
 
+@pytest.mark.heavy
 def test_rehearse_the_split_axes_recipe(tmp_path):
     """train_lens_large_model.sh: AutoTP 2 (DeepSpeed), ZeRO-2, not colocated; packing, dynamic batches and the
     optimizer offload stood in for."""

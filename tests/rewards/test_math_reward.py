@@ -290,6 +290,7 @@ class RewardActor:
 '''
 
 
+@pytest.mark.heavy
 def test_inside_a_real_ray_async_actor(tmp_path):
     ray = pytest.importorskip("ray")
     actor_file = tmp_path / "ray_reward_actor.py"

@@ -1,8 +1,13 @@
 """A flag of OpenRLHF's args by its dotted name (``"ds.zero_stage"``): read it from the hierarchized namespace, or
-set it there and in the flat argparse namespace, which OpenRLHF's ``__main__`` reads again. A leaf module: it
-imports nothing of the package (CPU mode and the coupling both use it)."""
+set it there and in the flat argparse namespace, which OpenRLHF's ``__main__`` reads again; and the choices of a flag
+that both the parser and CPU mode read. A leaf module: it imports nothing of the package (CPU mode and the coupling both
+use it)."""
 
 from __future__ import annotations
+
+
+#: ``--lens.cpu_dtype``'s values, read by the parser and by CPU mode (``cpu.dtype``), which must not import each other
+CPU_DTYPES = ("auto", "bfloat16", "float32")
 
 
 def get_flag(args, dotted: str):

@@ -16,7 +16,7 @@ import sys
 import types
 from typing import Dict, List, Optional, Sequence
 
-from ..cpu.dtype import CHOICES as CPU_DTYPES  # one definition; importing CPU mode installs nothing
+from ..dotted import CPU_DTYPES
 from ..errors import exit_with
 from ..estimators import ADV_ESTIMATORS, LOGPROB_OPTIONS
 from .validation import resolve_lens_options, validate

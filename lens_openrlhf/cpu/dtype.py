@@ -22,7 +22,9 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
-CHOICES = ("auto", "bfloat16", "float32")
+from ..dotted import CPU_DTYPES
+
+CHOICES = CPU_DTYPES  # --lens.cpu_dtype (one definition, in the leaf module dotted)
 #: /proc/cpuinfo flags of bf16 units
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: oneDNN ISA limits (``ONEDNN_MAX_CPU_ISA``) that still include bf16 instructions

@@ -500,6 +500,7 @@ def test_rollout_logprob_patches(parser):
     assert sp.logprobs == 1
     assert A.patches_installed() == {
         **{pid: True for pid in ("A1", "B1", "E1", "R1", "R2", "T1", "T2", "V1", "V2")},
+        **{pid: True for pid in ("S1", "S2", "S3")},  # per-sample rollout seeds: the default
         "V3": False,  # only with --lens.vllm_dtype
     }
     # the engines are created in processed mode: the log-probs of the sampling distribution

@@ -177,11 +177,20 @@ class PatchTable:
             self._originals.pop(pid, None)
 
     def original(self, pid: str):
-        """What entry ``pid`` replaced (its first owner's value), for the replacement to call."""
+        """What entry ``pid`` replaced (its first owner's value), for the replacement to call.
+
+        Where the table was not applied in this process, the upstream attribute as this process has it: Ray pickles a
+        ``@ray.remote`` class by value, so a replacement set on it in the driver can run in a worker whose own table
+        was never applied (a Ray cluster started without our worker hook)."""
         try:
             return self._originals[pid]
         except KeyError:
-            raise RuntimeError(f"{self.name} patch {pid} is not applied in this process") from None
+            pass
+        patch = self[pid]
+        current = resolve(patch.target)
+        if current is patch.replacement or getattr(current, "__func__", None) is patch.replacement:
+            raise RuntimeError(f"{self.name} patch {pid}: its original is not known in this process")
+        return current
 
     def applied(self) -> List[str]:
         return list(self._saved)

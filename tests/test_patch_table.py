@@ -196,3 +196,19 @@ def test_a_call_site_that_moved_is_found():
     """The check above can fail: an expression that is not in the function is reported."""
     assert "self.save_logs_and_checkpoints" in _function_source("openrlhf.trainer.ppo_trainer:PPOTrainer.fit")
     assert "self.no_such_call" not in _function_source("openrlhf.trainer.ppo_trainer:PPOTrainer.fit")
+
+
+def test_a_replacement_pickled_into_a_process_without_the_table_calls_upstream():
+    """Ray pickles a remote class by value: S3, set on RolloutRayActor in the driver, can run in an engine process whose
+    worker hook never applied the table. ``original`` then hands it the upstream method of that process."""
+    from openrlhf.trainer.ray import vllm_engine
+
+    from lens_openrlhf.coupling.patches import COUPLING
+    from lens_openrlhf.patching import ray_actor_classes
+
+    upstream = ray_actor_classes(vllm_engine.RolloutRayActor)[-1].__dict__["generate_responses"]
+    assert "S3" not in COUPLING.applied()
+    assert COUPLING.original("S3") is upstream
+    COUPLING.apply(tags=("rollout_seeds",))  # applied here: the first owner's (Ray's class's) saved value
+    assert COUPLING.original("S3").__name__ == "generate_responses"
+    assert COUPLING.original("S3") is not COUPLING["S3"].replacement

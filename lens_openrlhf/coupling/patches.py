@@ -17,7 +17,7 @@ S1   SamplesGenerator._generate_vllm  [rollout_seeds]            seed stream; gr
 S2   SamplesGenerator._dispatch_prompts_to_vllm [rollout_seeds]  a seed per prompt request (rollout_seeds.py)
 S3   RolloutRayActor.generate_responses (+ Ray's) [rollout_seeds] a seed per sample (rollout_seeds.py)
 T1   BasePPOTrainer.init_checkpoint_states (+ Ray subclasses)    preemption: register actors; seeds resume
-T2   BasePPOTrainer.save_logs_and_checkpoints (+ Ray subclasses) preemption: checkpoint and stop
+T2   BasePPOTrainer.save_logs_and_checkpoints (+ Ray subclasses) preemption: checkpoint and stop; seed record
 V1   samples_generator.SamplingParams   [tag rollout_logprobs]   always logprobs=1
 V2   openrlhf.trainer.ray.create_vllm_engines [rollout_logprobs] processed_logprobs mode
 V3   RolloutRayActor.__init__ (+ Ray's class)  [tag vllm_dtype]  --lens.vllm_dtype, not bfloat16; on CPU no chunked
@@ -204,7 +204,8 @@ COUPLING = PatchTable(
             "T2",
             f"{_PT}:BasePPOTrainer.save_logs_and_checkpoints",
             preemption.save_logs_and_checkpoints,
-            "preemption: on a stop request, OpenRLHF's own checkpoint of this step, then StopRequested",
+            "preemption: on a stop request, OpenRLHF's own checkpoint of this step, then StopRequested; the rollout "
+            "seeding (rollout_seeds.with_seed_record) added to the client states every checkpoint saves",
             fingerprint="af6899a881c3",
             owners=preemption.trainer_classes,
             watch=(

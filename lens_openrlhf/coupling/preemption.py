@@ -191,6 +191,8 @@ def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=N
     """T2: ``BasePPOTrainer.save_logs_and_checkpoints``; on a stop request, checkpoint this step and stop."""
     import ray
 
+    if client_states is not None and "S2" in patching.applied().get("coupling", ()):
+        client_states = rollout_seeds.with_seed_record(self, client_states)  # the seeding, saved with the checkpoint
     control = _job_control()
     reason = ray.get(control.step_done.remote(global_step)) if control is not None else None
     if not reason:

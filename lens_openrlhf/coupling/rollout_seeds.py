@@ -48,6 +48,8 @@ CHOICES = ("per_sample", "engine")
 DEFAULT = "per_sample"
 #: runtime_env variable telling the workers which (the S patches carry the tag ``rollout_seeds``)
 ENV_ROLLOUT_SEEDS = "LENS_OPENRLHF_ROLLOUT_SEEDS"
+#: the key of the seeding record in OpenRLHF's checkpoint client states
+RECORD = "lens_rollout_seeds"
 #: seeds stay below 2**31: vLLM hands them to torch.Generator.manual_seed and tests compare them as ints
 _SEED_SPACE = 2**31
 
@@ -105,6 +107,13 @@ def on_fit_start(trainer, states: dict) -> None:
         sampler.generator = torch.Generator().manual_seed(seed)
     start = int(states.get("total_consumed_prompts", 0) or 0)
     _positions(gen)["train"] = start
+    saved = states.get(RECORD) or {}
+    if saved and int(saved.get("train_seed", seed)) != seed:
+        print(
+            f"[lens_openrlhf] rollout seeds: this checkpoint was written with --train.seed {saved['train_seed']}, "
+            f"this run has --train.seed {seed}: its samples follow {seed}'s sequence, not the interrupted run's",
+            flush=True,
+        )
     print(
         f"[lens_openrlhf] rollout seeds: one per sample from --train.seed {seed} "
         f"(H(seed, stream, prompt position, prompt), then H(that, j)); prompt shuffle seeded {seed}; "
@@ -115,6 +124,16 @@ def on_fit_start(trainer, states: dict) -> None:
 
 def _group_key(group) -> tuple:
     return tuple(tuple(e.sequences.flatten().tolist()) for e in group)
+
+
+def with_seed_record(trainer, client_states: dict) -> dict:
+    """T2 adds this to the client states OpenRLHF saves with each checkpoint: ``--train.seed`` and the next training
+    prompt position (equal to ``total_consumed_prompts``; :func:`on_fit_start` reads both back)."""
+    gen = getattr(trainer, "samples_generator", None)
+    if gen is None:
+        return client_states
+    record = {"train_seed": int(gen.args.train.seed), "next_train_position": int(_positions(gen)["train"])}
+    return {**client_states, RECORD: record}
 
 
 def generate_vllm(self, dataloader_iter, num_prompts, dynamic_filtering, **generate_kwargs):

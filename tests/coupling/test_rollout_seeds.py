@@ -240,3 +240,12 @@ def test_a_resumed_run_continues_the_seed_sequence(runs):
     assert trained(resumed.records) == trained(first.records[-len(resumed.records) :])
     grad = [run.steps[STEPS]["train/actor_grad_norm"] for run in (first, resumed)]
     assert grad[1] == pytest.approx(grad[0], rel=1e-3)
+    # the seeding is saved with each checkpoint (OpenRLHF's client states, in DeepSpeed's model-states file)
+    import torch
+
+    for step in (1, 2):
+        states = first.out / "ckpt" / "_actor" / f"global_step{step}" / "mp_rank_00_model_states.pt"
+        saved = torch.load(states, weights_only=False, map_location="cpu")
+        assert saved[rollout_seeds.RECORD] == {"train_seed": 42, "next_train_position": step * PROMPTS}
+        assert saved["total_consumed_prompts"] == step * PROMPTS
+    assert "this checkpoint was written with --train.seed" not in resumed.log  # the same seed: no warning

@@ -108,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         kinds = ["native", "avx2"] if r % 2 == 0 else ["avx2", "native"]
         for kind in kinds:
             run_dir = out / f"{kind}_{r}"
-            job.clear_outputs(run_dir, keep=())
+            job.clear_outputs(run_dir)
             env = job.job_env(run_dir, sync_check=True)
             for k in EMULATION:
                 env.pop(k, None)

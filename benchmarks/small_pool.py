@@ -58,7 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     before_pool, before_test = table(inputs.model, pool), table(inputs.model, test)
     run = out / "run"
-    job.clear_outputs(run, keep=())
+    job.clear_outputs(run)
     flags = setups.job_flags(setup, inputs, run, estimator=a.estimator, seed=a.seed, evaluate=False)
     rc = job.TrainingJob(job.command(flags), job.job_env(run, sync_check=False), run / "train.log", t0=t0).run()
     if rc != 0:

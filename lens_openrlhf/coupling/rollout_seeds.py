@@ -38,7 +38,6 @@ import asyncio
 import copy
 import hashlib
 from collections import deque
-from typing import List, Sequence
 
 from .. import patching
 from ..errors import UpstreamChanged
@@ -69,11 +68,9 @@ def sample_seed(prompt_seed_: int, j: int) -> int:
     return _h("lens_openrlhf/sample", int(prompt_seed_), int(j))
 
 
-def sample_seeds(run_seed: int, stream: str, start: int, prompts: Sequence[str], n: int) -> List[List[int]]:
-    """``[prompt][j]`` sample seeds of ``prompts`` drawn at positions ``start, start + 1, ...``."""
-    return [
-        [sample_seed(prompt_seed(run_seed, stream, start + i, p), j) for j in range(n)] for i, p in enumerate(prompts)
-    ]
+def active() -> bool:
+    """Whether S1-S3 are applied in this process (T1 and T2 then keep the seeding's state across checkpoints)."""
+    return "S2" in patching.applied().get("coupling", ())
 
 
 # ---- S1/S2: the trainer side (SamplesGenerator, in the PPOTrainer actor or the async generator actor) -----------
@@ -122,10 +119,6 @@ def on_fit_start(trainer, states: dict) -> None:
     )
 
 
-def _group_key(group) -> tuple:
-    return tuple(tuple(e.sequences.flatten().tolist()) for e in group)
-
-
 def with_seed_record(trainer, client_states: dict) -> dict:
     """T2 adds this to the client states OpenRLHF saves with each checkpoint: ``--train.seed`` and the next training
     prompt position (equal to ``total_consumed_prompts``; :func:`on_fit_start` reads both back)."""
@@ -134,6 +127,10 @@ def with_seed_record(trainer, client_states: dict) -> dict:
         return client_states
     record = {"train_seed": int(gen.args.train.seed), "next_train_position": int(_positions(gen)["train"])}
     return {**client_states, RECORD: record}
+
+
+def _group_key(group) -> tuple:
+    return tuple(tuple(e.sequences.flatten().tolist()) for e in group)
 
 
 def generate_vllm(self, dataloader_iter, num_prompts, dynamic_filtering, **generate_kwargs):
@@ -179,7 +176,7 @@ class _SeededCall:
                 "lens_openrlhf/coupling/rollout_seeds.py (or run with --lens.rollout_seeds engine)"
             )
         prompt, seed = self._pending.popleft()
-        if kwargs["prompt"] is not prompt and kwargs["prompt"] != prompt:
+        if kwargs["prompt"] != prompt:
             raise UpstreamChanged("S2 (per-sample rollout seeds): prompts dispatched out of order; re-review S2")
         params = copy.copy(kwargs["sampling_params"])
         params.seed = seed

@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+#: what a new demo run keeps of ``--out``: the warm-start and SmolLM2 caches (everything else is cleared)
+CACHES = ("warm_start", "smollm2")
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -82,11 +85,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.smollm2 is not None:
         from lens_openrlhf.demo import smollm2
 
-        job.clear_outputs(out)
+        job.clear_outputs(out, keep=CACHES)
         return smollm2.demo_run(out, steps=a.steps or 2, seed=a.seed, source=a.smollm2 or None, extra=extra)
     setup = setups.FORMAT_LESSON if a.format_lesson else setups.ALL_NEGATIVE if a.all_negative else setups.ANSWERS
     setup = replace(setup, steps=a.steps or setup.steps)
-    job.clear_outputs(out)
+    job.clear_outputs(out, keep=CACHES)
     t0 = time.time()
     say = lambda m: print(f"[demo {time.time() - t0:6.1f}s] {m}", flush=True)  # noqa: E731
     say(f"setup '{setup.name}': {setup.what}")

@@ -333,7 +333,7 @@ def demo_run(
     runs = {}
     for e in estimators:
         run_dir = out / f"run_{e}"
-        job.clear_outputs(run_dir, keep=())
+        job.clear_outputs(run_dir)
         flags = recipes.cpu(
             model,
             train,

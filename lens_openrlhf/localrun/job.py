@@ -306,8 +306,8 @@ def job_gpus(cmd: List[str]) -> int:
     return total_gpus(args)
 
 
-def clear_outputs(out: Path, keep: Sequence[str] = ("warm_start", "smollm2")) -> None:
-    """Empty ``out`` except the warm-start and SmolLM2 caches."""
+def clear_outputs(out: Path, keep: Sequence[str] = ()) -> None:
+    """Empty ``out`` except the entries named in ``keep`` (the demo keeps its caches)."""
     out.mkdir(parents=True, exist_ok=True)
     for child in out.iterdir():
         if child.name in keep:

@@ -57,7 +57,10 @@ def test_seeds_depend_on_every_part_and_on_nothing_else():
         rollout_seeds.prompt_seed(42, "train", 7, "What is 1 + 3?"),
     }
     assert base not in others and len(others) == 4
-    seeds = rollout_seeds.sample_seeds(42, "train", 7, ["What is 1 + 2?", "x"], 8)
+    seeds = [
+        [rollout_seeds.sample_seed(rollout_seeds.prompt_seed(42, "train", 7 + i, p), j) for j in range(8)]
+        for i, p in enumerate(["What is 1 + 2?", "x"])
+    ]
     assert seeds[0][0] == rollout_seeds.sample_seed(base, 0)
     assert len({s for row in seeds for s in row}) == 16
     assert all(0 <= s < 2**31 for row in seeds for s in row)

@@ -108,7 +108,7 @@ def experience_maker_seconds(estimators, rewards, log_probs, mask, repeats, micr
                 str(T),
             ],
             parser=parser,
-        )[1]
+        )
 
     parser = openrlhf_adapter.build_parser()
     makers = {

@@ -1,9 +1,12 @@
-"""A flag of OpenRLHF's args by its dotted name (``"ds.zero_stage"``): read it from the hierarchized namespace, or
-set it there and in the flat argparse namespace, which OpenRLHF's ``__main__`` reads again; and the choices of a flag
-that both the parser and CPU mode read. A leaf module: it imports nothing of the package (CPU mode and the coupling both
-use it)."""
+"""A flag of OpenRLHF's args by its dotted name (``"ds.zero_stage"``): read or set it in the hierarchized namespace,
+the one copy of a run's args in the driver; :func:`flatten` turns that namespace back into the flat argparse namespace
+that OpenRLHF's ``__main__`` hierarchizes again. And the choices of a flag that both the parser and CPU mode read. A
+leaf module: it imports nothing of the package (CPU mode and the coupling both use it)."""
 
 from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
 
 
 #: ``--lens.cpu_dtype``'s values, read by the parser and by CPU mode (``cpu.dtype``), which must not import each other
@@ -18,12 +21,26 @@ def get_flag(args, dotted: str):
     return node
 
 
-def set_flag(args, flat, dotted: str, value) -> None:
-    """Set ``dotted`` to ``value`` in the hierarchized ``args`` and, when given, in the flat namespace ``flat``."""
+def set_flag(args, dotted: str, value) -> None:
+    """Set ``dotted`` to ``value`` in the hierarchized ``args``."""
     node = args
     *parents, leaf = dotted.split(".")
     for part in parents:
         node = getattr(node, part)
     setattr(node, leaf, value)
-    if flat is not None:
-        setattr(flat, dotted, value)
+
+
+def flatten(args) -> argparse.Namespace:
+    """The flat argparse namespace (``{"ds.zero_stage": 3, ...}``) of hierarchized ``args``: the inverse of
+    OpenRLHF's ``openrlhf.utils.config.hierarchize``, which nests the flat namespace at every dot."""
+    flat = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in vars(node).items():
+            if isinstance(value, SimpleNamespace):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value
+
+    walk(args, "")
+    return argparse.Namespace(**flat)

@@ -420,7 +420,10 @@ def estimator_names() -> list:
     return list(ADV_ESTIMATORS)
 
 
-def get_adv_estimator(name: str) -> EstimatorSpec:
+def get_adv_estimator(name) -> EstimatorSpec:
+    """The spec registered as ``name`` (a spec is returned as it is: callers that looked it up once pass it on)."""
+    if isinstance(name, EstimatorSpec):
+        return name
     try:
         return ADV_ESTIMATORS[name]
     except KeyError:
@@ -777,7 +780,7 @@ def _validate(
 
 
 def group_advantages(
-    name: str,
+    name,
     rewards: Tensor,
     mean_log_probs: Optional[Tensor] = None,
     *,
@@ -787,7 +790,7 @@ def group_advantages(
     """Advantages of estimator ``name`` for a batch of groups.
 
     Args:
-        name: a registered estimator (see :func:`estimator_names`).
+        name: a registered estimator (see :func:`estimator_names`), or its spec.
         rewards: ``[n_groups, G]``; in [0, 1] for LENS, exactly 0 or 1 for the estimators of arXiv 2506.01347.
         mean_log_probs: ``[n_groups, G]`` mean token log-prob per response (LENS family).
         response_lengths: ``[n_groups, G]`` tokens per response (``lens_length_pref``; ``lens`` and
@@ -797,6 +800,7 @@ def group_advantages(
         ``[n_groups, G]`` float32 advantages, finite.
     """
     spec = get_adv_estimator(name)
+    name = spec.name
     opts = spec.resolve_options(options)
     _validate(
         rewards,
@@ -819,11 +823,11 @@ def group_advantages(
     return adv
 
 
-def trained_samples(name: str, rewards: Tensor) -> Tensor:
+def trained_samples(name, rewards: Tensor) -> Tensor:
     """Which samples estimator ``name`` trains on (its spec's ``trains_on``).
 
     Args:
-        name: a registered estimator; rewards: ``[n_groups, G]`` (exactly 0/1 for a one-class estimator,
+        name: a registered estimator (or its spec); rewards: ``[n_groups, G]`` (exactly 0/1 for a one-class estimator,
             validated by :func:`group_advantages`).
     Returns:
         ``[n_groups, G]`` bool: all True for ``TRAIN_ALL``; ``rewards == 1`` for ``TRAIN_CORRECT``;

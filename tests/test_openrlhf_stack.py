@@ -64,7 +64,7 @@ def run_real_compute_advantages(exps, estimator, n_samples):
     from lens_openrlhf import coupling as openrlhf_adapter
 
     # OpenRLHF's own parser and defaults (reward clip range, gamma, KL off), as a job gets them
-    _, args = openrlhf_adapter.parse_args(
+    args = openrlhf_adapter.parse_args(
         [
             "--advantage_estimator",
             estimator,

@@ -176,7 +176,7 @@ def reserved_by_train(args, monkeypatch) -> int:
     ],
 )
 def test_gpus_needed_is_what_train_reserves(flags, monkeypatch):
-    _, args = A.parse_args(BASE + flags)
+    args = A.parse_args(BASE + flags)
     # what OpenRLHF's __main__ does before train(): a critic for gae only
     is_gae = args.algo.advantage.estimator == "gae"
     args.critic.model_name_or_path = (

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lens_openrlhf.dotted import flatten
 from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import ADV_ESTIMATORS
 from lens_openrlhf.localrun.rehearsal import split_submission
@@ -57,8 +58,8 @@ def test_script_flags_parse_and_match_the_paper(parser, script, script_submissio
     line, _ = script_submissions[script.name]
     _, argv = split_submission(line)
     assert argv[:3] == ["python", "-m", "lens_openrlhf.train_ppo_ray"]
-    flat, args = A.parse_args(argv[3:], parser=parser)  # exits (fails the test) on a stale or bad flag
-    flat = vars(flat)
+    args = A.parse_args(argv[3:], parser=parser)  # exits (fails the test) on a stale or bad flag
+    flat = vars(flatten(args))
     for key, value in PAPER.items():
         assert flat[key] == value, (script.name, key, flat[key])
     est = args.algo.advantage.estimator
@@ -125,8 +126,8 @@ def test_common_sh_states_every_registry_option_without_listing_estimators(tmp_p
 
 # ------------------------------------------------------------------------------------------------ recipes.py
 def _parsed(flags, parser):
-    flat, args = A.parse_args(list(flags), parser=parser)
-    return vars(flat), args
+    args = A.parse_args(list(flags), parser=parser)
+    return vars(flatten(args)), args
 
 
 def test_paper_and_cpu_recipes_share_the_algorithm(parser, tmp_path):
@@ -156,8 +157,8 @@ def test_cpu_recipe_is_valid_for_cpu_mode_and_dotted(parser, tmp_path):
         updates_per_step=4, max_new_tokens=8, lr=1e-5, eval_file=tmp_path / "t.jsonl", eval_every=2, eval_n=4,
     )  # fmt: skip
     assert all("." in f for f in flags if f.startswith("--")), "flat flags in the CPU recipe"
-    flat, args = A.parse_args(flags, parser=parser)
-    errors, _ = check_and_default_args(args, flat)
+    args = A.parse_args(flags, parser=parser)
+    errors, _ = check_and_default_args(args)
     assert errors == []
     assert args.train.batch_size == 8 and args.rollout.batch_size == 8 and args.data.max_samples == 24
     assert args.eval.steps == 2 and args.eval.n_samples_per_prompt == 4 and args.lens.cpu_mode
@@ -237,7 +238,7 @@ def test_the_gpu_extra_installs_what_every_script_needs(parser, script_submissio
     installed = extra | _requirements("options", "install_requires")
     needed = {}
     for script in SCRIPTS:
-        _, args = A.parse_args(split_submission(script_submissions[script.name][0])[1][3:], parser=parser)
+        args = A.parse_args(split_submission(script_submissions[script.name][0])[1][3:], parser=parser)
         for flag, (package, used, _, _) in OPTIONAL_PACKAGES.items():
             if used(args):
                 needed.setdefault(package, set()).add(f"{script.name} ({flag})")

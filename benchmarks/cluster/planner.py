@@ -217,7 +217,7 @@ def plan_command(argv: Sequence[str], model: Optional[ModelShape] = None) -> Pla
     from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
 
     ensure_flash_attn_importable()  # OpenRLHF's parser module imports flash_attn; no-op where it is installed
-    _, args = A.parse_args(list(argv))
+    args = A.parse_args(list(argv))
     if model is None:
         name = args.actor.model_name_or_path or ""
         model = model_from_name(name)

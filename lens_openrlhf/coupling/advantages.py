@@ -12,7 +12,7 @@ estimators go to OpenRLHF's original method.
 from __future__ import annotations
 
 import itertools
-from typing import List
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 
@@ -20,6 +20,7 @@ from .. import patching
 from ..errors import RolloutLogProbsMissing
 from ..estimators import (
     ADV_ESTIMATORS,
+    EstimatorSpec,
     LOGPROB_SOURCE,
     TRAIN_ALL,
     get_adv_estimator,
@@ -55,6 +56,35 @@ def response_mean_log_probs(experience, source: str) -> torch.Tensor:
     return masked_mean_log_probs(lp, experience.action_mask)
 
 
+class RunPlan(NamedTuple):
+    """What A1 needs from the registry for a run: looked up once per process (:func:`run_plan`)."""
+
+    name: str
+    spec: EstimatorSpec
+    options: Dict[str, Any]  # the values the driver resolved
+    logprob_source: str
+    needs_lengths: bool
+
+
+def run_plan(maker, args) -> Optional[RunPlan]:
+    """The estimator of ``args`` looked up in the registry once, kept on the experience maker (one per PPOTrainer
+    actor, for the whole run); None for an estimator of OpenRLHF's own (A1 hands those to the original). The options
+    are the values the driver resolved (``coupling.validation.resolve_lens_options``); a None (args built without the
+    launcher, e.g. OpenRLHF's own tests) falls back to the registry default, as the driver would have."""
+    name = args.algo.advantage.estimator
+    plan = getattr(maker, "_lens_run_plan", None)
+    if plan is not None and plan.name == name:
+        return plan
+    if name not in ADV_ESTIMATORS:
+        return None
+    spec = get_adv_estimator(name)
+    lens = args.algo.lens
+    options = spec.resolve_options({k: getattr(lens, k) for k in spec.options if getattr(lens, k, None) is not None})
+    source = getattr(lens, "logprob_source", None) or LOGPROB_SOURCE.default
+    maker._lens_run_plan = RunPlan(name, spec, options, source, spec.needs_lengths_for(options))
+    return maker._lens_run_plan
+
+
 @torch.no_grad()
 def compute_advantages_and_returns(self, experiences):
     """``RemoteExperienceMaker.compute_advantages_and_returns`` with the lens_openrlhf estimators.
@@ -69,17 +99,13 @@ def compute_advantages_and_returns(self, experiences):
     the marked ones only.
     """
     args = self.strategy.args
-    name = args.algo.advantage.estimator
-    if name not in ADV_ESTIMATORS:
+    plan = run_plan(self, args)
+    if plan is None:
         return patching.original("coupling", "A1")(self, experiences)
     from openrlhf.models.utils import compute_reward
     from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
 
-    spec = get_adv_estimator(name)
-    # the values the driver resolved (coupling.validation.resolve_lens_options); a None (args built without the
-    # launcher, e.g. OpenRLHF's own tests) falls back to the registry default, as the driver would have
-    lens = args.algo.lens
-    options = spec.resolve_options({k: getattr(lens, k) for k in spec.options if getattr(lens, k, None) is not None})
+    spec, options, source = plan.spec, plan.options, plan.logprob_source
     G = args.rollout.n_samples_per_prompt
 
     for experience in experiences:
@@ -98,11 +124,10 @@ def compute_advantages_and_returns(self, experiences):
     rewards = in_prompt_order([e.rewards for e in experiences])
     mean_lp = lengths = None
     if spec.needs_log_probs:
-        source = getattr(lens, "logprob_source", None) or LOGPROB_SOURCE.default
         mean_lp = in_prompt_order([response_mean_log_probs(e, source) for e in experiences])
-    if spec.needs_lengths_for(options):
+    if plan.needs_lengths:
         lengths = in_prompt_order([e.action_mask.sum(-1).to(torch.float32) for e in experiences])
-    advantages = group_advantages(name, rewards, mean_lp, response_lengths=lengths, **options)
+    advantages = group_advantages(spec, rewards, mean_lp, response_lengths=lengths, **options)
     stats = group_statistics(
         rewards,
         advantages,
@@ -132,7 +157,7 @@ def compute_advantages_and_returns(self, experiences):
         experience.info["return"] = reward.sum(dim=-1)
         experience.kl = None
     if spec.trains_on != TRAIN_ALL:
-        trained = trained_samples(name, rewards).reshape(-1)[indices].split(exp_len)
+        trained = trained_samples(spec, rewards).reshape(-1)[indices].split(exp_len)
         pad = getattr(getattr(self, "tokenizer", None), "pad_token_id", None) or 0
         experiences = mark_trained(experiences, list(trained), effective_actor_groups(args), pad)
     return experiences

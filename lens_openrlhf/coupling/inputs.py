@@ -62,9 +62,9 @@ def job_working_dir() -> Optional[str]:
     return (cfg.get("runtime_env") or {}).get("working_dir") or None
 
 
-def check_paths(args, flat=None, cwd: Optional[str] = None) -> List[str]:
+def check_paths(args, cwd: Optional[str] = None) -> List[str]:
     """Errors for paths that would not be reachable where the job uses them; outside a Ray job, relative paths are
-    made absolute in ``args`` (and ``flat``, which OpenRLHF's ``__main__`` reads). Empty = fine."""
+    made absolute in ``args``. Empty = fine."""
     cwd = os.path.abspath(cwd or os.getcwd())
     in_job, working_dir = ray_job_config() is not None, job_working_dir()
     errors: List[str] = []
@@ -81,7 +81,7 @@ def check_paths(args, flat=None, cwd: Optional[str] = None) -> List[str]:
                 "nodes); the example scripts make SAVE_DIR absolute for you"
             )
         else:
-            _set(args, flat, dotted, os.path.normpath(os.path.join(cwd, value)))
+            _set(args, dotted, os.path.normpath(os.path.join(cwd, value)))
     for dotted in INPUT_PATH_FLAGS:
         value = _get(args, dotted)
         entries = _entries(value)
@@ -98,7 +98,7 @@ def check_paths(args, flat=None, cwd: Optional[str] = None) -> List[str]:
                 )
             continue  # inside the working_dir: the same relative path holds on every node
         resolved = [os.path.normpath(os.path.join(cwd, e)) if e in relative else e for e in entries]
-        _set(args, flat, dotted, ",".join(resolved))
+        _set(args, dotted, ",".join(resolved))
     return errors
 
 

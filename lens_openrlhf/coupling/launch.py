@@ -9,11 +9,11 @@ inside :class:`preemption.GracefulStop`.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 from typing import Dict, Optional, Sequence
 
+from ..dotted import flatten
 from ..errors import UpstreamChanged, exit_with
 from ..placement import gpus_needed
 from .parser import parse_args, run_openrlhf_main
@@ -92,8 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from ..cpu_shims import ensure_flash_attn_importable
 
     ensure_flash_attn_importable()  # no-op where the real flash-attn is installed
-    flat, args = parse_args(argv)
-    problems = check_paths(args, flat) or check_inputs(args)
+    args = parse_args(argv)
+    problems = check_paths(args) or check_inputs(args)
     if problems:
         exit_with("\n  ".join(problems) if len(problems) == 1 else "\n  " + "\n  ".join(problems))
 
@@ -103,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.lens.cpu_mode:
         from .. import cpu
 
-        cpu.prepare_driver(args, flat)  # may set CPU values in flat too (OpenRLHF re-reads flat)
+        cpu.prepare_driver(args)
         extra_env, extra_hooks = cpu.worker_env(), [cpu.WORKER_HOOK]
     if not ray.is_initialized():
         init_kwargs = {"runtime_env": runtime_env(args, extra_env, extra_hooks)}
@@ -124,4 +124,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # its validation and train(args) run unchanged. GracefulStop: on SIGTERM/SIGINT the trainer finishes the
     # step and checkpoints, the job's actors are stopped, exit 128 + signum (coupling/preemption.py).
     with GracefulStop(args):
-        run_openrlhf_main(lambda self, *a, **k: argparse.Namespace(**vars(flat)))
+        run_openrlhf_main(lambda self, *a, **k: flatten(args))

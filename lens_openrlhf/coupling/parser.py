@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None):
-    """argv -> (flat argparse Namespace, hierarchized args). Exits with a message on any error."""
+    """argv -> hierarchized args (the driver's one copy; :func:`lens_openrlhf.dotted.flatten` gives OpenRLHF's
+    ``__main__`` its flat namespace). Exits with a message on any error."""
     from openrlhf.utils.config import hierarchize
 
     argv = translate_flat_flags(sys.argv[1:] if argv is None else argv)
@@ -289,5 +290,4 @@ def parse_args(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.A
         parser.error("\n  " + "\n  ".join(errors))
     for name, value in resolve_lens_options(args).items():  # once, here: what the run uses is what its args say
         setattr(args.algo.lens, name, value)
-        setattr(flat, f"algo.lens.{name}", value)
-    return flat, args
+    return args

@@ -147,13 +147,11 @@ def installed() -> Dict[str, bool]:
     return CPU.status()
 
 
-def prepare_driver(args, flat=None) -> None:
-    """Validate/default the flags for CPU mode, set the environment and apply the table in the driver.
-
-    ``args``: hierarchized args; ``flat``: the argparse namespace OpenRLHF's ``__main__`` re-reads (CPU
-    values are written to both). Exits naming the flag when CPU mode cannot serve one.
+def prepare_driver(args) -> None:
+    """Validate/default the flags for CPU mode (in the hierarchized ``args``), set the environment and apply the
+    table in the driver. Exits naming the flag when CPU mode cannot serve one.
     """
-    errors, notes = check_and_default_args(args, flat)
+    errors, notes = check_and_default_args(args)
     if errors:
         exit_with("\n  " + "\n  ".join(errors))
     for note in notes:

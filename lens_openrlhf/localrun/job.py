@@ -301,8 +301,8 @@ def job_gpus(cmd: List[str]) -> int:
     from lens_openrlhf.placement import total_gpus
 
     ensure_flash_attn_importable()
-    flat, args = parse_args(cmd[cmd.index(ENTRY) + 1 :])
-    check_and_default_args(args, flat)
+    args = parse_args(cmd[cmd.index(ENTRY) + 1 :])
+    check_and_default_args(args)
     return total_gpus(args)
 
 

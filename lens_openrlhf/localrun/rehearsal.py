@@ -287,8 +287,8 @@ class Rehearsal:
         from lens_openrlhf.placement import total_gpus
 
         ensure_flash_attn_importable()
-        flat, args = parse_args(cmd[3:])
-        check_and_default_args(args, flat)
+        args = parse_args(cmd[3:])
+        check_and_default_args(args)
         return total_gpus(args)
 
     @staticmethod

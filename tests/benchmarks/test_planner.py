@@ -84,7 +84,7 @@ def test_script_gpu_arithmetic(script):
     # the cluster the script's header says to start is exactly what Ray is asked for, nothing idle, nothing short
     assert p.total_ray_gpus == nodes * per_node, (script.name, p.ray_gpus)
     assert p.warnings == [], p.warnings
-    _, args = A.parse_args(P.script_argv(script))
+    args = A.parse_args(P.script_argv(script))
     assert p.ray_gpus == A.gpus_needed(args)
     if args.ds.tensor_parallel_size > 1:  # tp divides the actor's data parallelism, it asks for no extra GPUs
         assert p.ray_gpus["actor"] == args.actor.num_nodes * args.actor.num_gpus_per_node

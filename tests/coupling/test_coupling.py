@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from lens_openrlhf.dotted import flatten
 from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
 
@@ -72,7 +73,7 @@ def test_estimator_help_states_each_batch_semantics(parser):
 
 def test_parser_is_openrlhfs_own(parser):
     # a flag only OpenRLHF defines, with OpenRLHF's default, proves we extend its parser, not a copy
-    flat, args = parse(parser, BASE + ["--advantage_estimator", "lens"])
+    args = parse(parser, BASE + ["--advantage_estimator", "lens"])
     assert args.actor.adam.lr == 1e-6 and args.rollout.batch_size == 1024 and args.ds.zero_stage == 2
     assert args.algo.advantage.estimator == "lens"
     assert args.algo.lens.alpha == 0.25  # not given: the registry default, resolved once in the driver
@@ -181,6 +182,20 @@ def test_bad_combinations_exit_with_a_message(parser, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_the_driver_keeps_one_copy_of_the_args_and_openrlhf_reads_it_back(parser):
+    """``parse_args`` returns the hierarchized args only; ``dotted.flatten`` is the exact inverse of OpenRLHF's
+    ``hierarchize`` on the whole parser (every flag, every default), so what the driver sets there (CPU mode, the
+    paths made absolute) is what OpenRLHF's ``__main__`` reads."""
+    from openrlhf.utils.config import hierarchize
+
+    raw = parser.parse_args(A.translate_flat_flags(BASE + ["--advantage_estimator", "lens"]))
+    assert len(vars(raw)) > 100 and vars(flatten(hierarchize(raw))) == vars(raw)
+    args = parse(parser, BASE + ["--advantage_estimator", "lens"])
+    args.ds.zero_stage, args.algo.lens.alpha = 3, 0.5
+    again = hierarchize(flatten(args))
+    assert again.ds.zero_stage == 3 and again.algo.lens.alpha == 0.5 and vars(flatten(again)) == vars(flatten(args))
+
+
 @pytest.mark.parametrize(
     "estimator, given, resolved",
     [
@@ -192,13 +207,13 @@ def test_bad_combinations_exit_with_a_message(parser, capsys, argv, message):
     ],
 )
 def test_lens_options_are_resolved_once_in_the_driver(parser, estimator, given, resolved):
-    """The registry's defaults are applied when the driver parses, and written into both namespaces: the args OpenRLHF
-    saves and prints, and those the actor receives, say what the run uses (``alpha 0.25``, not ``None``); options the
-    estimator does not take stay None."""
-    flat, args = parse(parser, BASE + ["--advantage_estimator", estimator] + given)
+    """The registry's defaults are applied when the driver parses, into the driver's one copy of the args, and reach
+    the flat namespace OpenRLHF's ``__main__`` re-reads: the args OpenRLHF saves and prints, and those the actor
+    receives, say what the run uses (``alpha 0.25``, not ``None``); options the estimator does not take stay None."""
+    args = parse(parser, BASE + ["--advantage_estimator", estimator] + given)
     for name, value in resolved.items():
         assert getattr(args.algo.lens, name) == value, name
-        assert getattr(flat, f"algo.lens.{name}") == value, name
+        assert getattr(flatten(args), f"algo.lens.{name}") == value, name
 
 
 def test_good_combinations_validate(parser):
@@ -337,7 +352,7 @@ def test_bad_files_are_one_line_before_ray(job_files, capsys, monkeypatch, case,
 
 
 def test_good_files_pass_the_checks(job_files, parser):
-    _, args = parse(
+    args = parse(
         parser,
         [
             "--pretrain",
@@ -358,9 +373,9 @@ def test_good_files_pass_the_checks(job_files, parser):
 
 
 def test_gpu_requirement_is_a_clear_message(parser, capsys):
-    _, with_kl = parse(parser, BASE + ["--advantage_estimator", "lens", "--actor.num_gpus_per_node", "2"])
+    with_kl = parse(parser, BASE + ["--advantage_estimator", "lens", "--actor.num_gpus_per_node", "2"])
     assert A.gpus_needed(with_kl) == {"actor": 2, "reference": 8, "vllm": 1}  # OpenRLHF's default KL needs a ref
-    _, args = parse(
+    args = parse(
         parser, BASE + ["--advantage_estimator", "lens", "--actor.num_gpus_per_node", "2", "--init_kl_coef", "0"]
     )
     assert A.gpus_needed(args) == {"actor": 2, "vllm": 1}
@@ -396,11 +411,30 @@ def batch_rewards(G=4, n=6, seed=3):
     return r
 
 
+def test_the_estimator_is_looked_up_once_per_run(parser, make_experiences, monkeypatch):
+    """A1 consults the registry on its first batch only: the spec and the resolved options stay on the experience
+    maker (one per PPOTrainer actor) for every later batch, and a maker whose args name another estimator looks again."""
+    from lens_openrlhf.coupling import advantages as A1
+
+    A.install_patches(rollout_logprobs=False)
+    calls = []
+    lookup = A1.get_adv_estimator
+    monkeypatch.setattr(A1, "get_adv_estimator", lambda name: calls.append(name) or lookup(name))
+    args = parse(parser, BASE + ["--advantage_estimator", "lens", "--algo.lens.alpha", "0.5"])
+    maker, rewards = real_maker(args), batch_rewards(4)
+    for _ in range(3):
+        maker.compute_advantages_and_returns(make_experiences(rewards))
+    assert calls == ["lens"] and maker._lens_run_plan.options["alpha"] == 0.5
+    args.algo.advantage.estimator = "grpo"
+    maker.compute_advantages_and_returns(make_experiences(rewards))
+    assert calls == ["lens", "grpo"]
+
+
 @pytest.mark.parametrize("source, attr", [("vllm", "rollout_log_probs"), ("actor", "action_log_probs")])
 def test_lens_through_real_experience_maker(parser, source, attr, make_experiences):
     A.install_patches(rollout_logprobs=False)
     G = 4
-    _, args = parse(
+    args = parse(
         parser,
         BASE + ["--advantage_estimator", "lens", "--algo.lens.logprob_source", source, "--algo.lens.alpha", "0.5"],
     )
@@ -453,7 +487,7 @@ def test_openrlhf_estimators_still_run_openrlhfs_code(parser, make_experiences):
     """
     A.install_patches(rollout_logprobs=False)
     G = 4
-    _, args = parse(parser, BASE + ["--advantage_estimator", "group_norm"])
+    args = parse(parser, BASE + ["--advantage_estimator", "group_norm"])
     rewards = batch_rewards(G)
     out = real_maker(args).compute_advantages_and_returns(make_experiences(rewards))
     want = group_advantages("grpo", rewards).flatten()
@@ -466,7 +500,7 @@ def test_openrlhf_estimators_still_run_openrlhfs_code(parser, make_experiences):
             )
     worst = 0.0
     for G in range(2, 65):
-        _, args = parse(parser, BASE + ["--advantage_estimator", "group_norm", "--n_samples_per_prompt", str(G)])
+        args = parse(parser, BASE + ["--advantage_estimator", "group_norm", "--n_samples_per_prompt", str(G)])
         rewards = (torch.arange(G).expand(G + 1, G) < torch.arange(G + 1).unsqueeze(1)).float()  # k = 0..G ones
         exps = make_experiences(rewards, micro=4 * G, T=1)
         theirs = torch.empty(G + 1, G)
@@ -483,7 +517,7 @@ def test_openrlhf_estimators_still_run_openrlhfs_code(parser, make_experiences):
 
 def test_missing_vllm_log_probs_is_a_clear_error(parser, make_experiences):
     A.install_patches(rollout_logprobs=False)
-    _, args = parse(parser, BASE + ["--advantage_estimator", "lens"])
+    args = parse(parser, BASE + ["--advantage_estimator", "lens"])
     exps = make_experiences(batch_rewards(4))
     for e in exps:
         e.rollout_log_probs = None
@@ -559,7 +593,7 @@ def test_patch_takes_effect_inside_a_ray_actor(parser, make_experiences):
 
     assert not ray.is_initialized()
     G = 4
-    _, args = parse(parser, BASE + ["--advantage_estimator", "lens", "--algo.lens.logprob_source", "actor"])
+    args = parse(parser, BASE + ["--advantage_estimator", "lens", "--algo.lens.logprob_source", "actor"])
     rewards = batch_rewards(G)
     exps = make_experiences(rewards)
     want = group_advantages("lens", rewards, expected_mean_lp(exps, G, "action_log_probs")).flatten()
@@ -635,7 +669,7 @@ def test_training_eval_logs_unbiased_pass_at_k_per_level():
 def test_non_group_estimator_with_one_sample_per_prompt(parser, make_experiences):
     """w_reinforce needs no group: G = 1 runs, and no NaN reaches the logs (std of one sample)."""
     A.install_patches(rollout_logprobs=False)
-    _, args = parse(parser, BASE + ["--advantage_estimator", "w_reinforce", "--n_samples_per_prompt", "1"])
+    args = parse(parser, BASE + ["--advantage_estimator", "w_reinforce", "--n_samples_per_prompt", "1"])
     rewards = torch.tensor([[1.0], [0.0], [0.0], [1.0], [0.0]])
     out = real_maker(args).compute_advantages_and_returns(make_experiences(rewards))
     want = group_advantages("w_reinforce", rewards).flatten()  # 0.1 on correct, -1 on incorrect
@@ -701,7 +735,7 @@ def test_reward_error_stops_the_run_inside_a_ray_actor(tmp_path, parser):
     files = {"math": math_py, "good": str(good)}
     broken = {"LENS_MATH_WORKERS": "0"}  # the verifier pool cannot start: the case that used to score every answer 0
     shim = "lens_openrlhf.cpu_shims.ensure_flash_attn_importable"
-    _, args = parse(parser, BASE + ["--advantage_estimator", "lens"])
+    args = parse(parser, BASE + ["--advantage_estimator", "lens"])
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
     def run(runtime_env):
@@ -742,7 +776,7 @@ def test_adding_an_estimator_is_one_decorated_function(capsys):
 
     try:
         parser = A.build_parser()
-        _, args = parse(parser, BASE + ["--advantage_estimator", "test_sign_only", "--n_samples_per_prompt", "1"])
+        args = parse(parser, BASE + ["--advantage_estimator", "test_sign_only", "--n_samples_per_prompt", "1"])
         assert args.algo.advantage.estimator == "test_sign_only"  # G = 1 accepted: group_based=False
         with pytest.raises(SystemExit):  # dynamic filtering would drop what it learns from: its spec says so
             parse(parser, BASE + ["--advantage_estimator", "test_sign_only", "--algo.dynamic_filtering_enable"])

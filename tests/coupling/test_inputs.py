@@ -12,7 +12,7 @@ import pytest
 
 from lens_openrlhf import coupling as A
 from lens_openrlhf.coupling import inputs
-from lens_openrlhf.dotted import get_flag
+from lens_openrlhf.dotted import flatten, get_flag
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ GOOD = json.dumps({"prompt": "What is 1 + 1?", "label": "2"})
 )
 def test_a_dataset_that_cannot_train_is_named_with_its_line(tmp_path, model, reward, lines, message):
     data = _jsonl(tmp_path / "train.jsonl", lines)
-    _, args = _args(model, data, reward)
+    args = _args(model, data, reward)
     errors = inputs.check_inputs(args)
     assert len(errors) == 1 and errors[0].startswith(f"--data.prompt_dataset {data}: {message}"), errors
 
@@ -75,23 +75,23 @@ def test_eval_dataset_and_parquet_columns_are_checked(tmp_path, model, reward):
     good = _jsonl(tmp_path / "train.jsonl", [GOOD])
     bad = tmp_path / "test.parquet"
     pq.write_table(pa.Table.from_pylist([{"prompt": "x", "answer": "1"}]), bad)
-    _, args = _args(model, good, reward, "--eval.dataset", str(bad))
+    args = _args(model, good, reward, "--eval.dataset", str(bad))
     assert inputs.check_inputs(args) == [
         f"--eval.dataset {bad}: no column 'label' (--data.label_key label); its columns: 'prompt', 'answer'"
     ]
-    _, args = _args(model, good, reward)
+    args = _args(model, good, reward)
     assert inputs.check_inputs(args) == []
 
 
 def test_chat_template_needs_a_tokenizer_that_has_one(tmp_path, model, reward):
     data = _jsonl(tmp_path / "train.jsonl", [GOOD])
-    _, args = _args(model, data, reward, "--data.apply_chat_template")
+    args = _args(model, data, reward, "--data.apply_chat_template")
     assert inputs.check_inputs(args) == []  # the tiny tokenizer has a ChatML template
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "config.json").write_text("{}")
     (bare / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 8}))
-    _, args = _args(bare, data, reward, "--data.apply_chat_template")
+    args = _args(bare, data, reward, "--data.apply_chat_template")
     (err,) = inputs.check_inputs(args)
     assert err.startswith(f"--data.apply_chat_template: the tokenizer of --actor.model_name_or_path {bare} has no chat")
 
@@ -124,16 +124,16 @@ def test_paths_inside_a_ray_job(tmp_path, monkeypatch, model, reward):
     monkeypatch.setenv(
         inputs.RAY_JOB_CONFIG_ENV, json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_abc.zip"}})
     )
-    flat, args = _args(model, "data/train.jsonl", reward, "--ckpt.output_dir", "checkpoints/run")
-    errors = inputs.check_paths(args, flat)
+    args = _args(model, "data/train.jsonl", reward, "--ckpt.output_dir", "checkpoints/run")
+    errors = inputs.check_paths(args)
     assert len(errors) == 2, errors  # --ckpt.output_dir, and --ckpt.path at OpenRLHF's relative default
     assert errors[0].startswith("--ckpt.output_dir checkpoints/run (given, or OpenRLHF's default) is relative")
     assert errors[1].startswith("--ckpt.path ./ckpt/checkpoints_ppo_ray")
-    flat, args = _args(model, "../elsewhere.jsonl", reward, "--ckpt.output_dir", "/abs/out", "--ckpt.path", "/abs/c")
-    (err,) = inputs.check_paths(args, flat)
+    args = _args(model, "../elsewhere.jsonl", reward, "--ckpt.output_dir", "/abs/out", "--ckpt.path", "/abs/c")
+    (err,) = inputs.check_paths(args)
     assert err.startswith("--data.prompt_dataset ../elsewhere.jsonl points outside the job's working_dir")
-    flat, args = _args(model, "data/train.jsonl", reward, "--ckpt.output_dir", "/abs/out", "--ckpt.path", "/abs/c")
-    assert inputs.check_paths(args, flat) == [] and args.data.prompt_dataset == "data/train.jsonl"  # on every node
+    args = _args(model, "data/train.jsonl", reward, "--ckpt.output_dir", "/abs/out", "--ckpt.path", "/abs/c")
+    assert inputs.check_paths(args) == [] and args.data.prompt_dataset == "data/train.jsonl"  # on every node
 
 
 def test_paths_outside_a_ray_job_become_absolute(tmp_path, monkeypatch, model, reward):
@@ -141,15 +141,15 @@ def test_paths_outside_a_ray_job_become_absolute(tmp_path, monkeypatch, model, r
     (tmp_path / "data").mkdir()
     _jsonl(tmp_path / "data" / "train.jsonl", [GOOD])
     monkeypatch.chdir(tmp_path)
-    flat, args = _args(model, "data/train.jsonl", reward, "--ckpt.output_dir", "out", "--actor.model_name_or_path",
+    args = _args(model, "data/train.jsonl", reward, "--ckpt.output_dir", "out", "--actor.model_name_or_path",
                        "Qwen/Qwen2.5-3B")  # fmt: skip
-    assert inputs.check_paths(args, flat) == []
+    assert inputs.check_paths(args) == []
     for dotted, want in (
         ("data.prompt_dataset", tmp_path / "data" / "train.jsonl"),
         ("ckpt.output_dir", tmp_path / "out"),
         ("ckpt.path", tmp_path / "ckpt" / "checkpoints_ppo_ray"),
     ):
-        assert get_flag(args, dotted) == getattr(flat, dotted) == str(want), dotted
+        assert get_flag(args, dotted) == getattr(flatten(args), dotted) == str(want), dotted
     assert args.actor.model_name_or_path == "Qwen/Qwen2.5-3B"  # a hub id is no path
 
 
@@ -157,7 +157,7 @@ def test_partial_rollouts_refused_with_vllm_logprobs(model, reward, tmp_path):
     data = _jsonl(tmp_path / "train.jsonl", [GOOD])
     with pytest.raises(SystemExit):
         _args(model, data, reward, "--train.async_enable", "--train.partial_rollout_enable")
-    _, args = _args(model, data, reward, "--train.async_enable", "--train.partial_rollout_enable",
+    args = _args(model, data, reward, "--train.async_enable", "--train.partial_rollout_enable",
                     "--algo.lens.logprob_source", "actor")  # fmt: skip
     assert args.train.partial_rollout_enable
     flat = A.build_parser().parse_args(

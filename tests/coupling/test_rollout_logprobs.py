@@ -125,7 +125,7 @@ def test_vllm_log_probs_feed_lens(rollout):
 
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
-    _, args = A.parse_args(
+    args = A.parse_args(
         [
             "--pretrain",
             "x",

@@ -119,7 +119,7 @@ def worker(out_dir: str, world: int) -> None:
     base += ["--train.micro_batch_size", str(MICRO), "--algo.kl.init_coef", "0", "--actor.adam.lr", "3e-3"]
     base += ["--actor.num_gpus_per_node", str(world), "--ds.attn_implementation", "sdpa"]
     base += ["--actor.eps_clip_low_high", str(CLIP), str(CLIP)]
-    _, args = A.parse_args(base + ["--advantage_estimator", "psr"])
+    args = A.parse_args(base + ["--advantage_estimator", "psr"])
     args.ds.param_dtype = "fp32"  # DeepSpeed without bf16/fp16: exact float32 gradients
     strategy = get_strategy(args)
     strategy.setup_distributed()
@@ -383,7 +383,7 @@ def test_data_parallel_groups_get_equal_kept_shares(make_experiences):
     A.install_patches()
     flags = ["--actor.model_name_or_path", "/tmp/none", "--reward.remote_url", "/tmp/r.py", "--vllm.num_engines", "1"]
     flags += ["--advantage_estimator", "nsr", "--rollout.n_samples_per_prompt", "4", "--actor.num_gpus_per_node", "4"]
-    _, args = A.parse_args(flags)
+    args = A.parse_args(flags)
     rewards = torch.tensor([[0.0, 1, 0, 0], [1, 1, 1, 0], [0, 0, 1, 0]])  # K = 7 incorrect, E = 4: 1 each, 3 left
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
     out = maker.compute_advantages_and_returns(make_experiences(rewards, micro=5))
@@ -401,7 +401,7 @@ def test_data_parallel_groups_get_equal_kept_shares(make_experiences):
         seen += e.index
     assert sorted(seen) == list(range(12))  # every sample, once
     # one group: nothing re-packed, every incorrect sample marked
-    _, args = A.parse_args(flags[:-1] + ["1"])
+    args = A.parse_args(flags[:-1] + ["1"])
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
     exps = make_experiences(rewards, micro=5)
     out = maker.compute_advantages_and_returns(exps)

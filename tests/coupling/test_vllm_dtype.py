@@ -19,9 +19,9 @@ BASE += ["--n_samples_per_prompt", "4", "--vllm_num_engines", "1"]
 
 
 def test_flag_goes_to_the_runtime_env_only_when_given():
-    _, args = A.parse_args(BASE + ["--lens.vllm_dtype", "float32"])
+    args = A.parse_args(BASE + ["--lens.vllm_dtype", "float32"])
     assert A.runtime_env(args)["env_vars"][ENV_VLLM_DTYPE] == "float32"
-    _, args = A.parse_args(BASE)
+    args = A.parse_args(BASE)
     assert args.lens.vllm_dtype is None and ENV_VLLM_DTYPE not in A.runtime_env(args)["env_vars"]
 
 
@@ -47,7 +47,7 @@ def test_create_vllm_engines_runs_the_dtype_given(tmp_path, monkeypatch):
     from lens_openrlhf import cpu
 
     model = build_tiny_model(tmp_path / "model", seed=0)
-    flat, args = A.parse_args(
+    args = A.parse_args(
         ["--pretrain", str(model), "--remote_rm_url", str(tmp_path / "r.py"), "--lens.cpu_mode"]
         + ["--vllm_num_engines", "1", "--lens.vllm_dtype", "float32", "--advantage_estimator", "lens"]
         + ["--n_samples_per_prompt", "4", "--init_kl_coef", "0"]
@@ -55,7 +55,7 @@ def test_create_vllm_engines_runs_the_dtype_given(tmp_path, monkeypatch):
     (tmp_path / "r.py").write_text("def reward_func(queries, prompts, labels):\n    raise NotImplementedError\n")
     for k in cpu.worker_env():
         monkeypatch.delenv(k, raising=False)  # prepare_driver sets them in os.environ; restored after the test
-    cpu.prepare_driver(args, flat)
+    cpu.prepare_driver(args)
     A.install_patches(vllm_dtype=bool(args.lens.vllm_dtype))  # the driver, as launch.main does
     ray.init(
         runtime_env=A.runtime_env(args, cpu.worker_env(), [cpu.WORKER_HOOK]),

@@ -32,6 +32,7 @@ import pytest
 import torch
 
 import cpu_jobs as jobs
+from lens_openrlhf.dotted import flatten
 from lens_openrlhf import placement
 import step_record
 
@@ -278,8 +279,10 @@ def test_cpu_mode_sets_tp_ranks():
         "--init_kl_coef",
         "0",
     ] + BF16
-    flat, args = A.parse_args(base + ["--ds.tensor_parallel_size", "2"])
-    errors, notes = cpu_mode.check_and_default_args(args, flat)
+    args = A.parse_args(base + ["--ds.tensor_parallel_size", "2"])
+    errors, notes = cpu_mode.check_and_default_args(args)
     assert not errors, errors
-    assert getattr(flat, "actor.num_gpus_per_node") == 2 and any("AutoTP group of 2" in n for n in notes), notes
+    assert getattr(flatten(args), "actor.num_gpus_per_node") == 2 and any("AutoTP group of 2" in n for n in notes), (
+        notes
+    )
     assert placement.total_gpus(args) == 3  # two policy ranks + one vLLM engine

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import cpu_jobs
+from lens_openrlhf.dotted import flatten
 from lens_openrlhf.cpu.dtype import detect, resolve
 
 EMULATE_AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
@@ -64,18 +65,18 @@ def test_cpu_mode_sets_every_part_from_the_choice(tmp_path):
         tmp_path / "m", tmp_path / "d.jsonl", tmp_path / "r.py", tmp_path, steps=1, prompts=2, n_samples=2,
         max_new_tokens=4, lr=1e-5,
     )  # fmt: skip
-    flat, args = parse_args(flags + ["--lens.cpu_dtype", "float32"])
-    errors, notes = check_and_default_args(args, flat)
+    args = parse_args(flags + ["--lens.cpu_dtype", "float32"])
+    errors, notes = check_and_default_args(args)
     assert errors == [] and args.ds.param_dtype == "fp32" and args.lens.vllm_dtype == "float32"
-    assert vars(flat)["ds.param_dtype"] == "fp32"  # OpenRLHF's __main__ re-reads the flat namespace
+    assert vars(flatten(args))["ds.param_dtype"] == "fp32"  # OpenRLHF's __main__ re-reads the flat namespace
     assert any(n.startswith("compute dtype float32: --lens.cpu_dtype float32") for n in notes)
-    flat, args = parse_args(flags + ["--lens.cpu_dtype", "bfloat16", "--lens.vllm_dtype", "float32"])
-    check_and_default_args(args, flat)
+    args = parse_args(flags + ["--lens.cpu_dtype", "bfloat16", "--lens.vllm_dtype", "float32"])
+    check_and_default_args(args)
     assert args.ds.param_dtype == "bf16" and args.lens.vllm_dtype == "float32"  # a given engine dtype is kept
-    flat, args = parse_args(
+    args = parse_args(
         flags + ["--lens.cpu_dtype", "float32", "--ds.tensor_parallel_size", "2", "--actor.num_gpus_per_node", "2"]
     )
-    errors, _ = check_and_default_args(args, flat)
+    errors, _ = check_and_default_args(args)
     assert any("--ds.tensor_parallel_size 2 needs bf16" in e and "--lens.cpu_dtype bfloat16" in e for e in errors)
 
 

@@ -28,6 +28,7 @@ import pytest
 import torch
 
 import cpu_jobs as jobs
+from lens_openrlhf.dotted import flatten
 from lens_openrlhf import placement
 
 pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
@@ -209,7 +210,7 @@ def _advantages_by_sample(estimator, rewards, make_experiences):
     A.install_patches(
         rollout_logprobs=False
     )  # what every Ray worker of the job has (non-registry names: OpenRLHF's code)
-    _, args = A.parse_args(
+    args = A.parse_args(
         [
             "--advantage_estimator",
             estimator,
@@ -287,12 +288,12 @@ def test_cpu_mode_refuses_what_it_cannot_serve(extra, flag, capsys):
     from lens_openrlhf import cpu as cpu_mode
     from lens_openrlhf import coupling as A
 
-    flat, args = A.parse_args(BASE + extra)
-    errors, _ = cpu_mode.check_and_default_args(args, flat)
+    args = A.parse_args(BASE + extra)
+    errors, _ = cpu_mode.check_and_default_args(args)
     assert any(e.startswith(flag) for e in errors), errors
-    flat, args = A.parse_args(BASE + extra)  # fresh: the check above set CPU values in args
+    args = A.parse_args(BASE + extra)  # fresh: the check above set CPU values in args
     with pytest.raises(SystemExit):  # what the adapter's main() calls; exits before touching anything
-        cpu_mode.prepare_driver(args, flat)
+        cpu_mode.prepare_driver(args)
     assert flag in capsys.readouterr().err
 
 
@@ -301,11 +302,11 @@ def test_cpu_mode_sets_cpu_values_in_both_namespaces():
     from lens_openrlhf.cpu import profile as cpu_profile
     from lens_openrlhf import coupling as A
 
-    flat, args = A.parse_args(BASE)
+    args = A.parse_args(BASE)
     assert args.ds.attn_implementation == "flash_attention_2" and args.actor.num_gpus_per_node == 8
-    errors, notes = cpu_mode.check_and_default_args(args, flat)
+    errors, notes = cpu_mode.check_and_default_args(args)
     assert not errors, errors
-    for ns in (vars(flat), None):
+    for ns in (vars(flatten(args)), None):
         get = (lambda k: ns[k]) if ns is not None else (lambda k: cpu_profile._get(args, k))
         assert get("ds.attn_implementation") == "sdpa"
         assert get("vllm.sync_backend") == "gloo"
@@ -328,27 +329,29 @@ def test_cpu_mode_stands_in_for_the_gpu_recipes_memory_and_kernel_flags():
         "--colocate_all_models", "--vllm_enable_sleep", "--deepspeed_enable_sleep", "--packing_samples",
         "--train.dynamic_batch_enable", "--adam_offload", "--ref.offload", "--flash_attn",
     ]  # fmt: skip
-    flat, args = A.parse_args(BASE + gpu_recipe)
-    errors, notes = cpu_mode.check_and_default_args(args, flat)
+    args = A.parse_args(BASE + gpu_recipe)
+    errors, notes = cpu_mode.check_and_default_args(args)
     assert not errors, errors
     for dotted in ("train.colocate_all", "vllm.enable_sleep", "ds.enable_sleep", "ds.packing_samples",
                    "train.dynamic_batch_enable", "ds.adam_offload", "ref.offload"):  # fmt: skip
-        assert cpu_profile._get(args, dotted) is False and getattr(flat, dotted) is False, dotted
+        assert cpu_profile._get(args, dotted) is False and getattr(flatten(args), dotted) is False, dotted
         assert any(n.startswith(f"--{dotted} False (was True)") for n in notes), (dotted, notes)
-    assert getattr(flat, "ds.attn_implementation") == "sdpa"
+    assert getattr(flatten(args), "ds.attn_implementation") == "sdpa"
 
 
 def test_cpu_mode_keeps_what_serves_on_cpu():
     from lens_openrlhf import cpu as cpu_mode
     from lens_openrlhf import coupling as A
 
-    flat, args = A.parse_args(
+    args = A.parse_args(
         BASE + ["--ds.attn_implementation", "eager", "--actor_num_gpus_per_node", "2", "--init_kl_coef", "0"]
     )
-    errors, notes = cpu_mode.check_and_default_args(args, flat)
+    errors, notes = cpu_mode.check_and_default_args(args)
     assert not errors, errors
-    assert getattr(flat, "ds.attn_implementation") == "eager" and not any("attn_implementation" in n for n in notes)
-    assert getattr(flat, "actor.num_gpus_per_node") == 2  # two gloo ranks (trained at ZeRO-2 and ZeRO-3)
+    assert getattr(flatten(args), "ds.attn_implementation") == "eager" and not any(
+        "attn_implementation" in n for n in notes
+    )
+    assert getattr(flatten(args), "actor.num_gpus_per_node") == 2  # two gloo ranks (trained at ZeRO-2 and ZeRO-3)
     assert placement.total_gpus(args) == 3
 
 
@@ -356,7 +359,7 @@ def test_ray_job_submit_connects_to_the_cluster(monkeypatch):
     from lens_openrlhf import cpu as cpu_mode
     from lens_openrlhf import coupling as A
 
-    _, args = A.parse_args(BASE + ["--init_kl_coef", "0"])
+    args = A.parse_args(BASE + ["--init_kl_coef", "0"])
     cpu_mode.check_and_default_args(args)
     assert placement.total_gpus(args) == 2  # no reference model without KL
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
@@ -370,7 +373,7 @@ import sys, torch
 from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
 ensure_flash_attn_importable()
 from lens_openrlhf import coupling as A
-flat, args = A.parse_args(["--advantage_estimator", "lens", "--pretrain", "/tmp/none", "--remote_rm_url", "/tmp/r.py",
+args = A.parse_args(["--advantage_estimator", "lens", "--pretrain", "/tmp/none", "--remote_rm_url", "/tmp/r.py",
                            "--vllm_num_engines", "1", "--n_samples_per_prompt", "4"])
 A.install_patches(rollout_logprobs=True)
 env = A.runtime_env(args)

@@ -15,8 +15,8 @@ that a drift in machine load does not favour one arm. The trainer's own vLLM eva
 ``--trainer-eval``.
 
 What is measured. The warm start once, then each run's final policy (``<run>/checkpoint``), the same way as the
-demo's before/after table (:func:`heldout.sample_eval`, Hugging Face sampling at temperature 1, ``--eval-n``
-samples per held-out problem, sampling seed = the pair's seed; :func:`heldout.pass_table` with ks (1, k)):
+demo's before/after table (:func:`heldout.sample`, Hugging Face sampling at temperature 1, ``--eval-n``
+samples per held-out problem, sampling seed = the pair's seed; :func:`level_table` with ks (1, k)):
 unbiased pass@1 and pass@k overall and on the hardest levels of the table (Levels 4-5), the share of boxed
 answers and the accuracy among boxed answers; also every per-level table. From the run's TensorBoard: the median
 PPO step time (``train/timing/step_total``, step 1 excluded: start-up), and the ``train/lens/*`` curves (group
@@ -80,7 +80,8 @@ def compare(diffs: List[Optional[float]]) -> dict:
 
 
 def headline(table: dict, k: int) -> dict:
-    """The benchmark's metrics from a :func:`heldout.pass_table`; ``hard_*``: Levels 4-5 (or the top level)."""
+    """The benchmark's metrics from a :func:`lens_openrlhf.evaluation.passk.level_table`; ``hard_*``: Levels 4-5
+    (or the top level)."""
     from lens_openrlhf.demo.report import accuracy_among_boxed
 
     hard = table.get(HARD) or table[max((g for g in table if g.startswith("level_")), key=lambda g: int(g[6:]))]
@@ -141,12 +142,13 @@ def summarize(runs: List[dict], estimators: List[str], seeds: List[int]) -> dict
 # ---- the runs --------------------------------------------------------------------------------------------
 def measure(model: Path, rows: List[dict], cfg: dict, seed: int) -> dict:
     from lens_openrlhf.demo import heldout
+    from lens_openrlhf.evaluation.passk import level_table
 
     k = cfg["eval_n"]
-    results = heldout.sample_eval(
+    results = heldout.sample(
         model, rows, n=k, max_new_tokens=cfg["setup"]["max_new_tokens"], seed=seed, dtype=cfg["dtype"]
     )
-    return heldout.pass_table(results, ks=(1, k))
+    return level_table(results, ks=(1, k))
 
 
 def run_one(out: Path, setup, inputs, rows: List[dict], cfg: dict, estimator: str, seed: int, a, t0: float) -> dict:

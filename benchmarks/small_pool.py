@@ -40,6 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from lens_openrlhf.data import files as D
     from lens_openrlhf.demo import heldout, setups
+    from lens_openrlhf.evaluation.passk import level_table
     from lens_openrlhf.localrun import job
     from lens_openrlhf.tblogs import read_tensorboard
 
@@ -54,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     pool, test = D.read_jsonl(inputs.train), D.read_jsonl(inputs.test)
 
     def table(model, rows):
-        return heldout.pass_table(heldout.sample_eval(model, rows, n=8, max_new_tokens=setup.max_new_tokens), (1, 8))
+        return level_table(heldout.sample(model, rows, n=8, max_new_tokens=setup.max_new_tokens), (1, 8))
 
     before_pool, before_test = table(inputs.model, pool), table(inputs.model, test)
     run = out / "run"

@@ -75,6 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from lens_openrlhf.cpu.dtype import resolve as resolve_dtype
     from lens_openrlhf.data import files as D
     from lens_openrlhf.demo import heldout, report, setups
+    from lens_openrlhf.evaluation.passk import level_table, with_greedy
     from lens_openrlhf.localrun import job
 
     a, extra = parser().parse_known_args(argv)
@@ -100,9 +101,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def measure(model: Path) -> dict:
         kw = dict(max_new_tokens=setup.max_new_tokens, seed=a.seed, dtype=compute.name)
-        results = heldout.sample_eval(model, rows, n=setup.eval_n, **kw)
-        greedy = heldout.sample_eval(model, rows, greedy=True, **kw)
-        return heldout.add_greedy(heldout.pass_table(results, ks=(1, setup.eval_n)), greedy)
+        results = heldout.sample(model, rows, n=setup.eval_n, **kw)
+        greedy = heldout.sample(model, rows, greedy=True, **kw)
+        return with_greedy(level_table(results, ks=(1, setup.eval_n)), greedy)
 
     before = measure(inputs.model) if rows else None
     if before:

@@ -17,7 +17,8 @@ def accuracy_among_boxed(group: dict) -> float:
 
 
 def one_line(table: dict) -> str:
-    """``pass@1 .. (Level 1 ..), pass@k .., boxed .., accuracy among boxed ..`` of a :func:`heldout.pass_table`."""
+    """``pass@1 .. (Level 1 ..), pass@k .., boxed .., accuracy among boxed ..`` of a
+    :func:`lens_openrlhf.evaluation.passk.level_table`."""
     g = table["all"]
     k = max((int(x.split("@")[1]) for x in g if x.startswith("pass@")), default=1)
     lv1 = table.get("level_1", {}).get("pass@1", float("nan"))

@@ -15,8 +15,8 @@
    the same config and data reuses it. Deterministic in ``seed`` (Trainer's seed and data seed, CPU).
 
 Before RL it solves Level 1 often and Levels 4-5 (almost) never, so all three group kinds (all-correct,
-mixed, all-incorrect) occur. :func:`sample_eval` measures that with Hugging Face sampling (temperature 1,
-the gym reward's own scorer), the same way for any checkpoint: the demo's before/after table uses it.
+mixed, all-incorrect) occur. :func:`lens_openrlhf.demo.heldout.sample` measures that with Hugging Face sampling
+(temperature 1, the gym reward's own scorer), the same way for any checkpoint: the demo's before/after table uses it.
 """
 
 from __future__ import annotations
@@ -350,7 +350,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     from dataclasses import replace
 
-    from lens_openrlhf.demo.heldout import pass_table, sample_eval
+    from lens_openrlhf.demo.heldout import sample
+    from lens_openrlhf.evaluation.passk import level_table
 
     cfg = replace(DEFAULT, steps=a.steps, seed=a.seed)  # the demo's default recipe
     warm = warm_start(a.cache, read_jsonl(a.data), cfg)
@@ -358,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.test:
         rows = read_jsonl(a.test)
         for name, path in (("random init", warm / "init"), ("warm start", warm / "model")):
-            t = pass_table(sample_eval(path, rows, n=a.n, seed=a.seed, max_new_tokens=DEFAULT_MAX_NEW_TOKENS))
+            t = level_table(sample(path, rows, n=a.n, seed=a.seed, max_new_tokens=DEFAULT_MAX_NEW_TOKENS))
             print(f"{name:12s} " + "  ".join(f"{g} {v['pass@1']:.3f}" for g, v in t.items()))
     return 0
 

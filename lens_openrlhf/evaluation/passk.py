@@ -51,7 +51,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 @dataclass
 class ProblemResult:
-    """One problem's outcome: ``n`` samples, ``c`` of them correct."""
+    """One problem's outcome: ``n`` samples, ``c`` of them correct, ``boxed`` with a non-empty ``\\boxed{}``."""
 
     id: str
     n: int
@@ -61,6 +61,8 @@ class ProblemResult:
     reasons: Dict[str, int] = field(default_factory=dict)
     truncated: int = 0
     responses: Optional[List[str]] = None
+    boxed: Optional[int] = None
+    datasource: Optional[str] = None
 
 
 def _as_result(r) -> ProblemResult:
@@ -113,6 +115,33 @@ def build_report(results: Iterable, ks: Sequence[int] = KS) -> Dict[str, Any]:
         "by_level": {k: summarize(v, ks_used) for k, v in sorted(by_level.items())},
         "levels_4_5": summarize(hard, ks_used) if hard else None,
     }
+
+
+def level_table(results: Sequence[ProblemResult], ks: Sequence[int] = (1, 8)) -> Dict[str, Dict[str, float]]:
+    """``{"all": {"pass@1": .., "boxed": ..}, "levels_4_5": .., "level_1": .., ...}``: mean unbiased pass@k of each
+    group of problems (k up to the first problem's n) and, where every result has it, ``boxed``: the share of samples
+    with a ``\\boxed{}`` answer. The demo's before/after table and the benchmarks that measure it."""
+    groups: Dict[str, List[ProblemResult]] = {
+        "all": list(results),
+        "levels_4_5": [r for r in results if r.level in (4, 5)],
+    }
+    for lv in sorted({r.level for r in results if r.level is not None}):
+        groups[f"level_{lv}"] = [r for r in results if r.level == lv]
+    table = {}
+    for g, rs in groups.items():
+        if rs:
+            table[g] = {f"pass@{k}": sum(pass_at_k(r.n, r.c, k) for r in rs) / len(rs) for k in ks if k <= rs[0].n}
+            if all(r.boxed is not None for r in rs):
+                table[g]["boxed"] = sum(r.boxed for r in rs) / sum(r.n for r in rs)
+    return table
+
+
+def with_greedy(table: Dict[str, Dict[str, float]], greedy: Sequence[ProblemResult]) -> Dict[str, Dict[str, float]]:
+    """``table`` (:func:`level_table` of sampled answers) with ``"greedy"``: each group's pass@1 of one greedy answer
+    per problem (``greedy``: the same rows sampled with ``greedy=True``). A sampled pass@1 well below the greedy one
+    is a model that knows answers it does not reliably sample."""
+    g = level_table(greedy, ks=(1,))
+    return {k: {**v, "greedy": g[k]["pass@1"]} if k in g else dict(v) for k, v in table.items()}
 
 
 def format_report(name: str, report: Dict[str, Any]) -> str:
@@ -184,9 +213,7 @@ def save_results(path: Path, results: Sequence[ProblemResult]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for r in results:
-            d = asdict(r)
-            if d["responses"] is None:
-                del d["responses"]
+            d = {k: v for k, v in asdict(r).items() if v is not None or k not in ("responses", "boxed", "datasource")}
             f.write(json.dumps(d, ensure_ascii=False) + "\n")
 
 
@@ -207,6 +234,8 @@ def load_results(path: Path) -> List[ProblemResult]:
                     subject=d.get("subject"),
                     reasons=d.get("reasons") or {},
                     truncated=int(d.get("truncated", 0)),
+                    boxed=d.get("boxed"),
+                    datasource=d.get("datasource"),
                 )
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:

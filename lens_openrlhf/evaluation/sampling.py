@@ -1,4 +1,4 @@
-"""Unbiased pass@k on the MATH test set (overall, per level, Levels 4-5), from vLLM samples or saved results.
+"""Unbiased pass@k on a test set (overall, per level, Levels 4-5), from vLLM or Hugging Face samples or saved results.
 
     python -m lens_openrlhf.evaluation --model ckpt/grpo --model ckpt/lens --name GRPO --name LENS \\
         --data data/math_test.qwen.jsonl --n 16 --temperature 1.0 --top-p 1.0 --max-tokens 4096 --out eval/
@@ -99,27 +99,73 @@ def cpu_engine_kwargs() -> Dict[str, Any]:
     return {} if torch.cuda.is_available() else {"enable_chunked_prefill": False}
 
 
+#: the samplers behind :func:`sample_and_score`
+BACKENDS = ("vllm", "hf")
+
+
 def sample_and_score(
-    model: str,
+    model,
     rows: Sequence[dict],
     *,
     n: int,
-    temperature: float,
-    top_p: float,
     max_tokens: int,
     seed: int,
+    backend: str = "vllm",
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    scorer: str = "math",
     input_key: str = "prompt",
     label_key: str = "label",
     apply_chat_template: bool = False,
     save_responses: bool = False,
+    dtype: str = "auto",
     chunk: int = 256,
     llm_kwargs: Optional[Dict[str, Any]] = None,
     log=print,
 ) -> List[ProblemResult]:
-    """Sample ``n`` responses per problem with vLLM and score them with the Math-Verify reward."""
+    """Sample ``n`` responses per row of ``rows`` from ``model`` and score them: one :class:`ProblemResult` per row.
+
+    The one sampler API of the package; ``backend`` picks the sampler, everything else means the same for both:
+      - ``"vllm"``: a vLLM engine (``llm_kwargs`` passed to ``vllm.LLM``; each prompt's samples seeded
+        ``seed + i * n``; ``chunk`` prompts per ``generate`` call). The CLI, MATH checkpoints.
+      - ``"hf"``: Hugging Face ``generate`` in this process (:mod:`lens_openrlhf.evaluation.hf`: ``dtype`` as the
+        CPU compute dtype, ``torch.manual_seed(seed)`` once). Tiny models (the demo, its benchmarks).
+    ``scorer``: ``"math"`` (Math-Verify) or ``"gym"`` (reasoning-gym), :mod:`lens_openrlhf.evaluation.scoring`.
+    ``greedy``: one greedy answer per row (``n`` is then 1). Prompts: a row's ``input_key`` as chat messages, or a
+    string (wrapped as a user message with ``apply_chat_template``); labels from ``label_key``.
+    """
+    from lens_openrlhf.evaluation.scoring import SCORERS
+
+    if backend not in BACKENDS:
+        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if scorer not in SCORERS:
+        raise UsageError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+    if backend == "hf":
+        from lens_openrlhf.evaluation import hf
+
+        return hf.sample_and_score(
+            model, rows, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, greedy=greedy,
+            scorer=scorer, input_key=input_key, label_key=label_key, apply_chat_template=apply_chat_template,
+            save_responses=save_responses, dtype=dtype,
+        )  # fmt: skip
+    if greedy:
+        n, temperature, top_p = 1, 0.0, 1.0
+    return _sample_vllm(
+        model, rows, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, scorer=scorer,
+        input_key=input_key, label_key=label_key, apply_chat_template=apply_chat_template,
+        save_responses=save_responses, chunk=chunk, llm_kwargs=llm_kwargs, log=log,
+    )  # fmt: skip
+
+
+def _sample_vllm(
+    model, rows, *, n, temperature, top_p, max_tokens, seed, scorer, input_key, label_key, apply_chat_template,
+    save_responses, chunk, llm_kwargs, log,
+) -> List[ProblemResult]:  # fmt: skip
+    """The vLLM backend of :func:`sample_and_score`."""
     from vllm import LLM, SamplingParams  # lazy: heavy
 
-    from lens_openrlhf.rewards.math_reward import REASONS, score_responses
+    from lens_openrlhf.evaluation.scoring import boxed_count, reason_counts, score
 
     try:
         from tqdm import tqdm
@@ -147,22 +193,23 @@ def sample_and_score(
             for r, o in zip(part, outputs):
                 texts.extend(c.text for c in o.outputs)
                 labels.extend([r[label_key]] * len(o.outputs))
-            verdicts = score_responses(texts, labels)
+            correct, reasons = score(scorer, texts, labels)
             pos = 0
             for i, (r, o) in enumerate(zip(part, outputs)):
                 m = len(o.outputs)
-                vs = verdicts[pos : pos + m]
-                reasons = {k: sum(v.reason == k for v in vs) for k in REASONS}
+                mine = slice(pos, pos + m)
                 results.append(
                     ProblemResult(
                         id=str(r.get("id", start + i)),
                         n=m,
-                        c=sum(int(v.score > 0) for v in vs),
+                        c=sum(correct[mine]),
                         level=r.get("level"),
                         subject=r.get("subject"),
-                        reasons={k: v for k, v in reasons.items() if v},
+                        reasons=reason_counts(reasons[mine]),
                         truncated=sum(c.finish_reason == "length" for c in o.outputs),
-                        responses=texts[pos : pos + m] if save_responses else None,
+                        responses=texts[mine] if save_responses else None,
+                        boxed=boxed_count(texts[mine]),
+                        datasource=r.get("datasource"),
                     )
                 )
                 pos += m
@@ -231,7 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--apply-chat-template", action="store_true", help="wrap string prompts as a user message")
     ap.add_argument("--save-responses", action="store_true", help="keep the sampled texts in results.<name>.jsonl")
     ap.add_argument("--chunk", type=int, default=256, help="problems per vLLM generate call (progress granularity)")
-    ap.add_argument("--dtype", default="auto", help="vLLM dtype (default auto)")
+    ap.add_argument(
+        "--backend", choices=BACKENDS, default="vllm", help="the sampler: vllm (default) or hf (transformers' generate)"
+    )
+    ap.add_argument(
+        "--scorer", choices=("math", "gym"), default="math", help="math: Math-Verify (default); gym: reasoning-gym"
+    )
+    ap.add_argument("--dtype", default="auto", help="vLLM's dtype, or with --backend hf the CPU compute dtype")
     ap.add_argument("--max-model-len", type=int, default=None)
     ap.add_argument("--gpu-memory-utilization", type=float, default=None)
     ap.add_argument("--tensor-parallel-size", type=int, default=1)
@@ -287,6 +340,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 results = sample_and_score(
                     model,
                     rows,
+                    backend=args.backend,
+                    scorer=args.scorer,
+                    dtype=args.dtype,
                     n=args.n,
                     temperature=args.temperature,
                     top_p=args.top_p,

@@ -413,7 +413,7 @@ def batch_rewards(G=4, n=6, seed=3):
 
 def test_the_estimator_is_looked_up_once_per_run(parser, make_experiences, monkeypatch):
     """A1 consults the registry on its first batch only: the spec and the resolved options stay on the experience
-    maker (one per PPOTrainer actor) for every later batch, and a maker whose args name another estimator looks again."""
+    maker (one per PPOTrainer actor) for every later batch; a maker whose args name another estimator looks again."""
     from lens_openrlhf.coupling import advantages as A1
 
     A.install_patches(rollout_logprobs=False)

@@ -32,10 +32,10 @@ def test_warm_up_solves_level_1_more_often_than_the_random_model(gym_dir, tmp_pa
     assert [x.split(":")[0] for x in steps] == [f"[warm start] step {30 * i}/150" for i in range(1, 6)], said
     assert "{'loss'" not in capsys.readouterr().out  # transformers' raw log dicts stay off the console
     assert meta["config"]["steps"] == 150 and meta["train_loss"] > 0
-    before = heldout.sample_eval(warm / "init", level1, n=16, seed=0)
-    after = heldout.sample_eval(warmstart.model_dir(warm), level1, n=16, seed=0)
-    acc = lambda rs: sum(r["c"] for r in rs) / sum(r["n"] for r in rs)  # noqa: E731
-    boxed = sum(r["b"] for r in after) / sum(r["n"] for r in after)
+    before = heldout.sample(warm / "init", level1, n=16, seed=0)
+    after = heldout.sample(warmstart.model_dir(warm), level1, n=16, seed=0)
+    acc = lambda rs: sum(r.c for r in rs) / sum(r.n for r in rs)  # noqa: E731
+    boxed = sum(r.boxed for r in after) / sum(r.n for r in after)
     print(
         f"Level 1 accuracy: random {acc(before):.3f}, warm {acc(after):.3f}; warm boxed {boxed:.2f} "
         f"({meta['seconds']} s warm-up)"
@@ -154,14 +154,15 @@ def test_the_default_recipe_gives_a_warm_start_that_samples_worse_than_it_knows(
     from dataclasses import replace
 
     from lens_openrlhf.demo import heldout, setups, warmstart
+    from lens_openrlhf.evaluation.passk import level_table
 
     cfg = replace(setups.ANSWERS.warmup, levels=(1, 2), steps=300, lr=3e-3)
     assert cfg.split_digits and cfg.stepwise_fraction == 1.0 and cfg.digit_noise == 0.3
     warm_rows = _rows(gym_dir / "warmup.jsonl")
     warm = warmstart.model_dir(warmstart.warm_start(tmp_path / "cache", warm_rows, cfg, log=lambda m: None))
     rows = [r for r in warm_rows if r["level"] in (1, 2)][:64]
-    greedy = heldout.pass_table(heldout.sample_eval(warm, rows, greedy=True, max_new_tokens=40), ks=(1,))["all"]
-    sampled = heldout.pass_table(heldout.sample_eval(warm, rows, n=8, max_new_tokens=40), ks=(1,))["all"]
+    greedy = level_table(heldout.sample(warm, rows, greedy=True, max_new_tokens=40), ks=(1,))["all"]
+    sampled = level_table(heldout.sample(warm, rows, n=8, max_new_tokens=40), ks=(1,))["all"]
     print(f"greedy {greedy['pass@1']:.3f}, sampled {sampled['pass@1']:.3f}, boxed {sampled['boxed']:.3f}")
     assert greedy["pass@1"] >= sampled["pass@1"] + 0.15
     assert sampled["boxed"] >= 0.9

@@ -285,6 +285,59 @@ def build_tiny_model(path: Path, answer_token: str = "\\boxed{2}"):
     model.save_pretrained(path, safe_serialization=True)
 
 
+#: a string prompt of level 1 and a chat prompt of level 5 that the tiny model answers \boxed{2} (right, then wrong),
+#: and one of level 4 whose label Math-Verify finds equal to 2
+THREE_PROBLEMS = [
+    {"prompt": "Question: what is 1 + 1?\nAnswer:", "label": "2", "level": 1, "subject": "Algebra", "id": "a"},
+    {
+        "prompt": [{"role": "user", "content": "what is 2 + 2?"}],
+        "label": "4",
+        "level": 5,
+        "subject": "Algebra",
+        "id": "b",
+    },
+    {
+        "prompt": "Question: what is 4 / 2?\nAnswer:",
+        "label": "\\frac{4}{2}",
+        "level": 4,
+        "subject": "Prealgebra",
+        "id": "c",
+    },
+]
+
+
+def test_the_hugging_face_backend_answers_like_the_vllm_one(tmp_path, capsys):
+    """One sampler API, two backends: ``--backend hf`` (transformers' generate in this process) gives the per-problem
+    results and the report that the vLLM test below gets from the same model, rows and flags."""
+    model = tmp_path / "tiny"
+    build_tiny_model(model)  # always answers \boxed{2}
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in THREE_PROBLEMS))
+    out = tmp_path / "eval"
+    argv = ["--backend", "hf", "--model", str(model), "--name", "tiny", "--data", str(data), "--n", "4",
+            "--max-tokens", "8", "--seed", "1", "--dtype", "float32", "--save-responses",
+            "--out", str(out)]  # fmt: skip
+    assert E.main(argv) == 0
+    results = passk.load_results(out / "results.tiny.jsonl")
+    assert [(r.id, r.level, r.n, r.c, r.boxed, r.truncated) for r in results] == [
+        ("a", 1, 4, 4, 4, 0),
+        ("b", 5, 4, 0, 4, 0),
+        ("c", 4, 4, 4, 4, 0),
+    ]
+    assert [r.reasons for r in results] == [{"correct": 4}, {"wrong": 4}, {"correct": 4}]
+    report = json.loads((out / "report.json").read_text())["models"]["tiny"]
+    assert report["overall"]["pass@1"] == pytest.approx(2 / 3) and report["levels_4_5"]["pass@4"] == pytest.approx(0.5)
+    greedy = E.sample_and_score(model, THREE_PROBLEMS, backend="hf", greedy=True, n=4, max_tokens=8, seed=0)
+    assert [(r.n, r.c) for r in greedy] == [(1, 1), (1, 0), (1, 1)]
+    table = passk.with_greedy(passk.level_table(results, ks=(1, 4)), greedy)
+    assert table["all"]["boxed"] == 1.0
+    assert table["level_5"] == {"pass@1": 0.0, "pass@4": 0.0, "boxed": 1.0, "greedy": 0.0}
+    with pytest.raises(passk.UsageError, match="backend must be one of vllm, hf"):
+        E.sample_and_score(model, THREE_PROBLEMS, backend="torch", n=1, max_tokens=8, seed=0)
+    with pytest.raises(passk.UsageError, match="scorer must be one of math, gym"):
+        E.sample_and_score(model, THREE_PROBLEMS, backend="hf", scorer="exact", n=1, max_tokens=8, seed=0)
+
+
 @pytest.mark.heavy
 @pytest.mark.skipif(os.environ.get("LENS_SKIP_VLLM_TESTS") == "1", reason="LENS_SKIP_VLLM_TESTS=1")
 def test_cli_end_to_end_with_vllm_cpu(tmp_path):
@@ -293,24 +346,7 @@ def test_cli_end_to_end_with_vllm_cpu(tmp_path):
     model = tmp_path / "tiny"
     build_tiny_model(model)  # always answers \boxed{2}
     data = tmp_path / "test.jsonl"
-    rows = [
-        {"prompt": "Question: what is 1 + 1?\nAnswer:", "label": "2", "level": 1, "subject": "Algebra", "id": "a"},
-        {
-            "prompt": [{"role": "user", "content": "what is 2 + 2?"}],
-            "label": "4",
-            "level": 5,
-            "subject": "Algebra",
-            "id": "b",
-        },
-        {
-            "prompt": "Question: what is 4 / 2?\nAnswer:",
-            "label": "\\frac{4}{2}",
-            "level": 4,
-            "subject": "Prealgebra",
-            "id": "c",
-        },
-    ]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data.write_text("".join(json.dumps(r) + "\n" for r in THREE_PROBLEMS))
     out = tmp_path / "eval"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "LENS_MATH_WORKERS": "1"}
     cmd = [
@@ -347,7 +383,7 @@ def test_cli_end_to_end_with_vllm_cpu(tmp_path):
     assert [r["id"] for r in results] == ["a", "b", "c"] and [r["level"] for r in results] == [1, 5, 4]
     for r in results:
         assert r["n"] == 4 and r["responses"] == ["\\boxed{2}"] * 4 and r["truncated"] == 0
-    assert [r["c"] for r in results] == [4, 0, 4]
+    assert [r["c"] for r in results] == [4, 0, 4] and [r["boxed"] for r in results] == [4, 4, 4]
     assert [r["reasons"] for r in results] == [{"correct": 4}, {"wrong": 4}, {"correct": 4}]
     report = json.loads((out / "report.json").read_text())["models"]["tiny"]
     assert report["ks"] == [1, 2, 4]

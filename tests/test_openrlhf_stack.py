@@ -12,6 +12,7 @@ import torch
 
 from lens_openrlhf.coupling.version import OPENRLHF_VERSION
 from lens_openrlhf.estimators import group_advantages
+from job_argv import job_argv
 
 
 def test_real_stack_imports():
@@ -64,22 +65,7 @@ def run_real_compute_advantages(exps, estimator, n_samples):
     from lens_openrlhf import coupling as openrlhf_adapter
 
     # OpenRLHF's own parser and defaults (reward clip range, gamma, KL off), as a job gets them
-    args = openrlhf_adapter.parse_args(
-        [
-            "--advantage_estimator",
-            estimator,
-            "--n_samples_per_prompt",
-            str(n_samples),
-            "--pretrain",
-            "x",
-            "--remote_rm_url",
-            "r.py",
-            "--vllm_num_engines",
-            "1",
-            "--init_kl_coef",
-            "0",
-        ]
-    )
+    args = openrlhf_adapter.parse_args(job_argv(estimator=estimator, n_samples=n_samples, kl=0))
     strategy = SimpleNamespace(args=args)
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), strategy, None)
     return maker.compute_advantages_and_returns(exps)

@@ -17,17 +17,9 @@ import torch
 from lens_openrlhf.dotted import flatten
 from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
+from job_argv import job_argv
 
-BASE = [
-    "--actor.model_name_or_path",
-    "/tmp/none",
-    "--reward.remote_url",
-    "/tmp/reward.py",
-    "--vllm.num_engines",
-    "1",
-    "--rollout.n_samples_per_prompt",
-    "4",
-]
+BASE = job_argv(estimator=None, reward="/tmp/reward.py")
 
 
 @pytest.fixture(scope="module")

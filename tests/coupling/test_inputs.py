@@ -13,6 +13,7 @@ import pytest
 from lens_openrlhf import coupling as A
 from lens_openrlhf.coupling import inputs
 from lens_openrlhf.dotted import flatten, get_flag
+from job_argv import job_argv
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,8 @@ def reward(tmp_path):
 
 def _args(model, data, reward, *extra):
     return A.parse_args(
-        ["--algo.advantage.estimator", "lens", "--actor.model_name_or_path", str(model), "--data.prompt_dataset",
-         str(data), "--data.input_key", "prompt", "--data.label_key", "label", "--reward.remote_url", str(reward),
-         "--vllm.num_engines", "1", "--rollout.n_samples_per_prompt", "4", *extra]
+        job_argv("--data.prompt_dataset", data, "--data.input_key", "prompt", "--data.label_key", "label", *extra,
+                 model=model, reward=reward)
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ import torch
 from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
 from lens_openrlhf.localrun.tiny import build_tiny_model
+from job_argv import job_argv
 
 pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
 
@@ -125,23 +126,7 @@ def test_vllm_log_probs_feed_lens(rollout):
 
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
-    args = A.parse_args(
-        [
-            "--pretrain",
-            "x",
-            "--remote_rm_url",
-            "r.py",
-            "--vllm_num_engines",
-            "1",
-            "--n_samples_per_prompt",
-            str(G),
-            "--advantage_estimator",
-            "lens",
-            "--init_kl_coef",
-            "0",
-        ],
-        parser=A.build_parser(),
-    )
+    args = A.parse_args(job_argv(n_samples=G, kl=0), parser=A.build_parser())
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
     out = maker.compute_advantages_and_returns(exps)
     want = group_advantages("lens", rewards, mean_lp).flatten()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from job_argv import job_argv
 
 pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
 
@@ -114,9 +115,9 @@ def worker(out_dir: str, world: int) -> None:
     from openrlhf.utils import get_strategy
 
     model = str(out.parent / "model")
-    base = ["--actor.model_name_or_path", model, "--reward.remote_url", "/tmp/r.py", "--vllm.num_engines", "0"]
-    base += ["--rollout.n_samples_per_prompt", str(G), "--train.batch_size", str(TRAIN_BATCH * world)]
-    base += ["--train.micro_batch_size", str(MICRO), "--algo.kl.init_coef", "0", "--actor.adam.lr", "3e-3"]
+    base = job_argv(model=model, estimator=None, engines=0, n_samples=G, kl=0)
+    base += ["--train.batch_size", str(TRAIN_BATCH * world), "--train.micro_batch_size", str(MICRO)]
+    base += ["--actor.adam.lr", "3e-3"]
     base += ["--actor.num_gpus_per_node", str(world), "--ds.attn_implementation", "sdpa"]
     base += ["--actor.eps_clip_low_high", str(CLIP), str(CLIP)]
     args = A.parse_args(base + ["--advantage_estimator", "psr"])
@@ -229,7 +230,8 @@ def _start(model_dir: Path, world: int) -> list:
     out.mkdir()
     repo = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, MASTER_PORT=str(_free_port()))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
+    helpers = str(Path(__file__).resolve().parents[1] / "helpers")  # job_argv, imported when this file runs a rank
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, helpers, os.environ.get("PYTHONPATH")]))
     cmd = [sys.executable, __file__, str(out), str(world)]
     procs = []
     for r in range(world):  # output to files: a full pipe would block a rank that the other waits for
@@ -381,9 +383,7 @@ def test_data_parallel_groups_get_equal_kept_shares(make_experiences):
     from lens_openrlhf.estimators import group_advantages
 
     A.install_patches()
-    flags = ["--actor.model_name_or_path", "/tmp/none", "--reward.remote_url", "/tmp/r.py", "--vllm.num_engines", "1"]
-    flags += ["--advantage_estimator", "nsr", "--rollout.n_samples_per_prompt", "4", "--actor.num_gpus_per_node", "4"]
-    args = A.parse_args(flags)
+    args = A.parse_args(job_argv("--actor.num_gpus_per_node", 4, estimator="nsr"))
     rewards = torch.tensor([[0.0, 1, 0, 0], [1, 1, 1, 0], [0, 0, 1, 0]])  # K = 7 incorrect, E = 4: 1 each, 3 left
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
     out = maker.compute_advantages_and_returns(make_experiences(rewards, micro=5))
@@ -401,7 +401,7 @@ def test_data_parallel_groups_get_equal_kept_shares(make_experiences):
         seen += e.index
     assert sorted(seen) == list(range(12))  # every sample, once
     # one group: nothing re-packed, every incorrect sample marked
-    args = A.parse_args(flags[:-1] + ["1"])
+    args = A.parse_args(job_argv("--actor.num_gpus_per_node", 1, estimator="nsr"))
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
     exps = make_experiences(rewards, micro=5)
     out = maker.compute_advantages_and_returns(exps)

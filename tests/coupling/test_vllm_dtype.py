@@ -13,9 +13,9 @@ import torch
 from lens_openrlhf import coupling as A
 from lens_openrlhf.coupling.vllm_dtype import ENV_VLLM_DTYPE
 from lens_openrlhf.localrun.tiny import build_tiny_model
+from job_argv import job_argv
 
-BASE = ["--pretrain", "m", "--remote_rm_url", "r.py", "--advantage_estimator", "lens", "--init_kl_coef", "0"]
-BASE += ["--n_samples_per_prompt", "4", "--vllm_num_engines", "1"]
+BASE = job_argv(kl=0)
 
 
 def test_flag_goes_to_the_runtime_env_only_when_given():
@@ -48,9 +48,7 @@ def test_create_vllm_engines_runs_the_dtype_given(tmp_path, monkeypatch):
 
     model = build_tiny_model(tmp_path / "model", seed=0)
     args = A.parse_args(
-        ["--pretrain", str(model), "--remote_rm_url", str(tmp_path / "r.py"), "--lens.cpu_mode"]
-        + ["--vllm_num_engines", "1", "--lens.vllm_dtype", "float32", "--advantage_estimator", "lens"]
-        + ["--n_samples_per_prompt", "4", "--init_kl_coef", "0"]
+        job_argv("--lens.cpu_mode", "--lens.vllm_dtype", "float32", model=model, reward=tmp_path / "r.py", kl=0)
     )
     (tmp_path / "r.py").write_text("def reward_func(queries, prompts, labels):\n    raise NotImplementedError\n")
     for k in cpu.worker_env():

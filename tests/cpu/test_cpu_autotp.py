@@ -35,6 +35,7 @@ import cpu_jobs as jobs
 from lens_openrlhf.dotted import flatten
 from lens_openrlhf import placement
 import step_record
+from job_argv import job_argv
 
 pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
 
@@ -264,21 +265,7 @@ def test_cpu_mode_sets_tp_ranks():
     from lens_openrlhf import cpu as cpu_mode
     from lens_openrlhf import coupling as A
 
-    base = [
-        "--lens.cpu_mode",
-        "--advantage_estimator",
-        "lens",
-        "--pretrain",
-        "/tmp/none",
-        "--remote_rm_url",
-        "/tmp/r.py",
-        "--vllm_num_engines",
-        "1",
-        "--n_samples_per_prompt",
-        "4",
-        "--init_kl_coef",
-        "0",
-    ] + BF16
+    base = job_argv("--lens.cpu_mode", *BF16, kl=0)
     args = A.parse_args(base + ["--ds.tensor_parallel_size", "2"])
     errors, notes = cpu_mode.check_and_default_args(args)
     assert not errors, errors

@@ -30,6 +30,7 @@ import torch
 import cpu_jobs as jobs
 from lens_openrlhf.dotted import flatten
 from lens_openrlhf import placement
+from job_argv import job_argv
 
 pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
 
@@ -210,20 +211,7 @@ def _advantages_by_sample(estimator, rewards, make_experiences):
     A.install_patches(
         rollout_logprobs=False
     )  # what every Ray worker of the job has (non-registry names: OpenRLHF's code)
-    args = A.parse_args(
-        [
-            "--advantage_estimator",
-            estimator,
-            "--n_samples_per_prompt",
-            str(G),
-            "--pretrain",
-            "/tmp/none",
-            "--remote_rm_url",
-            "/tmp/r.py",
-            "--vllm_num_engines",
-            "1",
-        ]
-    )
+    args = A.parse_args(job_argv(estimator=estimator, n_samples=G))
     maker = RemoteExperienceMaker(None, None, None, None, SimpleNamespace(value=0.0), SimpleNamespace(args=args), None)
     exps = maker.compute_advantages_and_returns(make_experiences(rewards, T=8))
     adv = torch.zeros(len(rewards))
@@ -252,19 +240,7 @@ def test_grpo_zero_lens_nonzero_on_negative_groups(make_experiences):
 # ------------------------------------------------------------------------------------------------
 # flags and isolation (no Ray)
 # ------------------------------------------------------------------------------------------------
-BASE = [
-    "--lens.cpu_mode",
-    "--advantage_estimator",
-    "lens",
-    "--pretrain",
-    "/tmp/none",
-    "--remote_rm_url",
-    "/tmp/r.py",
-    "--vllm_num_engines",
-    "1",
-    "--n_samples_per_prompt",
-    "4",
-]
+BASE = job_argv("--lens.cpu_mode")
 
 
 @pytest.mark.parametrize(

@@ -60,13 +60,13 @@ def pytest_configure(config):
     from lens_openrlhf.cpu_shims import ensure_flash_attn_importable
 
     ensure_flash_attn_importable()  # what every process that applies our patches does first
-    from lens_openrlhf.coupling.patches import COUPLING, ROLLOUT_LOGPROBS, ROLLOUT_SEEDS, VLLM_DTYPE
+    from lens_openrlhf.coupling.patches import COUPLING, ROLLOUT_LOGPROBS, VLLM_DTYPE
 
     if mode == "cpu":
         from lens_openrlhf.cpu import CPU
 
         CPU.apply()
-    COUPLING.apply(tags=(ROLLOUT_LOGPROBS, VLLM_DTYPE, ROLLOUT_SEEDS))
+    COUPLING.apply(tags=(ROLLOUT_LOGPROBS, VLLM_DTYPE))
     config._lens_status = {"start": _status()}
 
 
@@ -184,10 +184,10 @@ def test_every_patch_was_live_from_start_to_end(suite_runs):
 def maker_class():
     """OpenRLHF's RemoteExperienceMaker with every coupling patch applied (A1 replaces the method)."""
     from lens_openrlhf.coupling import advantages
-    from lens_openrlhf.coupling.patches import COUPLING, ROLLOUT_LOGPROBS, ROLLOUT_SEEDS, VLLM_DTYPE
+    from lens_openrlhf.coupling.patches import COUPLING, ROLLOUT_LOGPROBS, VLLM_DTYPE
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
-    COUPLING.apply(tags=(ROLLOUT_LOGPROBS, VLLM_DTYPE, ROLLOUT_SEEDS))
+    COUPLING.apply(tags=(ROLLOUT_LOGPROBS, VLLM_DTYPE))
     assert RemoteExperienceMaker.compute_advantages_and_returns is advantages.compute_advantages_and_returns
     return RemoteExperienceMaker
 

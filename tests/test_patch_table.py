@@ -58,29 +58,27 @@ def test_a_changed_target_is_named_with_its_entry(monkeypatch):
 
 
 def test_apply_revert_status_roundtrip():
-    from openrlhf.trainer.ppo_utils import experience_maker, samples_generator
+    from openrlhf.trainer import ray as ray_pkg
+    from openrlhf.trainer.ppo_utils import experience_maker
 
     before = experience_maker.RemoteExperienceMaker.__dict__["compute_advantages_and_returns"]
-    sp_before = samples_generator.SamplingParams
+    engines_before = ray_pkg.create_vllm_engines
     assert not any(COUPLING.status().values())
     COUPLING.apply()  # untagged entries only
     status = COUPLING.status()
-    assert status["A1"] and status["R1"] and status["T2"] and not status["V1"] and not status["V2"]
+    assert status["A1"] and status["R1"] and status["T2"] and status["S2"] and not status["V2"]
     assert COUPLING.original("A1") is before
     COUPLING.apply(tags=("rollout_logprobs",))
     status = COUPLING.status()
-    assert status["V1"] and status["V2"] and not status["V3"]
+    assert status["V2"] and not status["V3"]
     COUPLING.apply(tags=("rollout_logprobs", "vllm_dtype"))
-    status = COUPLING.status()
-    assert status["V3"] and not (status["S1"] or status["S2"] or status["S3"])
-    COUPLING.apply(tags=("rollout_logprobs", "vllm_dtype", "rollout_seeds"))
     assert all(COUPLING.status().values())
     COUPLING.apply(tags=("rollout_logprobs", "vllm_dtype"))  # idempotent: originals stay the upstream ones
-    assert COUPLING.original("V1") is sp_before
+    assert COUPLING.original("V2") is engines_before
     COUPLING.revert()
     assert not any(COUPLING.status().values())
     assert experience_maker.RemoteExperienceMaker.__dict__["compute_advantages_and_returns"] is before
-    assert samples_generator.SamplingParams is sp_before
+    assert ray_pkg.create_vllm_engines is engines_before
     # the Ray subclasses get their own copies back too (T1/T2 live there as well)
     from openrlhf.trainer.ppo_trainer import PPOTrainer
 

@@ -14,7 +14,7 @@ module              concern
 ``advantages``      A1: the registry's estimators inside ``compute_advantages_and_returns``
 ``sample_selection`` B1 (and A1's marking): PSR / NSR train on the kept class only, as the code of arXiv 2506.01347
 ``eval_metrics``    E1: unbiased pass@k per level in the eval logs
-``rollout_logprobs`` V1, V2: vLLM returns the sampled tokens' log-probs (LENS's pbar)
+``rollout_logprobs`` V2 (and S2's request): vLLM returns the sampled tokens' log-probs (LENS's pbar)
 ``vllm_dtype``      V3: ``--lens.vllm_dtype``, the vLLM engines' dtype (OpenRLHF hard-codes bfloat16)
 ``reward_errors``   R1, R2: a reward function that raises stops the run with its own error
 ``preemption``      T1, T2 and the driver side: SIGTERM/SIGINT checkpoint the step and stop
@@ -30,16 +30,16 @@ below are the coupling's public interface.
 from ..placement import gpus_needed
 from .parser import FLAT_FLAGS, build_parser, parse_args, translate_flat_flags
 from .eval_metrics import LEVEL_RE, unbiased_eval_logs
-from .launch import ENV_EXTRA_HOOKS, ENV_ROLLOUT_LOGPROBS, main, ray_worker_setup, require_gpus, runtime_env
+from .launch import ENV_EXTRA_HOOKS, main, ray_worker_setup, require_gpus, runtime_env
 from .patches import COUPLING, install_patches, patches_installed
 from .inputs import check_inputs, check_paths
-from .validation import LOGPROB_SOURCES, needs_rollout_logprobs, validate, validate_parallelism
+from .rollout_logprobs import wants_rollout_logprobs
+from .validation import LOGPROB_SOURCES, validate, validate_parallelism
 from .version import OPENRLHF_VERSION, check_openrlhf_version
 
 __all__ = [
     "COUPLING",
     "ENV_EXTRA_HOOKS",
-    "ENV_ROLLOUT_LOGPROBS",
     "FLAT_FLAGS",
     "LEVEL_RE",
     "LOGPROB_SOURCES",
@@ -51,7 +51,7 @@ __all__ = [
     "gpus_needed",
     "install_patches",
     "main",
-    "needs_rollout_logprobs",
+    "wants_rollout_logprobs",
     "parse_args",
     "patches_installed",
     "ray_worker_setup",

@@ -20,13 +20,10 @@ from .parser import parse_args, run_openrlhf_main
 from .patches import install_patches
 from .preemption import ENV_NO_WORKER_PATCHES, GracefulStop
 from .inputs import check_inputs, check_paths
-from .validation import needs_rollout_logprobs
+from .rollout_logprobs import wants_rollout_logprobs
 from .version import OPENRLHF_VERSION, version_problem
-from .rollout_seeds import ENV_ROLLOUT_SEEDS
 from .vllm_dtype import ENV_VLLM_DTYPE
 
-#: Environment variable (set in the Ray runtime_env) telling workers to request vLLM log-probs.
-ENV_ROLLOUT_LOGPROBS = "LENS_OPENRLHF_ROLLOUT_LOGPROBS"
 #: Environment variable naming extra setup hooks (``module.function``, comma-separated) to run in every Ray worker
 #: before the patch table: CPU mode's, and any the user's environment names (instrumentation, tests).
 ENV_EXTRA_HOOKS = "LENS_OPENRLHF_WORKER_HOOKS"
@@ -47,11 +44,8 @@ def ray_worker_setup() -> None:
     for hook in filter(None, os.environ.get(ENV_EXTRA_HOOKS, "").split(",")):
         module, _, fn = hook.rpartition(".")
         getattr(importlib.import_module(module), fn)()
-    install_patches(
-        rollout_logprobs=os.environ.get(ENV_ROLLOUT_LOGPROBS) == "1",
-        vllm_dtype=bool(os.environ.get(ENV_VLLM_DTYPE)),
-        rollout_seeds=os.environ.get(ENV_ROLLOUT_SEEDS) == "per_sample",
-    )
+    # V2 creates the engines in the driver; S1-S3 read the run's args where they run; V3's engines get no args
+    install_patches(vllm_dtype=bool(os.environ.get(ENV_VLLM_DTYPE)))
 
 
 def runtime_env(args, extra_env: Optional[Dict[str, str]] = None, extra_hooks: Sequence[str] = ()) -> dict:
@@ -61,8 +55,6 @@ def runtime_env(args, extra_env: Optional[Dict[str, str]] = None, extra_hooks: S
         "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true"),
         "NCCL_DEBUG": os.environ.get("NCCL_DEBUG", "WARN"),
         "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": os.environ.get("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1"),
-        ENV_ROLLOUT_LOGPROBS: "1" if needs_rollout_logprobs(args) else "0",
-        ENV_ROLLOUT_SEEDS: getattr(args.lens, "rollout_seeds", None) or "engine",
     }
     if getattr(args.lens, "vllm_dtype", None):
         env[ENV_VLLM_DTYPE] = args.lens.vllm_dtype
@@ -114,11 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         require_gpus(args, ray.cluster_resources().get("GPU", 0))
     else:
         cpu.check_ray_resources(args)  # a `ray job submit` cluster needs fake GPUs
-    install_patches(
-        rollout_logprobs=needs_rollout_logprobs(args),
-        vllm_dtype=bool(args.lens.vllm_dtype),
-        rollout_seeds=args.lens.rollout_seeds == "per_sample",
-    )
+    install_patches(rollout_logprobs=wants_rollout_logprobs(args), vllm_dtype=bool(args.lens.vllm_dtype))
 
     # OpenRLHF's own __main__ block: its parser is rebuilt, its parse_args returns our namespace, then
     # its validation and train(args) run unchanged. GracefulStop: on SIGTERM/SIGINT the trainer finishes the

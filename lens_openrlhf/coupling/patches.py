@@ -13,12 +13,11 @@ B1   ActorPPOTrainer.ppo_train                                   PSR/NSR: kept c
 E1   compute_eval_metrics (ppo_trainer and ppo_trainer_async)    + unbiased pass@k (eval_metrics.py)
 R1   SingleTurnAgentExecutor.__init__                            remembers a reward error (reward_errors.py)
 R2   SingleTurnAgentExecutor.execute                             re-raises it (reward_errors.py)
-S1   SamplesGenerator._generate_vllm  [rollout_seeds]            seed stream; groups in token order (rollout_seeds.py)
-S2   SamplesGenerator._dispatch_prompts_to_vllm [rollout_seeds]  a seed per prompt request (rollout_seeds.py)
-S3   RolloutRayActor.generate_responses (+ Ray's) [rollout_seeds] a seed per sample (rollout_seeds.py)
+S1   SamplesGenerator._generate_vllm                             seed stream; groups in token order (rollout_seeds.py)
+S2   SamplesGenerator._dispatch_prompts_to_vllm                  a seed per prompt request; logprobs=1 for pbar
+S3   RolloutRayActor.generate_responses (+ Ray's)                a seed per sample (rollout_seeds.py)
 T1   BasePPOTrainer.init_checkpoint_states (+ Ray subclasses)    preemption: register actors; seeds resume
 T2   BasePPOTrainer.save_logs_and_checkpoints (+ Ray subclasses) preemption: checkpoint and stop; seed record
-V1   samples_generator.SamplingParams   [tag rollout_logprobs]   always logprobs=1
 V2   openrlhf.trainer.ray.create_vllm_engines [rollout_logprobs] processed_logprobs mode
 V3   RolloutRayActor.__init__ (+ Ray's class)  [tag vllm_dtype]  --lens.vllm_dtype, not bfloat16; on CPU no chunked
                                                                  prefill (seeded requests)
@@ -46,12 +45,10 @@ _AGENT = "openrlhf.utils.agent"
 _SG = "openrlhf.trainer.ppo_utils.samples_generator"
 _ACTOR = "openrlhf.trainer.ray.ppo_actor"
 
-#: tag of V1/V2: applied when the job's estimator takes pbar from vLLM's log-probs
+#: tag of V2 (in the driver, where the engines are created): when the job's estimator takes pbar from vLLM's log-probs
 ROLLOUT_LOGPROBS = "rollout_logprobs"
-#: tag of V3: applied when --lens.vllm_dtype is given
+#: tag of V3: applied when --lens.vllm_dtype is given (the engines' processes get no args: the value comes in the env)
 VLLM_DTYPE = "vllm_dtype"
-#: tag of S1-S3: applied with --lens.rollout_seeds per_sample (the default)
-ROLLOUT_SEEDS = "rollout_seeds"
 
 
 def _eval_owners():
@@ -140,7 +137,6 @@ COUPLING = PatchTable(
                 f"{_SG}:SamplesGenerator.generate_eval_samples",
                 f"{_EM}:RemoteExperienceMaker.compute_advantages_and_returns",
             ),
-            tag=ROLLOUT_SEEDS,
             tests=("tests/coupling/test_rollout_seeds.py",),
             call_sites=(
                 (f"{_SG}:SamplesGenerator.generate_eval_samples", "dataloader_iter=self._eval_dataloader_iter"),
@@ -150,8 +146,9 @@ COUPLING = PatchTable(
             "S2",
             f"{_SG}:SamplesGenerator._dispatch_prompts_to_vllm",
             rollout_seeds.dispatch_prompts_to_vllm,
-            "each prompt's generate_responses.remote(prompt=..., sampling_params=...) carries the prompt's seed; "
-            "the dispatch calls it once per prompt, in order, on self.vllm_engines' handles",
+            "each prompt's generate_responses.remote(prompt=..., sampling_params=...) carries the prompt's seed and, "
+            "for pbar from vLLM, logprobs=1; the dispatch calls it once per prompt, in order, on self.vllm_engines' "
+            "handles, with the SamplingParams it builds (logprobs only for OpenRLHF's IS correction)",
             fingerprint="b9ae6b837eb0",
             # the call S2 seeds, the loop that counts prompts (dynamic filtering's replacements go through S2 too),
             # and the trainers' count of prompts drawn that resume_at continues from
@@ -161,8 +158,7 @@ COUPLING = PatchTable(
                 f"{_SG}:SamplesGenerator.generate_samples",
                 f"{_PT}:PPOTrainer.fit",
             ),
-            tag=ROLLOUT_SEEDS,
-            tests=("tests/coupling/test_rollout_seeds.py",),
+            tests=("tests/coupling/test_rollout_seeds.py", "tests/coupling/test_rollout_logprobs.py"),
             call_sites=(
                 (f"{_SG}:SamplesGenerator._dispatch_prompts_to_vllm", "llm_engine.generate_responses.remote"),
                 (f"{_SG}:SamplesGenerator._dispatch_prompts_to_vllm", "self.vllm_engines[engine_indices[idx]]"),
@@ -177,7 +173,6 @@ COUPLING = PatchTable(
             "the original gathers num_samples executor tasks that share one SamplingParams",
             fingerprint="2b1857eadce9",
             owners=vllm_dtype.engine_classes,
-            tag=ROLLOUT_SEEDS,
             tests=("tests/coupling/test_rollout_seeds.py",),
         ),
         Patch(
@@ -216,17 +211,6 @@ COUPLING = PatchTable(
             tests=("tests/coupling/test_preemption.py",),
         ),
         Patch(
-            "V1",
-            f"{_SG}:SamplingParams",
-            rollout_logprobs._sampling_params_with_logprobs,
-            "every rollout asks vLLM for the sampled token's log-prob; samples_generator looks SamplingParams "
-            "up as a module global at call time",
-            fingerprint="b1cbe1dc9aa4",
-            watch=(f"{_SG}:", "vllm:SamplingParams"),
-            tag=ROLLOUT_LOGPROBS,
-            tests=("tests/coupling/test_rollout_logprobs.py",),
-        ),
-        Patch(
             "V2",
             "openrlhf.trainer.ray:create_vllm_engines",
             rollout_logprobs._create_vllm_engines_processed_logprobs,
@@ -256,10 +240,10 @@ COUPLING = PatchTable(
 )
 
 
-def install_patches(rollout_logprobs: bool = False, vllm_dtype: bool = False, rollout_seeds: bool = True) -> None:
-    """Apply the coupling table in THIS process (idempotent); V1/V2 only with ``rollout_logprobs``, V3 only
-    with ``vllm_dtype``, S1-S3 only with ``rollout_seeds``."""
-    tags = (ROLLOUT_LOGPROBS,) * rollout_logprobs + (VLLM_DTYPE,) * vllm_dtype + (ROLLOUT_SEEDS,) * rollout_seeds
+def install_patches(rollout_logprobs: bool = False, vllm_dtype: bool = False) -> None:
+    """Apply the coupling table in THIS process (idempotent); V2 only with ``rollout_logprobs``, V3 only with
+    ``vllm_dtype``."""
+    tags = (ROLLOUT_LOGPROBS,) * rollout_logprobs + (VLLM_DTYPE,) * vllm_dtype
     COUPLING.apply(tags=tags)
 
 

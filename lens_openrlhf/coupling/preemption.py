@@ -169,7 +169,7 @@ def init_checkpoint_states(self):
     import ray
 
     states = patching.original("coupling", "T1")(self)
-    if rollout_seeds.active():
+    if rollout_seeds.seeded(getattr(self, "args", None)):
         rollout_seeds.on_fit_start(self, states)  # prompt shuffle seeded; seeds continue at the prompts drawn
     control = _job_control()
     if control is not None:
@@ -191,7 +191,7 @@ def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=N
     """T2: ``BasePPOTrainer.save_logs_and_checkpoints``; on a stop request, checkpoint this step and stop."""
     import ray
 
-    if client_states is not None and rollout_seeds.active():
+    if client_states is not None and rollout_seeds.seeded(getattr(self, "args", None)):
         client_states = rollout_seeds.with_seed_record(self, client_states)  # the seeding, saved with the checkpoint
     control = _job_control()
     reason = ray.get(control.step_done.remote(global_step)) if control is not None else None

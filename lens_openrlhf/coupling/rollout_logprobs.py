@@ -1,20 +1,26 @@
-"""vLLM log-probs of the sampled tokens for LENS's pbar (patches V1, V2; applied with the ``rollout_logprobs`` tag).
+"""vLLM log-probs of the sampled tokens for LENS's pbar.
 
-With ``--algo.lens.logprob_source vllm`` (the default) every rollout asks vLLM for the sampled token's
-log-prob (``logprobs=1``) and the engines run in ``processed_logprobs`` mode (the distribution vLLM sampled
-from), even with OpenRLHF's importance-sampling correction off, which is when OpenRLHF asks for neither.
+With ``--algo.lens.logprob_source vllm`` (the default) every rollout asks vLLM for the sampled token's log-prob
+(``logprobs=1``, set on each request by S2, :mod:`.rollout_seeds`, in the trainer that holds the args) and the
+engines run in ``processed_logprobs`` mode (the distribution vLLM sampled from; V2, in the driver, applied with the
+``rollout_logprobs`` tag), even with OpenRLHF's importance-sampling correction off, which is when OpenRLHF asks for
+neither.
 """
 
 from __future__ import annotations
 
 from .. import patching
+from ..estimators import ADV_ESTIMATORS, LOGPROB_SOURCE
 
 
-def _sampling_params_with_logprobs(*args, **kwargs):
-    """``vllm.SamplingParams`` that always asks for the sampled token's log-prob (``logprobs=1``)."""
-    if kwargs.get("logprobs") is None:
-        kwargs["logprobs"] = 1
-    return patching.original("coupling", "V1")(*args, **kwargs)
+def wants_rollout_logprobs(args) -> bool:
+    """Whether the run of ``args`` reads pbar from vLLM's log-probs: a registry estimator that needs log-probs, with
+    ``--algo.lens.logprob_source vllm`` (the resolved value; unset: the registry default)."""
+    spec = ADV_ESTIMATORS.get(args.algo.advantage.estimator)
+    if spec is None or not spec.needs_log_probs:
+        return False
+    lens = getattr(args.algo, "lens", None)
+    return (getattr(lens, "logprob_source", None) or LOGPROB_SOURCE.default) == "vllm"
 
 
 def _create_vllm_engines_processed_logprobs(*args, **kwargs):

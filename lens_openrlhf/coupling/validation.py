@@ -173,8 +173,3 @@ def resolve_lens_options(args) -> Dict[str, object]:
     if spec.needs_log_probs:
         out.update({o.name: o.type(given.get(o.name, o.default)) for o in LOGPROB_OPTIONS})
     return out
-
-
-def needs_rollout_logprobs(args) -> bool:
-    name = args.algo.advantage.estimator
-    return name in ADV_ESTIMATORS and ADV_ESTIMATORS[name].needs_log_probs and logprob_source(args) == "vllm"

@@ -2,7 +2,7 @@
 
 A tiny Qwen2 model is built in the test (no hub). The pinned OpenRLHF's `RolloutRayActor` (a real vLLM
 AsyncLLMEngine inside a Ray actor, in `processed_logprobs` mode as the adapter creates it) generates G
-samples per prompt with `logprobs=1` (the adapter's SamplingParams), OpenRLHF's own
+samples per prompt with `logprobs=1` (S2's request, `rollout_seeds.request_params`), OpenRLHF's own
 `SamplesGenerator._process_response_into_experience` turns them into Experiences, and OpenRLHF's
 `compute_advantages_and_returns` (patched) computes LENS from `rollout_log_probs`.
 Then pbar from vLLM is compared with pbar from `openrlhf.models.Actor` on the same sequences.
@@ -17,6 +17,7 @@ import torch
 
 from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
+from lens_openrlhf.coupling.rollout_seeds import request_params
 from lens_openrlhf.localrun.tiny import build_tiny_model
 from job_argv import job_argv
 
@@ -52,7 +53,7 @@ def rollout(tmp_path_factory):
     reward_py.write_text(REWARD)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
-    A.install_patches(rollout_logprobs=True)  # driver side: SamplingParams(logprobs=1) as in the trainer
+    A.install_patches(rollout_logprobs=True)  # the driver's table; S2's request is built below as the trainer builds it
     from openrlhf.trainer.ppo_utils import samples_generator
     from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
 
@@ -85,10 +86,9 @@ def rollout(tmp_path_factory):
             agent_func_path=None,
             mm_pad_token_ids=set(),
         )
-        params = samples_generator.SamplingParams(
-            temperature=1.0, top_p=1.0, max_tokens=24
-        )  # no per-request seed: G different samples
-        assert params.logprobs == 1
+        # OpenRLHF's request without its IS correction, as S2 sends it for LENS (no seed: G different samples)
+        params = request_params(samples_generator.SamplingParams(temperature=1.0, top_p=1.0, max_tokens=24), None, True)
+        assert params.logprobs == 1 and params.seed is None
         responses = []
         for prompt, label in zip(PROMPTS, LABELS):
             responses.append(

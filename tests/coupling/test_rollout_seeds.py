@@ -91,14 +91,18 @@ class _Handle:
         self.get_num_unfinished_requests = _Method(calls, "get_num_unfinished_requests")
 
 
-def _generator(calls, engines=2):
+def _generator(calls, engines=2, estimator="group_norm", seeds="per_sample"):
     from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
 
     gen = SamplesGenerator.__new__(SamplesGenerator)
     args = SimpleNamespace(
         train=SimpleNamespace(seed=42),
         rollout=SimpleNamespace(n_samples_per_prompt=4),
-        algo=SimpleNamespace(advantage=SimpleNamespace(is_correction_level="off")),
+        algo=SimpleNamespace(
+            advantage=SimpleNamespace(is_correction_level="off", estimator=estimator),
+            lens=SimpleNamespace(logprob_source="vllm"),
+        ),
+        lens=SimpleNamespace(rollout_seeds=seeds),
     )
     gen.args, gen.tokenizer, gen.vllm_engines = args, None, [_Handle(calls) for _ in range(engines)]
     return gen
@@ -110,7 +114,7 @@ def test_openrlhfs_dispatch_sends_each_prompt_its_seed(monkeypatch):
     from lens_openrlhf.coupling.patches import COUPLING
     from openrlhf.trainer.ppo_utils import samples_generator
 
-    COUPLING.apply(tags=("rollout_seeds",))
+    COUPLING.apply()
     monkeypatch.setattr(samples_generator.ray, "get", lambda refs: [0 for _ in refs])
     calls = []
     gen = _generator(calls)
@@ -123,12 +127,39 @@ def test_openrlhfs_dispatch_sends_each_prompt_its_seed(monkeypatch):
         rollout_seeds.prompt_seed(42, "train", i, p) for i, p in enumerate(["p0", "p1", "p2", "p3"])
     ]
     assert gen.vllm_engines == engines
+    assert all(kw["sampling_params"].logprobs is None for kw in sent)  # GRPO reads no pbar: OpenRLHF's request
+
+
+@pytest.mark.parametrize("seeds", ["per_sample", "engine"])
+def test_the_trainers_args_decide_seeds_and_log_probs(monkeypatch, seeds):
+    """S1-S3 are applied in every process; what S2 sends is read from the trainer's own args, where it runs:
+    ``--lens.rollout_seeds`` for the seeds, the estimator and ``--algo.lens.logprob_source`` for ``logprobs=1``
+    (LENS reads pbar from vLLM's log-probs), and OpenRLHF's own request when neither applies."""
+    from lens_openrlhf.coupling.patches import COUPLING
+    from openrlhf.trainer.ppo_utils import samples_generator
+
+    COUPLING.apply()
+    monkeypatch.setattr(samples_generator.ray, "get", lambda refs: [0 for _ in refs])
+    for estimator, logprobs in (("lens", 1), ("group_norm", None)):
+        calls = []
+        gen = _generator(calls, estimator=estimator, seeds=seeds)
+        gen._dispatch_prompts_to_vllm(["p0", "p1"], ["a", "b"], max_new_tokens=8)
+        sent = [kw["sampling_params"] for name, kw in calls if name == "generate_responses"]
+        assert [sp.logprobs for sp in sent] == [logprobs] * 2, estimator
+        want = [rollout_seeds.prompt_seed(42, "train", i, p) for i, p in enumerate(["p0", "p1"])]
+        assert [sp.seed for sp in sent] == (want if seeds == "per_sample" else [None, None]), estimator
+    assert rollout_seeds.seeded(gen.args) == (seeds == "per_sample")
+    gen.args.algo.lens.logprob_source = "actor"  # pbar from the actor's own log-probs: nothing asked of vLLM
+    calls.clear()
+    gen.args.algo.advantage.estimator = "lens"
+    gen._dispatch_prompts_to_vllm(["p0"], ["a"], max_new_tokens=8)
+    assert [kw["sampling_params"].logprobs for name, kw in calls if name == "generate_responses"] == [None]
 
 
 def test_a_dispatch_that_no_longer_calls_per_prompt_fails_by_name(monkeypatch):
     from lens_openrlhf.coupling.patches import COUPLING
 
-    COUPLING.apply(tags=("rollout_seeds",))
+    COUPLING.apply()
     gen = _generator([])
     monkeypatch.setitem(
         COUPLING._originals, "S2", lambda self, prompts, labels, **kw: [e.generate_responses for e in self.vllm_engines]
@@ -137,13 +168,18 @@ def test_a_dispatch_that_no_longer_calls_per_prompt_fails_by_name(monkeypatch):
         gen._dispatch_prompts_to_vllm(["p0", "p1"], ["a", "b"])
 
 
-def test_s1_to_s3_are_applied_only_with_per_sample_seeds():
-    from lens_openrlhf.coupling.patches import COUPLING, ROLLOUT_SEEDS
+def test_s1_to_s3_are_applied_in_every_process_without_a_tag():
+    """No environment variable tells a worker whether to seed: S1-S3 carry no tag, and args without ``lens`` (OpenRLHF's
+    own tests) or with ``--lens.rollout_seeds engine`` get OpenRLHF's seeding."""
+    from lens_openrlhf.coupling.patches import COUPLING
 
-    assert {p.id for p in COUPLING.entries if p.tag == ROLLOUT_SEEDS} == {"S1", "S2", "S3"}
+    assert all(COUPLING[pid].tag is None for pid in ("S1", "S2", "S3"))
     before = patching.applied()
     COUPLING.apply(tags=())
-    assert not {"S1", "S2", "S3"} & set(COUPLING.applied())
+    assert {"S1", "S2", "S3"} <= set(COUPLING.applied())
+    assert not rollout_seeds.seeded(SimpleNamespace(train=SimpleNamespace(seed=1)))
+    assert not rollout_seeds.seeded(SimpleNamespace(lens=SimpleNamespace(rollout_seeds="engine")))
+    assert rollout_seeds.seeded(SimpleNamespace(lens=SimpleNamespace(rollout_seeds="per_sample")))
     patching.revert_all(before)
 
 

@@ -12,7 +12,7 @@ import torch
 
 from lens_openrlhf.coupling.version import OPENRLHF_VERSION
 from lens_openrlhf.estimators import group_advantages
-from job_argv import job_argv
+from cpu_jobs import job_argv
 
 
 def test_real_stack_imports():

@@ -17,7 +17,7 @@ import torch
 from lens_openrlhf.dotted import flatten
 from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
-from job_argv import job_argv
+from cpu_jobs import job_argv
 
 BASE = job_argv(estimator=None, reward="/tmp/reward.py")
 

@@ -13,7 +13,7 @@ import pytest
 from lens_openrlhf import coupling as A
 from lens_openrlhf.coupling import inputs
 from lens_openrlhf.dotted import flatten, get_flag
-from job_argv import job_argv
+from cpu_jobs import job_argv
 
 
 @pytest.fixture(scope="module")

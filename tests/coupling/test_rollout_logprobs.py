@@ -19,7 +19,7 @@ from lens_openrlhf import coupling as A
 from lens_openrlhf.estimators import group_advantages, masked_mean_log_probs
 from lens_openrlhf.coupling.rollout_seeds import request_params
 from lens_openrlhf.localrun.tiny import build_tiny_model
-from job_argv import job_argv
+from cpu_jobs import job_argv
 
 pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
 

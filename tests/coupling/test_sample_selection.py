@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from job_argv import job_argv
+from cpu_jobs import job_argv
 
 pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
 
@@ -230,7 +230,7 @@ def _start(model_dir: Path, world: int) -> list:
     out.mkdir()
     repo = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, MASTER_PORT=str(_free_port()))
-    helpers = str(Path(__file__).resolve().parents[1] / "helpers")  # job_argv, imported when this file runs a rank
+    helpers = str(Path(__file__).resolve().parents[1] / "helpers")  # cpu_jobs, imported by a rank
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, helpers, os.environ.get("PYTHONPATH")]))
     cmd = [sys.executable, __file__, str(out), str(world)]
     procs = []

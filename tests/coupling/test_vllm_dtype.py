@@ -13,7 +13,7 @@ import torch
 from lens_openrlhf import coupling as A
 from lens_openrlhf.coupling.vllm_dtype import ENV_VLLM_DTYPE
 from lens_openrlhf.localrun.tiny import build_tiny_model
-from job_argv import job_argv
+from cpu_jobs import job_argv
 
 BASE = job_argv(kl=0)
 

@@ -35,7 +35,7 @@ import cpu_jobs as jobs
 from lens_openrlhf.dotted import flatten
 from lens_openrlhf import placement
 import step_record
-from job_argv import job_argv
+from cpu_jobs import job_argv
 
 pytestmark = pytest.mark.heavy  # Ray, vLLM, DeepSpeed or a training job (make test-quick leaves it out)
 

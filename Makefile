@@ -7,10 +7,8 @@ PY := .venv/bin/python
 venv:
 	bash .ci/setup_venv.sh
 
-# two test processes (pytest-xdist), a test file per process at a time: a CPU job of the suite keeps about one core
-# busy (one thread per process; its vLLM engine and its trainer take turns), so two files run side by side
 test: venv
-	$(PY) -m pytest --import-mode=importlib -q -p no:cacheprovider -n 2 --dist loadfile --durations=25 tests
+	$(PY) -m pytest --import-mode=importlib -q -p no:cacheprovider --durations=25 tests
 
 lint: venv
 	$(PY) -m ruff check .

@@ -136,7 +136,10 @@ def ppo_train(self, kl_ctl: float = 0):
     """
     original = patching.original("coupling", "B1")
     name = self.args.algo.advantage.estimator
-    spec = ADV_ESTIMATORS.get(name)
+    looked_up = getattr(self, "_lens_spec", None)  # (name, spec): the registry read once per policy rank
+    if looked_up is None or looked_up[0] != name:
+        looked_up = self._lens_spec = (name, ADV_ESTIMATORS.get(name))
+    spec = looked_up[1]
     if spec is None or spec.trains_on == TRAIN_ALL:
         return original(self, kl_ctl)
     if self.args.train.dynamic_batch_enable:

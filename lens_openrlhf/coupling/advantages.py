@@ -21,7 +21,6 @@ from ..errors import RolloutLogProbsMissing
 from ..estimators import (
     ADV_ESTIMATORS,
     EstimatorSpec,
-    LOGPROB_SOURCE,
     TRAIN_ALL,
     get_adv_estimator,
     group_advantages,
@@ -29,6 +28,7 @@ from ..estimators import (
     masked_mean_log_probs,
     trained_samples,
 )
+from .rollout_logprobs import logprob_source
 from .sample_selection import effective_actor_groups, mark_trained
 
 
@@ -80,8 +80,7 @@ def run_plan(maker, args) -> Optional[RunPlan]:
     spec = get_adv_estimator(name)
     lens = args.algo.lens
     options = spec.resolve_options({k: getattr(lens, k) for k in spec.options if getattr(lens, k, None) is not None})
-    source = getattr(lens, "logprob_source", None) or LOGPROB_SOURCE.default
-    maker._lens_run_plan = RunPlan(name, spec, options, source, spec.needs_lengths_for(options))
+    maker._lens_run_plan = RunPlan(name, spec, options, logprob_source(args), spec.needs_lengths_for(options))
     return maker._lens_run_plan
 
 

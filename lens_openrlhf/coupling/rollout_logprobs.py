@@ -13,14 +13,17 @@ from .. import patching
 from ..estimators import ADV_ESTIMATORS, LOGPROB_SOURCE
 
 
+def logprob_source(args) -> str:
+    """``--algo.lens.logprob_source`` of ``args`` (``vllm`` or ``actor``; unset: the registry default)."""
+    lens = getattr(getattr(args, "algo", None), "lens", None)
+    return getattr(lens, "logprob_source", None) or LOGPROB_SOURCE.default
+
+
 def wants_rollout_logprobs(args) -> bool:
     """Whether the run of ``args`` reads pbar from vLLM's log-probs: a registry estimator that needs log-probs, with
-    ``--algo.lens.logprob_source vllm`` (the resolved value; unset: the registry default)."""
+    ``--algo.lens.logprob_source vllm``. The driver's checks, the launcher (V2) and S2 all ask this."""
     spec = ADV_ESTIMATORS.get(args.algo.advantage.estimator)
-    if spec is None or not spec.needs_log_probs:
-        return False
-    lens = getattr(args.algo, "lens", None)
-    return (getattr(lens, "logprob_source", None) or LOGPROB_SOURCE.default) == "vllm"
+    return spec is not None and spec.needs_log_probs and logprob_source(args) == "vllm"
 
 
 def _create_vllm_engines_processed_logprobs(*args, **kwargs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Dict, List
 
 from ..estimators import ADV_ESTIMATORS, LOGPROB_OPTIONS, LOGPROB_SOURCE, TRAIN_ALL, get_adv_estimator
+from .rollout_logprobs import wants_rollout_logprobs
 
 #: the values of ``--algo.lens.logprob_source`` (the registry's ``LOGPROB_SOURCE``)
 LOGPROB_SOURCES = LOGPROB_SOURCE.choices
@@ -119,18 +120,13 @@ def validate(args) -> List[str]:
             f"--algo.advantage.estimator {name} needs rewards in [0, 1] (1 correct, 0 incorrect); "
             "--reward.overlong_buffer_len / --reward.stop_properly_penalty_coef push them below 0: remove them"
         )
-    if spec.needs_log_probs and logprob_source(args) == "vllm" and not (args.vllm.num_engines or 0) > 0:
+    if wants_rollout_logprobs(args) and not (args.vllm.num_engines or 0) > 0:
         errors.append(
             "--algo.lens.logprob_source vllm (the default) needs vLLM engines (--vllm.num_engines >= 1); "
             "without vLLM use --algo.lens.logprob_source actor"
         )
     top_p = args.rollout.top_p
-    if (
-        spec.needs_log_probs
-        and logprob_source(args) == "vllm"
-        and top_p < 1
-        and not given.get("allow_truncated_logprobs")
-    ):
+    if wants_rollout_logprobs(args) and top_p < 1 and not given.get("allow_truncated_logprobs"):
         errors.append(
             f"--rollout.top_p {top_p:g} with --algo.lens.logprob_source vllm (the default): vLLM's log-probs would "
             "be those of the top-p truncated, renormalised distribution, not the pi_old of the actor and the PPO "
@@ -138,23 +134,19 @@ def validate(args) -> List[str]:
             "--algo.lens.logprob_source actor (pi_old recomputed by the actor); or pass "
             "--algo.lens.allow_truncated_logprobs to accept the truncated distribution on purpose"
         )
-    if spec.needs_log_probs and args.train.partial_rollout_enable and logprob_source(args) == "vllm":
+    if wants_rollout_logprobs(args) and args.train.partial_rollout_enable:
         errors.append(
             "--train.partial_rollout_enable with --algo.lens.logprob_source vllm (the default): a sample still in "
             "flight at a weight sync holds tokens of two policies, so its pbar would mix them. Use "
             "--algo.lens.logprob_source actor (pi_old recomputed by the actor, one set of weights), or drop "
             "--train.partial_rollout_enable"
         )
-    if spec.needs_log_probs and args.train.agent_func_path and logprob_source(args) == "vllm":
+    if wants_rollout_logprobs(args) and args.train.agent_func_path:
         errors.append(
             "--train.agent_func_path (multi-turn agents) fills rollout log-probs of environment tokens with 0; "
             "use --algo.lens.logprob_source actor"
         )
     return errors
-
-
-def logprob_source(args) -> str:
-    return lens_option_values(args).get("logprob_source") or LOGPROB_SOURCE.default
 
 
 def resolve_lens_options(args) -> Dict[str, object]:

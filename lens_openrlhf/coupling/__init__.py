@@ -13,6 +13,7 @@ module              concern
 ``inputs``          the paths and files a job names, checked before Ray starts (datasets read in full)
 ``advantages``      A1: the registry's estimators inside ``compute_advantages_and_returns``
 ``sample_selection`` B1 (and A1's marking): PSR / NSR train on the kept class only, as the code of arXiv 2506.01347
+``run_plan``        the run's estimator (spec, resolved options), looked up once per process by A1 and B1
 ``eval_metrics``    E1: unbiased pass@k per level in the eval logs
 ``rollout_logprobs`` V2 (and S2's request): vLLM returns the sampled tokens' log-probs (LENS's pbar)
 ``vllm_dtype``      V3: ``--lens.vllm_dtype``, the vLLM engines' dtype (OpenRLHF hard-codes bfloat16)

@@ -12,23 +12,20 @@ estimators go to OpenRLHF's original method.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import List
 
 import torch
 
 from .. import patching
 from ..errors import RolloutLogProbsMissing
 from ..estimators import (
-    ADV_ESTIMATORS,
-    EstimatorSpec,
     TRAIN_ALL,
-    get_adv_estimator,
     group_advantages,
     group_statistics,
     masked_mean_log_probs,
     trained_samples,
 )
-from .rollout_logprobs import logprob_source
+from .run_plan import run_plan
 from .sample_selection import effective_actor_groups, mark_trained
 
 
@@ -54,34 +51,6 @@ def response_mean_log_probs(experience, source: str) -> torch.Tensor:
             f"{source} log-probs shape {tuple(lp.shape)} != action mask shape {tuple(experience.action_mask.shape)}"
         )
     return masked_mean_log_probs(lp, experience.action_mask)
-
-
-class RunPlan(NamedTuple):
-    """What A1 needs from the registry for a run: looked up once per process (:func:`run_plan`)."""
-
-    name: str
-    spec: EstimatorSpec
-    options: Dict[str, Any]  # the values the driver resolved
-    logprob_source: str
-    needs_lengths: bool
-
-
-def run_plan(maker, args) -> Optional[RunPlan]:
-    """The estimator of ``args`` looked up in the registry once, kept on the experience maker (one per PPOTrainer
-    actor, for the whole run); None for an estimator of OpenRLHF's own (A1 hands those to the original). The options
-    are the values the driver resolved (``coupling.validation.resolve_lens_options``); a None (args built without the
-    launcher, e.g. OpenRLHF's own tests) falls back to the registry default, as the driver would have."""
-    name = args.algo.advantage.estimator
-    plan = getattr(maker, "_lens_run_plan", None)
-    if plan is not None and plan.name == name:
-        return plan
-    if name not in ADV_ESTIMATORS:
-        return None
-    spec = get_adv_estimator(name)
-    lens = args.algo.lens
-    options = spec.resolve_options({k: getattr(lens, k) for k in spec.options if getattr(lens, k, None) is not None})
-    maker._lens_run_plan = RunPlan(name, spec, options, logprob_source(args), spec.needs_lengths_for(options))
-    return maker._lens_run_plan
 
 
 @torch.no_grad()

@@ -34,7 +34,8 @@ from typing import List
 import torch
 
 from .. import patching
-from ..estimators import ADV_ESTIMATORS, TRAIN_ALL
+from ..estimators import TRAIN_ALL
+from .run_plan import run_plan
 
 #: per-sample mark written by A1 and read (and removed) by B1: 1.0 = trained on, 0.0 = dropped
 TRAINED_KEY = "lens/trained"
@@ -136,11 +137,8 @@ def ppo_train(self, kl_ctl: float = 0):
     """
     original = patching.original("coupling", "B1")
     name = self.args.algo.advantage.estimator
-    looked_up = getattr(self, "_lens_spec", None)  # (name, spec): the registry read once per policy rank
-    if looked_up is None or looked_up[0] != name:
-        looked_up = self._lens_spec = (name, ADV_ESTIMATORS.get(name))
-    spec = looked_up[1]
-    if spec is None or spec.trains_on == TRAIN_ALL:
+    plan = run_plan(self, self.args)
+    if plan is None or plan.spec.trains_on == TRAIN_ALL:
         return original(self, kl_ctl)
     if self.args.train.dynamic_batch_enable:
         raise RuntimeError(f"--algo.advantage.estimator {name} cannot run with --train.dynamic_batch_enable")

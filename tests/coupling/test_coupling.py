@@ -406,12 +406,12 @@ def batch_rewards(G=4, n=6, seed=3):
 def test_the_estimator_is_looked_up_once_per_run(parser, make_experiences, monkeypatch):
     """A1 consults the registry on its first batch only: the spec and the resolved options stay on the experience
     maker (one per PPOTrainer actor) for every later batch; a maker whose args name another estimator looks again."""
-    from lens_openrlhf.coupling import advantages as A1
+    from lens_openrlhf.coupling import run_plan as plans
 
     A.install_patches(rollout_logprobs=False)
     calls = []
-    lookup = A1.get_adv_estimator
-    monkeypatch.setattr(A1, "get_adv_estimator", lambda name: calls.append(name) or lookup(name))
+    lookup = plans.get_adv_estimator
+    monkeypatch.setattr(plans, "get_adv_estimator", lambda name: calls.append(name) or lookup(name))
     args = parse(parser, BASE + ["--advantage_estimator", "lens", "--algo.lens.alpha", "0.5"])
     maker, rewards = real_maker(args), batch_rewards(4)
     for _ in range(3):

@@ -25,9 +25,8 @@ def sample(model, rows, *, n: int = 8, max_new_tokens: int = 12, seed: int = 0, 
     from lens_openrlhf.evaluation.sampling import sample_and_score
 
     return sample_and_score(
-        model, rows, n=n, max_tokens=max_new_tokens, seed=seed, dtype=dtype, greedy=greedy, log=lambda m: None,
-        **GYM_HF,
-    )  # fmt: skip
+        model, rows, n=n, max_tokens=max_new_tokens, seed=seed, dtype=dtype, greedy=greedy, **GYM_HF
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

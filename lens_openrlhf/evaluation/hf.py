@@ -26,13 +26,18 @@ def generate_kwargs(tokenizer, n: int, max_new_tokens: int, greedy: bool, temper
 
 
 def prompt_text(tokenizer, prompt, apply_chat_template: bool) -> str:
-    """The text OpenRLHF builds from a row's prompt: chat messages (or, with ``apply_chat_template``, a string wrapped
-    as a user message) through the chat template with the generation prompt; a string as it is otherwise."""
+    """The text OpenRLHF builds from a row's prompt, for either backend: chat messages (or, with
+    ``apply_chat_template``, a string wrapped as a user message) through the chat template with the generation prompt;
+    a string as it is otherwise."""
     if isinstance(prompt, str) and apply_chat_template:
         prompt = [{"role": "user", "content": prompt}]
     if isinstance(prompt, list):
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError("a chat-message prompt needs a tokenizer with a chat template")
         return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return prompt
+    if isinstance(prompt, str):
+        return prompt
+    raise ValueError(f"prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
 
 
 def sample_and_score(

@@ -42,6 +42,8 @@ from lens_openrlhf.evaluation.passk import (
     save_results,
     write_outputs,
 )
+from lens_openrlhf.evaluation import hf
+from lens_openrlhf.evaluation.scoring import SCORERS, boxed_count, reason_counts, score
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -74,18 +76,9 @@ def load_problems(
 
 
 def render_prompt(tokenizer, prompt, apply_chat_template: bool) -> List[int]:
-    """Token ids of a prompt, the way OpenRLHF builds them (chat template if messages; no added specials)."""
-    if isinstance(prompt, str) and apply_chat_template:
-        prompt = [{"role": "user", "content": prompt}]
-    if isinstance(prompt, list):
-        if getattr(tokenizer, "chat_template", None) is None:
-            raise ValueError("a chat-message prompt needs a tokenizer with a chat template")
-        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    elif isinstance(prompt, str):
-        text = prompt
-    else:
-        raise ValueError(f"prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    """Token ids of a prompt, the way OpenRLHF builds them (:func:`lens_openrlhf.evaluation.hf.prompt_text`; no added
+    special tokens)."""
+    return tokenizer(hf.prompt_text(tokenizer, prompt, apply_chat_template), add_special_tokens=False)["input_ids"]
 
 
 def cpu_engine_kwargs() -> Dict[str, Any]:
@@ -135,15 +128,11 @@ def sample_and_score(
     ``greedy``: one greedy answer per row (``n`` is then 1). Prompts: a row's ``input_key`` as chat messages, or a
     string (wrapped as a user message with ``apply_chat_template``); labels from ``label_key``.
     """
-    from lens_openrlhf.evaluation.scoring import SCORERS
-
     if backend not in BACKENDS:
         raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if scorer not in SCORERS:
         raise UsageError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
     if backend == "hf":
-        from lens_openrlhf.evaluation import hf
-
         return hf.sample_and_score(
             model, rows, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, greedy=greedy,
             scorer=scorer, input_key=input_key, label_key=label_key, apply_chat_template=apply_chat_template,
@@ -164,8 +153,6 @@ def _sample_vllm(
 ) -> List[ProblemResult]:  # fmt: skip
     """The vLLM backend of :func:`sample_and_score`."""
     from vllm import LLM, SamplingParams  # lazy: heavy
-
-    from lens_openrlhf.evaluation.scoring import boxed_count, reason_counts, score
 
     try:
         from tqdm import tqdm
@@ -281,9 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--backend", choices=BACKENDS, default="vllm", help="the sampler: vllm (default) or hf (transformers' generate)"
     )
-    ap.add_argument(
-        "--scorer", choices=("math", "gym"), default="math", help="math: Math-Verify (default); gym: reasoning-gym"
-    )
+    ap.add_argument("--scorer", choices=SCORERS, default="math", help="math: Math-Verify (default); gym: reasoning-gym")
     ap.add_argument("--dtype", default="auto", help="vLLM's dtype, or with --backend hf the CPU compute dtype")
     ap.add_argument("--max-model-len", type=int, default=None)
     ap.add_argument("--gpu-memory-utilization", type=float, default=None)

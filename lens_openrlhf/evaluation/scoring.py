@@ -8,6 +8,7 @@ the rows ``python -m lens_openrlhf.data gym`` writes). Every answer is also chec
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Dict, List, Sequence, Tuple
 
 SCORERS = ("math", "gym")
@@ -36,7 +37,5 @@ def boxed_count(texts: Sequence[str]) -> int:
 
 
 def reason_counts(reasons: Sequence[str]) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for r in reasons:
-        out[r] = out.get(r, 0) + 1
-    return out
+    """How many answers got each verdict, in the order the verdicts first occur."""
+    return dict(Counter(reasons))

@@ -40,7 +40,7 @@ def sample(model_path: Path, rows: List[dict], G: int, max_new_tokens: int, seed
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lens_openrlhf.demo.heldout import sampling
-    from lens_openrlhf.localrun.tiny import chat_prompt
+    from lens_openrlhf.evaluation.hf import prompt_text
     from lens_openrlhf.rewards.gym_reward import score_text
 
     tok = AutoTokenizer.from_pretrained(model_path)
@@ -48,7 +48,7 @@ def sample(model_path: Path, rows: List[dict], G: int, max_new_tokens: int, seed
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     torch.manual_seed(seed)
     enc = tok(
-        [chat_prompt(tok, r["prompt"]) for r in rows], return_tensors="pt", padding=True, add_special_tokens=False
+        [prompt_text(tok, r["prompt"], True) for r in rows], return_tensors="pt", padding=True, add_special_tokens=False
     )
     with torch.no_grad():
         seqs = model.generate(**enc, **sampling(tok, G, max_new_tokens))

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from lens_openrlhf.data.files import read_jsonl
-from lens_openrlhf.localrun.tiny import build_tiny_model, chat_prompt, torch_threads
+from lens_openrlhf.evaluation.sampling import render_prompt
+from lens_openrlhf.localrun.tiny import build_tiny_model, torch_threads
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ class _Examples:
         answers = list(answers) or [r["answer"] for r in rows]
         steps = list(steps) or [""] * len(rows)
         for r, b, ans, st in zip(rows, boxed, answers, steps):
-            p = tokenizer(chat_prompt(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
+            p = render_prompt(tokenizer, r["prompt"], apply_chat_template=True)
             a = tokenizer(response_text(ans, tokenizer, b, st), add_special_tokens=False)["input_ids"]
             self.items.append({"input_ids": p + a, "labels": [-100] * len(p) + a, "parts": (len(p), ans, b, st)})
 

@@ -24,13 +24,6 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def chat_prompt(tokenizer, prompt: str) -> str:
-    """The text OpenRLHF builds with ``--apply_chat_template`` from a string prompt."""
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-    )
-
-
 class torch_threads:
     """torch intra-op threads for the warm-up and sampling (default 1, ``LENS_WARMUP_THREADS``): a model this
     small gains nothing from a second thread, and on a busy 2-core machine two threads made a Trainer step
